@@ -1,0 +1,23 @@
+# Thin entry points over scripts/ and CMake/CTest. See README.md.
+.PHONY: demo test build setup gpu-check format clean
+
+demo:            ## set everything up and run the main job
+	scripts/demo.sh
+
+test:            ## set everything up and run every test
+	scripts/test.sh
+
+build: setup
+	scripts/build.sh
+
+setup:
+	scripts/setup.sh
+
+gpu-check:       ## on a GPU machine: CUDA build + whole suite + summary JSON
+	perf/gpu_check.sh
+
+format:
+	find vmm kernels runtime ipc shims tests perf -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' | xargs clang-format -i
+
+clean:
+	rm -rf build build-*

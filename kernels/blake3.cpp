@@ -1,0 +1,194 @@
+// Host BLAKE3: chunk chaining values (scalar, or several chunks in lock-step with SIMD vector
+// lanes) and the left-balanced tree over them.
+//
+// DESIGN: the input is known up front, so the tree is built with a stack of subtree chaining
+// values: after every chunk except the last, complete subtrees are merged eagerly (the number
+// of chunks so far, read in binary, says which: one merge per trailing zero bit). None of
+// those merges can be the root, because at least the last chunk is still to come. The last
+// chunk's value is then folded into the stack from the right, and the final fold carries
+// ROOT. This gives the same tree as pairwise reduction level by level (an odd last node
+// carried up unchanged), which is what the CUDA kernels do.
+#include "kernels/blake3.h"
+
+#include <bit>
+#include <cstring>
+
+#include "kernels/blake3_core.h"
+#include "kernels/page_kernels.h"
+
+namespace pf::kernels::b3 {
+namespace {
+
+inline std::uint32_t load_le32(const std::uint8_t* p) {
+  std::uint32_t w;
+  std::memcpy(&w, p, 4);
+  if constexpr (std::endian::native == std::endian::big) w = __builtin_bswap32(w);
+  return w;
+}
+
+inline void load_block(const std::uint8_t* p, std::uint32_t m[16]) {
+  for (int i = 0; i < 16; ++i) m[i] = load_le32(p + 4 * i);
+}
+
+// N chunks in lock-step: lane l of every vector word belongs to chunk first_index + l.
+// V is a GCC vector of N uint32_t. Always inlined so that a caller compiled for a wider ISA
+// (target("avx2")) gets the whole body in that ISA.
+template <typename V, int N>
+PF_B3_HD void lanes_chunk_cvs(const std::uint8_t* data, std::uint64_t first_index,
+                              std::uint32_t (*out)[8]) {
+  V cv[8];
+  for (int i = 0; i < 8; ++i) cv[i] = V{} + iv(i);
+  V counter_lo{};
+  V counter_hi{};
+  for (int l = 0; l < N; ++l) {
+    const std::uint64_t c = first_index + static_cast<std::uint64_t>(l);
+    counter_lo[l] = static_cast<std::uint32_t>(c);
+    counter_hi[l] = static_cast<std::uint32_t>(c >> 32);
+  }
+  const V block_len = V{} + static_cast<std::uint32_t>(kBlockBytes);
+  for (std::size_t b = 0; b < kBlocksPerChunk; ++b) {
+    // Transpose through memory: words[w][l] = word w of lane l's block.
+    alignas(64) std::uint32_t words[16][N];
+    for (int l = 0; l < N; ++l) {
+      const std::uint8_t* p = data + static_cast<std::size_t>(l) * kChunkBytes + b * kBlockBytes;
+      for (int w = 0; w < 16; ++w) words[w][l] = load_le32(p + 4 * w);
+    }
+    V m[16];
+    for (int w = 0; w < 16; ++w) std::memcpy(&m[w], words[w], sizeof(V));
+    std::uint32_t f = 0;
+    if (b == 0) f |= kChunkStart;
+    if (b == kBlocksPerChunk - 1) f |= kChunkEnd;
+    compress<V>(cv, m, counter_lo, counter_hi, block_len, V{} + f);
+  }
+  for (int l = 0; l < N; ++l) {
+    for (int i = 0; i < 8; ++i) out[l][i] = cv[i][l];
+  }
+}
+
+typedef std::uint32_t V4 __attribute__((vector_size(16)));
+
+void chunk_cvs_x4(const std::uint8_t* data, std::uint64_t first_index, std::uint32_t (*out)[8]) {
+  lanes_chunk_cvs<V4, 4>(data, first_index, out);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PF_B3_HAVE_AVX2_PATH 1
+typedef std::uint32_t V8 __attribute__((vector_size(32)));
+
+__attribute__((target("avx2"))) void chunk_cvs_x8_avx2(const std::uint8_t* data,
+                                                       std::uint64_t first_index,
+                                                       std::uint32_t (*out)[8]) {
+  lanes_chunk_cvs<V8, 8>(data, first_index, out);
+}
+
+bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+#endif
+
+}  // namespace
+
+void chunk_cv(const std::uint8_t* chunk, std::size_t len, std::uint64_t chunk_index, bool root,
+              std::uint32_t out[8]) {
+  std::uint32_t cv[8];
+  for (int i = 0; i < 8; ++i) cv[i] = iv(i);
+  const std::uint32_t lo = static_cast<std::uint32_t>(chunk_index);
+  const std::uint32_t hi = static_cast<std::uint32_t>(chunk_index >> 32);
+  // A chunk has ceil(len / 64) blocks, at least one (the empty input is one empty block).
+  const std::size_t blocks = len == 0 ? 1 : (len + kBlockBytes - 1) / kBlockBytes;
+  for (std::size_t b = 0; b < blocks; ++b) {
+    const std::size_t off = b * kBlockBytes;
+    const std::size_t n = len - off < kBlockBytes ? len - off : kBlockBytes;
+    std::uint32_t m[16];
+    if (n == kBlockBytes) {
+      load_block(chunk + off, m);
+    } else {  // the last block, zero-padded
+      std::uint8_t padded[kBlockBytes] = {};
+      if (n > 0) std::memcpy(padded, chunk + off, n);
+      load_block(padded, m);
+    }
+    std::uint32_t f = 0;
+    if (b == 0) f |= kChunkStart;
+    if (b == blocks - 1) f |= kChunkEnd | (root ? kRoot : 0u);
+    compress<std::uint32_t>(cv, m, lo, hi, static_cast<std::uint32_t>(n), f);
+  }
+  for (int i = 0; i < 8; ++i) out[i] = cv[i];
+}
+
+void full_chunk_cvs(const std::uint8_t* data, std::size_t n, std::uint64_t first_index,
+                    std::uint32_t (*out)[8]) {
+  std::size_t i = 0;
+#if defined(PF_B3_HAVE_AVX2_PATH)
+  if (cpu_has_avx2()) {
+    for (; i + 8 <= n; i += 8) chunk_cvs_x8_avx2(data + i * kChunkBytes, first_index + i, out + i);
+  }
+#endif
+  for (; i + 4 <= n; i += 4) chunk_cvs_x4(data + i * kChunkBytes, first_index + i, out + i);
+  for (; i < n; ++i) chunk_cv(data + i * kChunkBytes, kChunkBytes, first_index + i, false, out[i]);
+}
+
+void cv_to_bytes(const std::uint32_t cv[8], std::uint8_t out[32]) {
+  for (int i = 0; i < 8; ++i) {
+    out[4 * i + 0] = static_cast<std::uint8_t>(cv[i]);
+    out[4 * i + 1] = static_cast<std::uint8_t>(cv[i] >> 8);
+    out[4 * i + 2] = static_cast<std::uint8_t>(cv[i] >> 16);
+    out[4 * i + 3] = static_cast<std::uint8_t>(cv[i] >> 24);
+  }
+}
+
+const char* simd_path() {
+#if defined(PF_B3_HAVE_AVX2_PATH)
+  if (cpu_has_avx2()) return "avx2";
+#endif
+#if defined(__SSE2__)
+  return "sse2";
+#else
+  return "portable";
+#endif
+}
+
+}  // namespace pf::kernels::b3
+
+namespace pf::kernels {
+
+Digest blake3_digest(const void* data, std::size_t bytes) {
+  using namespace b3;
+  const auto* p = static_cast<const std::uint8_t*>(data);
+  Digest d;
+  std::uint32_t cv[8];
+  if (bytes <= kChunkBytes) {
+    chunk_cv(p, bytes, 0, /*root=*/true, cv);
+    cv_to_bytes(cv, d.bytes.data());
+    return d;
+  }
+  const std::uint64_t n_chunks = (bytes + kChunkBytes - 1) / kChunkBytes;
+  // Subtree chaining values, left to right; at most one per bit of the chunk count.
+  std::uint32_t stack[64][8];
+  int depth = 0;
+  constexpr std::size_t kGroup = 32;  // full chunks hashed per full_chunk_cvs() call
+  std::uint32_t group[kGroup][8];
+  std::uint64_t done = 0;
+  while (done < n_chunks - 1) {
+    const std::size_t g =
+        static_cast<std::size_t>(n_chunks - 1 - done < kGroup ? n_chunks - 1 - done : kGroup);
+    full_chunk_cvs(p + done * kChunkBytes, g, done, group);
+    for (std::size_t j = 0; j < g; ++j) {
+      std::memcpy(stack[depth++], group[j], sizeof(group[j]));
+      ++done;
+      for (std::uint64_t t = done; (t & 1) == 0; t >>= 1) {
+        --depth;
+        parent_cv(stack[depth - 1], stack[depth], 0, stack[depth - 1]);
+      }
+    }
+  }
+  chunk_cv(p + done * kChunkBytes, bytes - done * kChunkBytes, done, /*root=*/false, cv);
+  while (depth > 0) {
+    --depth;
+    parent_cv(stack[depth], cv, depth == 0 ? kRoot : 0u, cv);
+  }
+  cv_to_bytes(cv, d.bytes.data());
+  return d;
+}
+
+}  // namespace pf::kernels

@@ -1,0 +1,484 @@
+// The CUDA implementation of PageKernels (compiled only when PF_HAVE_CUDA is on).
+//
+// DESIGN
+//  - One instance serves one device ordinal and owns one non-blocking stream plus scratch
+//    device buffers that grow on demand and live as long as the instance. Calls are
+//    serialized by a mutex (they share the stream and scratch), make the device current for
+//    their duration and restore the caller's current device before returning.
+//  - Every call is blocking: it enqueues its work, copies results into the caller's host
+//    memory and synchronizes the stream before returning.
+//  - copy_batch: cub::DeviceMemcpy::Batched over device arrays of src/dst/size.
+//  - digest_batch: BLAKE3 in two kernels. (1) One thread per 1 KiB chunk, over every chunk of
+//    every page in the batch, computes the chunk's chaining value (or, for a page of one
+//    chunk, the digest itself with ROOT on its last block). (2) One thread block per page
+//    reduces its chunk values level by level: pairs (2i, 2i+1) become parent nodes, an odd
+//    last node is carried up unchanged, and the final pair's compression carries ROOT. This
+//    is exactly BLAKE3's left-balanced tree. Levels ping-pong between two scratch arrays.
+//  - compare_batch: a kernel that clears a pair's flag on the first differing word it sees;
+//    pairs of different lengths never reach the device.
+//  - Errors: every CUDA runtime error becomes Code::kDriver with cudaGetErrorString's text; a
+//    missing driver or device at construction is Code::kUnavailable. Nothing aborts.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <cub/device/device_memcpy.cuh>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels/batch_checks.h"
+#include "kernels/blake3.h"
+#include "kernels/blake3_core.h"
+#include "kernels/page_kernels.h"
+
+namespace pf::kernels {
+namespace {
+
+#define PF_CUDA_TRY(expr)                                                                     \
+  do {                                                                                        \
+    const cudaError_t pf_cuda_err_ = (expr);                                                  \
+    if (pf_cuda_err_ != cudaSuccess) {                                                        \
+      return PF_ERROR(::pf::Code::kDriver, std::string(#expr) +                               \
+                                               " failed: " + cudaGetErrorName(pf_cuda_err_) + \
+                                               ": " + cudaGetErrorString(pf_cuda_err_));      \
+    }                                                                                         \
+  } while (0)
+
+// Checks a kernel launch (configuration errors are reported here, faults at the next sync).
+#define PF_CUDA_LAUNCHED() PF_CUDA_TRY(cudaGetLastError())
+
+constexpr int kThreadsPerBlock = 128;
+constexpr int kReduceThreads = 256;
+
+// ---------------------------------------------------------------------------------------
+// Device code
+
+struct PageDesc {
+  const std::uint8_t* data;
+  std::uint64_t bytes;
+  std::uint64_t first_chunk;  // index of the page's first chunk in the batch's chunk arrays
+  std::uint64_t n_chunks;     // max(1, ceil(bytes / 1024))
+};
+
+struct PairDesc {
+  const std::uint8_t* a;
+  const std::uint8_t* b;
+  std::uint64_t bytes;
+  std::uint64_t index;  // position in the caller's batch (its flag)
+};
+
+// Word i of a 64-byte block at p, little-endian; `align` is p's alignment (1, 4 or 16).
+__device__ __forceinline__ void load_full_block(const std::uint8_t* p, int align,
+                                                std::uint32_t m[16]) {
+  if (align == 16) {
+    const uint4* q = reinterpret_cast<const uint4*>(p);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint4 x = q[k];
+      m[4 * k + 0] = x.x;
+      m[4 * k + 1] = x.y;
+      m[4 * k + 2] = x.z;
+      m[4 * k + 3] = x.w;
+    }
+  } else if (align == 4) {
+    const std::uint32_t* q = reinterpret_cast<const std::uint32_t*>(p);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) m[i] = q[i];
+  } else {
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      m[i] = std::uint32_t{p[4 * i]} | (std::uint32_t{p[4 * i + 1]} << 8) |
+             (std::uint32_t{p[4 * i + 2]} << 16) | (std::uint32_t{p[4 * i + 3]} << 24);
+    }
+  }
+}
+
+// The last, short block of a chunk (n < 64 bytes), zero-padded.
+__device__ __forceinline__ void load_partial_block(const std::uint8_t* p, std::uint32_t n,
+                                                   std::uint32_t m[16]) {
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    std::uint32_t w = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const std::uint32_t at = 4u * i + j;
+      if (at < n) w |= std::uint32_t{p[at]} << (8 * j);
+    }
+    m[i] = w;
+  }
+}
+
+__device__ void device_chunk_cv(const std::uint8_t* p, std::uint64_t len, std::uint64_t chunk_index,
+                                bool root, std::uint32_t cv[8]) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) cv[i] = b3::iv(i);
+  const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(p);
+  const int align = (addr % 16 == 0) ? 16 : (addr % 4 == 0) ? 4 : 1;
+  const std::uint32_t lo = static_cast<std::uint32_t>(chunk_index);
+  const std::uint32_t hi = static_cast<std::uint32_t>(chunk_index >> 32);
+  const std::uint64_t blocks = len == 0 ? 1 : (len + b3::kBlockBytes - 1) / b3::kBlockBytes;
+#pragma unroll 1
+  for (std::uint64_t b = 0; b < blocks; ++b) {
+    const std::uint64_t off = b * b3::kBlockBytes;
+    const std::uint32_t n =
+        static_cast<std::uint32_t>(len - off < b3::kBlockBytes ? len - off : b3::kBlockBytes);
+    std::uint32_t m[16];
+    if (n == b3::kBlockBytes) {
+      load_full_block(p + off, align, m);
+    } else {
+      load_partial_block(p + off, n, m);
+    }
+    std::uint32_t f = 0;
+    if (b == 0) f |= b3::kChunkStart;
+    if (b == blocks - 1) f |= b3::kChunkEnd | (root ? b3::kRoot : 0u);
+    b3::compress<std::uint32_t>(cv, m, lo, hi, n, f);
+  }
+}
+
+// Kernel 1: chaining value of every chunk of every page (one thread per chunk).
+__global__ void chunk_cv_kernel(const PageDesc* pages, std::uint32_t n_pages,
+                                std::uint64_t total_chunks, std::uint32_t (*cvs)[8],
+                                std::uint32_t (*digests)[8]) {
+  const std::uint64_t stride = std::uint64_t{gridDim.x} * blockDim.x;
+  for (std::uint64_t c = std::uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; c < total_chunks;
+       c += stride) {
+    // The page holding chunk c: the last page whose first_chunk <= c.
+    std::uint32_t lo = 0, hi = n_pages - 1;
+    while (lo < hi) {
+      const std::uint32_t mid = lo + (hi - lo + 1) / 2;
+      if (pages[mid].first_chunk <= c) {
+        lo = mid;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    const PageDesc pg = pages[lo];
+    const std::uint64_t idx = c - pg.first_chunk;
+    const std::uint64_t off = idx * b3::kChunkBytes;
+    const std::uint64_t rest = pg.bytes - off;
+    const std::uint64_t len = rest < b3::kChunkBytes ? rest : b3::kChunkBytes;
+    const bool root = pg.n_chunks == 1;
+    std::uint32_t cv[8];
+    device_chunk_cv(pg.data + off, len, idx, root, cv);
+    std::uint32_t* dst = root ? digests[lo] : cvs[c];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) dst[i] = cv[i];
+  }
+}
+
+// Kernel 2: one block per page folds its chunk values into the root (pages of one chunk were
+// finished by kernel 1). `a` holds the chunk values on entry; `b` is scratch of equal size.
+__global__ void reduce_tree_kernel(const PageDesc* pages, std::uint32_t (*a)[8],
+                                   std::uint32_t (*b)[8], std::uint32_t (*digests)[8]) {
+  const PageDesc pg = pages[blockIdx.x];
+  if (pg.n_chunks < 2) return;
+  std::uint32_t(*src)[8] = a + pg.first_chunk;
+  std::uint32_t(*dst)[8] = b + pg.first_chunk;
+  std::uint64_t m = pg.n_chunks;
+  while (m > 2) {
+    const std::uint64_t half = (m + 1) / 2;
+    for (std::uint64_t i = threadIdx.x; i < half; i += blockDim.x) {
+      if (2 * i + 1 < m) {
+        b3::parent_cv(src[2 * i], src[2 * i + 1], 0u, dst[i]);
+      } else {
+#pragma unroll
+        for (int k = 0; k < 8; ++k) dst[i][k] = src[2 * i][k];
+      }
+    }
+    __syncthreads();  // this level is written and the previous one fully read
+    std::uint32_t(*t)[8] = src;
+    src = dst;
+    dst = t;
+    m = half;
+  }
+  if (threadIdx.x == 0) b3::parent_cv(src[0], src[1], b3::kRoot, digests[blockIdx.x]);
+}
+
+// Clears flags[pair.index] when the pair's bytes differ. Grid: x over each pair's bytes,
+// y over pairs.
+__global__ void compare_kernel(const PairDesc* pairs, std::uint32_t n_pairs, std::uint8_t* flags) {
+  for (std::uint32_t p = blockIdx.y; p < n_pairs; p += gridDim.y) {
+    const PairDesc pr = pairs[p];
+    volatile std::uint8_t* flag = flags + pr.index;
+    const std::uint64_t tid = std::uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+    const std::uint64_t stride = std::uint64_t{gridDim.x} * blockDim.x;
+    const std::uintptr_t align_bits =
+        reinterpret_cast<std::uintptr_t>(pr.a) | reinterpret_cast<std::uintptr_t>(pr.b);
+    std::uint64_t tail_start = 0;
+    bool differ = false;
+    if (align_bits % 16 == 0) {
+      const std::uint64_t words = pr.bytes / 16;
+      const uint4* a = reinterpret_cast<const uint4*>(pr.a);
+      const uint4* b = reinterpret_cast<const uint4*>(pr.b);
+      std::uint32_t iter = 0;
+      for (std::uint64_t i = tid; i < words && !differ; i += stride, ++iter) {
+        const uint4 x = a[i];
+        const uint4 y = b[i];
+        differ = (x.x != y.x) | (x.y != y.y) | (x.z != y.z) | (x.w != y.w);
+        if (iter % 16 == 15 && *flag == 0) break;  // another thread already found a difference
+      }
+      tail_start = words * 16;
+    }
+    for (std::uint64_t i = tail_start + tid; i < pr.bytes && !differ; i += stride) {
+      differ = pr.a[i] != pr.b[i];
+    }
+    if (differ) *flag = 0;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Host side
+
+// A device allocation that only grows; freed with the owner.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() { release(); }
+
+  // Frees the allocation (errors ignored: nothing can be done about them at teardown).
+  void release() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+    ptr_ = nullptr;
+    cap_ = 0;
+  }
+
+  Status reserve(std::size_t bytes) {
+    if (bytes <= cap_) return Status::ok();
+    const std::size_t want = std::max(bytes, cap_ + cap_ / 2);
+    if (ptr_ != nullptr) {
+      const cudaError_t err = cudaFree(ptr_);
+      ptr_ = nullptr;
+      cap_ = 0;
+      PF_CUDA_TRY(err);
+    }
+    PF_CUDA_TRY(cudaMalloc(&ptr_, want));
+    cap_ = want;
+    return Status::ok();
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  std::size_t cap_ = 0;
+};
+
+// Makes `ordinal` the calling thread's current device; restores the previous one on exit.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int ordinal) : ordinal_(ordinal) {}
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+  ~DeviceScope() {
+    if (entered_ && previous_ != ordinal_) cudaSetDevice(previous_);
+  }
+  Status enter() {
+    PF_CUDA_TRY(cudaGetDevice(&previous_));
+    if (previous_ != ordinal_) PF_CUDA_TRY(cudaSetDevice(ordinal_));
+    entered_ = true;
+    return Status::ok();
+  }
+
+ private:
+  int ordinal_;
+  int previous_ = 0;
+  bool entered_ = false;
+};
+
+unsigned grid_for(std::uint64_t items, int threads) {
+  const std::uint64_t blocks = (items + threads - 1) / threads;
+  return static_cast<unsigned>(
+      std::min<std::uint64_t>(std::max<std::uint64_t>(blocks, 1), std::uint64_t{1} << 30));
+}
+
+class CudaKernels final : public PageKernels {
+ public:
+  explicit CudaKernels(int ordinal) : ordinal_(ordinal) {}
+  CudaKernels(const CudaKernels&) = delete;
+  CudaKernels& operator=(const CudaKernels&) = delete;
+  ~CudaKernels() override {
+    DeviceScope scope(ordinal_);
+    scope.enter().ignore();
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    for (DeviceBuffer* b : {&desc_, &cvs_a_, &cvs_b_, &out_, &temp_}) b->release();
+  }
+
+  Status init() {
+    DeviceScope scope(ordinal_);
+    PF_TRY(scope.enter());
+    PF_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    return Status::ok();
+  }
+
+  std::string_view name() const override { return "cuda"; }
+
+  Status copy_batch(std::span<const CopyOp> ops) override {
+    PF_TRY(check_copy_batch(ops));
+    std::vector<std::uint64_t> staging;  // [srcs][dsts][sizes], zero-byte ops dropped
+    std::size_t n = 0;
+    for (const CopyOp& op : ops) n += op.bytes != 0;
+    if (n == 0) return Status::ok();
+    staging.resize(3 * n);
+    std::size_t k = 0;
+    for (const CopyOp& op : ops) {
+      if (op.bytes == 0) continue;
+      staging[k] = reinterpret_cast<std::uintptr_t>(op.src);
+      staging[n + k] = reinterpret_cast<std::uintptr_t>(op.dst);
+      staging[2 * n + k] = op.bytes;
+      ++k;
+    }
+
+    std::lock_guard<std::mutex> lock(mu_);
+    DeviceScope scope(ordinal_);
+    PF_TRY(scope.enter());
+    PF_TRY(desc_.reserve(staging.size() * sizeof(std::uint64_t)));
+    PF_CUDA_TRY(cudaMemcpyAsync(desc_.as<void>(), staging.data(),
+                                staging.size() * sizeof(std::uint64_t), cudaMemcpyHostToDevice,
+                                stream_));
+    const void* const* srcs = desc_.as<const void* const>();
+    void* const* dsts = desc_.as<void* const>() + n;
+    const std::uint64_t* sizes = desc_.as<const std::uint64_t>() + 2 * n;
+    std::size_t temp_bytes = 0;
+    PF_CUDA_TRY(cub::DeviceMemcpy::Batched(nullptr, temp_bytes, srcs, dsts, sizes,
+                                           static_cast<std::int64_t>(n), stream_));
+    PF_TRY(temp_.reserve(std::max<std::size_t>(temp_bytes, 1)));
+    PF_CUDA_TRY(cub::DeviceMemcpy::Batched(temp_.as<void>(), temp_bytes, srcs, dsts, sizes,
+                                           static_cast<std::int64_t>(n), stream_));
+    PF_CUDA_TRY(cudaStreamSynchronize(stream_));
+    return Status::ok();
+  }
+
+  Status digest_batch(std::span<const ConstSpan> pages, std::span<Digest> out) override {
+    PF_TRY(check_digest_batch(pages, out));
+    if (pages.size() > UINT32_MAX) {
+      return PF_ERROR(Code::kInvalidArgument, "digest_batch: too many pages in one batch");
+    }
+    if (pages.empty()) return Status::ok();
+    std::vector<PageDesc> descs(pages.size());
+    std::uint64_t total_chunks = 0;
+    for (std::size_t i = 0; i < pages.size(); ++i) {
+      const std::uint64_t bytes = pages[i].bytes;
+      const std::uint64_t n_chunks =
+          bytes == 0 ? 1 : (bytes + b3::kChunkBytes - 1) / b3::kChunkBytes;
+      descs[i] =
+          PageDesc{static_cast<const std::uint8_t*>(pages[i].data), bytes, total_chunks, n_chunks};
+      total_chunks += n_chunks;
+    }
+    const auto n_pages = static_cast<std::uint32_t>(pages.size());
+    using Cv = std::uint32_t[8];
+
+    std::lock_guard<std::mutex> lock(mu_);
+    DeviceScope scope(ordinal_);
+    PF_TRY(scope.enter());
+    PF_TRY(desc_.reserve(descs.size() * sizeof(PageDesc)));
+    PF_TRY(cvs_a_.reserve(total_chunks * sizeof(Cv)));
+    PF_TRY(cvs_b_.reserve(total_chunks * sizeof(Cv)));
+    PF_TRY(out_.reserve(pages.size() * sizeof(Cv)));
+    PF_CUDA_TRY(cudaMemcpyAsync(desc_.as<void>(), descs.data(), descs.size() * sizeof(PageDesc),
+                                cudaMemcpyHostToDevice, stream_));
+    chunk_cv_kernel<<<grid_for(total_chunks, kThreadsPerBlock), kThreadsPerBlock, 0, stream_>>>(
+        desc_.as<const PageDesc>(), n_pages, total_chunks, cvs_a_.as<Cv>(), out_.as<Cv>());
+    PF_CUDA_LAUNCHED();
+    if (total_chunks > pages.size()) {  // some page has more than one chunk
+      reduce_tree_kernel<<<n_pages, kReduceThreads, 0, stream_>>>(
+          desc_.as<const PageDesc>(), cvs_a_.as<Cv>(), cvs_b_.as<Cv>(), out_.as<Cv>());
+      PF_CUDA_LAUNCHED();
+    }
+    std::vector<std::uint32_t> words(pages.size() * 8);
+    PF_CUDA_TRY(cudaMemcpyAsync(words.data(), out_.as<void>(), words.size() * sizeof(words[0]),
+                                cudaMemcpyDeviceToHost, stream_));
+    PF_CUDA_TRY(cudaStreamSynchronize(stream_));
+    for (std::size_t i = 0; i < pages.size(); ++i) {
+      b3::cv_to_bytes(&words[8 * i], out[i].bytes.data());
+    }
+    return Status::ok();
+  }
+
+  Status compare_batch(std::span<const ConstSpan> a, std::span<const ConstSpan> b,
+                       std::span<std::uint8_t> equal) override {
+    PF_TRY(check_compare_batch(a, b, equal));
+    std::vector<PairDesc> pairs;
+    std::vector<std::uint8_t> flags(a.size());
+    std::uint64_t max_bytes = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      flags[i] = a[i].bytes == b[i].bytes;
+      if (flags[i] && a[i].bytes != 0 && a[i].data != b[i].data) {
+        pairs.push_back(PairDesc{static_cast<const std::uint8_t*>(a[i].data),
+                                 static_cast<const std::uint8_t*>(b[i].data), a[i].bytes, i});
+        max_bytes = std::max<std::uint64_t>(max_bytes, a[i].bytes);
+      }
+    }
+    if (pairs.size() > UINT32_MAX) {
+      return PF_ERROR(Code::kInvalidArgument, "compare_batch: too many pairs in one batch");
+    }
+    if (!pairs.empty()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      DeviceScope scope(ordinal_);
+      PF_TRY(scope.enter());
+      PF_TRY(desc_.reserve(pairs.size() * sizeof(PairDesc)));
+      PF_TRY(out_.reserve(flags.size()));
+      PF_CUDA_TRY(cudaMemcpyAsync(desc_.as<void>(), pairs.data(), pairs.size() * sizeof(PairDesc),
+                                  cudaMemcpyHostToDevice, stream_));
+      PF_CUDA_TRY(cudaMemcpyAsync(out_.as<void>(), flags.data(), flags.size(),
+                                  cudaMemcpyHostToDevice, stream_));
+      // Each thread covers about 16 words of 16 bytes in a pass.
+      const dim3 grid(std::min<unsigned>(grid_for(max_bytes / 256 + 1, kThreadsPerBlock), 1024),
+                      static_cast<unsigned>(std::min<std::size_t>(pairs.size(), 65535)));
+      compare_kernel<<<grid, kThreadsPerBlock, 0, stream_>>>(
+          desc_.as<const PairDesc>(), static_cast<std::uint32_t>(pairs.size()),
+          out_.as<std::uint8_t>());
+      PF_CUDA_LAUNCHED();
+      PF_CUDA_TRY(cudaMemcpyAsync(flags.data(), out_.as<void>(), flags.size(),
+                                  cudaMemcpyDeviceToHost, stream_));
+      PF_CUDA_TRY(cudaStreamSynchronize(stream_));
+    }
+    std::copy(flags.begin(), flags.end(), equal.begin());
+    return Status::ok();
+  }
+
+ private:
+  const int ordinal_;
+  cudaStream_t stream_ = nullptr;
+  std::mutex mu_;
+  DeviceBuffer desc_;   // per-call descriptors (copy arrays, pages, pairs)
+  DeviceBuffer cvs_a_;  // chunk chaining values, then even tree levels
+  DeviceBuffer cvs_b_;  // odd tree levels
+  DeviceBuffer out_;    // digests as words, or compare flags
+  DeviceBuffer temp_;   // CUB temporary storage
+};
+
+}  // namespace
+
+Result<std::unique_ptr<PageKernels>> make_cuda_kernels(int device_ordinal) {
+  const std::string device = "cuda:" + std::to_string(device_ordinal);
+  if (device_ordinal < 0) {
+    return PF_ERROR(Code::kInvalidArgument, "invalid CUDA device ordinal " + device);
+  }
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear the (non-sticky) error for later callers
+    const bool absent = err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver;
+    return PF_ERROR(Code::kUnavailable,
+                    "CUDA page kernels for " + device + " are unavailable" +
+                        (absent ? " (no usable CUDA driver or GPU on this machine)" : "") + ": " +
+                        cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
+  }
+  if (device_ordinal >= count) {
+    return PF_ERROR(Code::kUnavailable, "CUDA page kernels for " + device +
+                                            " are unavailable: the machine has " +
+                                            std::to_string(count) + " CUDA device(s)");
+  }
+  auto kernels = std::make_unique<CudaKernels>(device_ordinal);
+  Status s = kernels->init();
+  if (!s.is_ok()) return s;
+  return std::unique_ptr<PageKernels>(std::move(kernels));
+}
+
+}  // namespace pf::kernels

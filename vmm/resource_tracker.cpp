@@ -1,0 +1,155 @@
+#include "vmm/resource_tracker.h"
+
+#include <cstdio>
+#include <string>
+
+namespace pf::vmm {
+namespace {
+
+std::string hex(std::uintptr_t a) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%zx", static_cast<std::size_t>(a));
+  return buf;
+}
+
+}  // namespace
+
+Status ResourceTracker::check_size(std::size_t bytes, const char* what) const {
+  if (bytes == 0 || bytes % granularity_ != 0) {
+    return PF_ERROR(Code::kInvalidArgument,
+                    std::string(what) + " of " + std::to_string(bytes) +
+                        " bytes is not a non-zero multiple of the granularity (" +
+                        std::to_string(granularity_) + ")");
+  }
+  return Status::ok();
+}
+
+Status ResourceTracker::check_chunk(const ChunkHandle& chunk) const {
+  auto it = chunks_.find(chunk.value);
+  if (it == chunks_.end()) {
+    return PF_ERROR(Code::kNotFound,
+                    "chunk handle " + std::to_string(chunk.value) + " is not live in this backend");
+  }
+  return Status::ok();
+}
+
+void ResourceTracker::add_chunk(const ChunkHandle& chunk) {
+  chunks_[chunk.value] = chunk.bytes;
+}
+void ResourceTracker::remove_chunk(const ChunkHandle& chunk) {
+  chunks_.erase(chunk.value);
+}
+
+void ResourceTracker::add_reservation(void* va, std::size_t bytes) {
+  reservations_[reinterpret_cast<Addr>(va)] = bytes;
+}
+
+Status ResourceTracker::check_free_reservation(void* va, std::size_t bytes) const {
+  const Addr start = reinterpret_cast<Addr>(va);
+  auto it = reservations_.find(start);
+  if (it == reservations_.end() || it->second != bytes) {
+    return PF_ERROR(Code::kInvalidArgument, "no reservation of " + std::to_string(bytes) +
+                                                " bytes starts at " + hex(start));
+  }
+  auto m = mappings_.lower_bound(start);
+  if (m != mappings_.end() && m->first < start + bytes) {
+    return PF_ERROR(Code::kInvalidArgument,
+                    "reservation at " + hex(start) + " still holds a mapping at " + hex(m->first));
+  }
+  return Status::ok();
+}
+
+void ResourceTracker::remove_reservation(void* va) {
+  reservations_.erase(reinterpret_cast<Addr>(va));
+}
+
+Status ResourceTracker::check_map(void* va, std::size_t bytes, const ChunkHandle& chunk,
+                                  std::size_t chunk_offset) const {
+  PF_TRY(check_size(bytes, "mapping"));
+  const Addr start = reinterpret_cast<Addr>(va);
+  if (start % granularity_ != 0 || chunk_offset % granularity_ != 0) {
+    return PF_ERROR(Code::kInvalidArgument, "mapping address " + hex(start) + " or chunk offset " +
+                                                std::to_string(chunk_offset) +
+                                                " is not aligned to the granularity");
+  }
+  auto c = chunks_.find(chunk.value);
+  if (c == chunks_.end()) {
+    return PF_ERROR(Code::kNotFound,
+                    "chunk handle " + std::to_string(chunk.value) + " is not live in this backend");
+  }
+  if (chunk_offset > c->second || bytes > c->second - chunk_offset) {
+    return PF_ERROR(Code::kInvalidArgument, "mapping [" + std::to_string(chunk_offset) + ", +" +
+                                                std::to_string(bytes) + ") exceeds the chunk's " +
+                                                std::to_string(c->second) + " bytes");
+  }
+  // Inside one reservation: the last reservation starting at or before `start`.
+  auto r = reservations_.upper_bound(start);
+  if (r == reservations_.begin()) {
+    return PF_ERROR(Code::kInvalidArgument, hex(start) + " is not inside a reservation");
+  }
+  --r;
+  if (start + bytes > r->first + r->second || start < r->first) {
+    return PF_ERROR(Code::kInvalidArgument,
+                    "mapping at " + hex(start) + " of " + std::to_string(bytes) +
+                        " bytes does not fit inside the reservation at " + hex(r->first));
+  }
+  // No overlap with a live mapping.
+  auto m = mappings_.lower_bound(start);
+  if (m != mappings_.end() && m->first < start + bytes) {
+    return PF_ERROR(Code::kAlreadyExists,
+                    "mapping at " + hex(start) + " overlaps " + hex(m->first));
+  }
+  if (m != mappings_.begin()) {
+    --m;
+    if (m->first + m->second > start) {
+      return PF_ERROR(Code::kAlreadyExists,
+                      "mapping at " + hex(start) + " overlaps " + hex(m->first));
+    }
+  }
+  return Status::ok();
+}
+
+void ResourceTracker::add_mapping(void* va, std::size_t bytes) {
+  mappings_[reinterpret_cast<Addr>(va)] = bytes;
+}
+
+Status ResourceTracker::check_mapped_range(void* va, std::size_t bytes, const char* what) const {
+  PF_TRY(check_size(bytes, what));
+  Addr cursor = reinterpret_cast<Addr>(va);
+  const Addr end = cursor + bytes;
+  while (cursor < end) {
+    auto m = mappings_.find(cursor);
+    if (m == mappings_.end()) {
+      return PF_ERROR(Code::kInvalidArgument, std::string(what) + ": no mapping starts at " +
+                                                  hex(cursor) + " (range must be whole mappings)");
+    }
+    cursor += m->second;
+  }
+  if (cursor != end) {
+    return PF_ERROR(Code::kInvalidArgument,
+                    std::string(what) + ": range ends inside a mapping (must be whole mappings)");
+  }
+  return Status::ok();
+}
+
+void ResourceTracker::remove_mappings(void* va, std::size_t bytes) {
+  Addr cursor = reinterpret_cast<Addr>(va);
+  const Addr end = cursor + bytes;
+  while (cursor < end) {
+    auto m = mappings_.find(cursor);
+    if (m == mappings_.end()) return;
+    cursor += m->second;
+    mappings_.erase(m);
+  }
+}
+
+BackendStats ResourceTracker::stats() const {
+  BackendStats s;
+  s.live_chunks = chunks_.size();
+  s.live_reservations = reservations_.size();
+  s.live_mappings = mappings_.size();
+  for (const auto& [start, bytes] : mappings_) s.mapped_bytes += bytes;
+  return s;
+}
+
+}  // namespace pf::vmm
