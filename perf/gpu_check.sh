@@ -91,6 +91,20 @@ if [ -x scripts/setup.sh ]; then
   scripts/setup.sh || echo "gpu_check: scripts/setup.sh failed; continuing with what is installed" >&2
 fi
 
+# Offline GPU machines: dependencies carried in .gpu-deps (scripts/gpu_deps.sh) are
+# unpacked into a private prefix, and a Python with the reference packages is made.
+if [ -d .gpu-deps ]; then
+  section "Carried dependencies (.gpu-deps)"
+  prefix=/tmp/pf-gpu-deps
+  mkdir -p "$prefix"
+  for deb in .gpu-deps/*.deb; do [ -e "$deb" ] && dpkg -x "$deb" "$prefix"; done
+  CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_PREFIX_PATH=$prefix/usr -DGTest_DIR=$prefix/usr/lib/x86_64-linux-gnu/cmake/GTest"
+  if ls .gpu-deps/*.whl >/dev/null 2>&1 && [ ! -x .venv/bin/python ]; then
+    python3 -m venv --system-site-packages .venv &&
+      .venv/bin/python -m pip install -q --no-index --no-deps .gpu-deps/*.whl || true
+  fi
+fi
+
 log_dir="$build_dir/gpu-check"
 mkdir -p "$log_dir"
 build_log="$log_dir/build-$stamp.log"
