@@ -12,7 +12,11 @@ Result<std::unique_ptr<MappedRange>> MappedRange::create(Backend& backend,
 }
 
 MappedRange::~MappedRange() {
-  while (!chunks_.empty()) shrink().ignore();  // nothing to report to from a destructor
+  // Nothing to report to from a destructor: on a failing unmap, leave the rest mapped (and
+  // the reservation held) rather than loop; the backend's stats show the leak.
+  while (!chunks_.empty()) {
+    if (!shrink().is_ok()) return;
+  }
   backend_.free_reservation(base_, capacity_).ignore();
 }
 

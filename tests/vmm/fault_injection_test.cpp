@@ -178,3 +178,22 @@ TEST_F(FaultInjection, RandomFailuresNeverLeak) {
 
 }  // namespace
 }  // namespace pf::vmm
+
+namespace pf::vmm {
+namespace {
+
+TEST_F(FaultInjection, DestructorGivesUpOnAFailingUnmapInsteadOfLooping) {
+  {
+    auto range = MappedRange::create(fault_, 2 * kG);
+    ASSERT_TRUE(range.is_ok());
+    ASSERT_TRUE(range.value()->grow(kG).is_ok());
+    FaultRule always;
+    always.fail_after = 0;
+    fault_.set_rule(FaultOp::kUnmap, always);
+  }  // must return: the chunk stays mapped and the reservation held (a visible leak)
+  EXPECT_EQ(fault_.stats().live_mappings, 1u);
+  EXPECT_EQ(fault_.stats().live_reservations, 1u);
+}
+
+}  // namespace
+}  // namespace pf::vmm

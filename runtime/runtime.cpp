@@ -1,0 +1,335 @@
+// The Runtime facade: one mutex around the operations in state.h, plus the optional
+// verifier run after each mutating call.
+#include "runtime/runtime.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+#include <utility>
+
+#include "runtime/state.h"
+#include "runtime/verifier.h"
+
+namespace pf::rt {
+
+using Lock = std::lock_guard<std::mutex>;
+
+std::string_view merge_outcome_name(MergeOutcome o) {
+  return o == MergeOutcome::kFastForward ? "fast-forward" : "three-way";
+}
+
+Result<std::unique_ptr<Runtime>> Runtime::create(vmm::Backend& backend, RuntimeOptions options) {
+  PF_TRY(options.geometry.validate());
+  auto state = std::make_unique<detail::State>(backend, options);
+  PF_ASSIGN_OR_RETURN(state->kernels, kernels::kernels_for(backend));
+  PF_ASSIGN_OR_RETURN(state->pool, PagePool::create(backend, options.geometry, options.pool));
+  state->index = std::make_unique<PrefixIndex>(*state->pool);
+  return std::unique_ptr<Runtime>(new Runtime(std::move(state)));
+}
+
+Runtime::Runtime(std::unique_ptr<detail::State> state) : state_(std::move(state)) {}
+
+Runtime::~Runtime() {
+  // Drop every holder before the pool (State's member order also guarantees this).
+  state_->refs.clear();
+  state_->snapshots.clear();
+  for (auto& [id, b] : state_->branches) release_tail(*state_->pool, b);
+  state_->branches.clear();
+  state_->index.reset();
+}
+
+const Geometry& Runtime::geometry() const {
+  return state_->pool->geometry();
+}
+std::size_t Runtime::page_bytes() const {
+  return state_->pool->page_bytes();
+}
+std::byte* Runtime::base() const {
+  return state_->pool->base();
+}
+vmm::Backend& Runtime::backend() const {
+  return state_->backend;
+}
+
+Status Runtime::after_mutation(Status s) const {
+  if (!state_->options.verify_each_op) return s;
+  if (Status v = detail::verify(*state_); !v.is_ok()) {
+    std::fprintf(stderr, "processfork runtime: %s\n", v.to_string().c_str());
+    return v.add_frame(__FILE__, __LINE__);
+  }
+  return s;
+}
+
+template <typename T>
+Result<T> Runtime::after_mutation(Result<T> r) const {
+  if (!state_->options.verify_each_op) return r;
+  if (Status v = detail::verify(*state_); !v.is_ok()) {
+    std::fprintf(stderr, "processfork runtime: %s\n", v.to_string().c_str());
+    return v.add_frame(__FILE__, __LINE__);
+  }
+  return r;
+}
+
+Result<NewBranch> Runtime::create_branch(std::span<const Token> tokens, LeaseId owner) {
+  Lock lock(mu_);
+  return after_mutation(detail::create_branch(*state_, tokens, owner));
+}
+
+Result<AppendResult> Runtime::append(BranchId branch, std::span<const Token> tokens) {
+  Lock lock(mu_);
+  return after_mutation(detail::append(*state_, branch, tokens));
+}
+
+Status Runtime::commit(BranchId branch) {
+  Lock lock(mu_);
+  return after_mutation(detail::commit(*state_, branch));
+}
+
+Status Runtime::truncate(BranchId branch, std::uint64_t n_tokens) {
+  Lock lock(mu_);
+  return after_mutation(detail::truncate(*state_, branch, n_tokens));
+}
+
+Status Runtime::free_branch(BranchId branch) {
+  Lock lock(mu_);
+  return after_mutation(detail::free_branch(*state_, branch));
+}
+
+std::size_t Runtime::free_owned_by(LeaseId owner) {
+  Lock lock(mu_);
+  std::vector<BranchId> doomed;
+  for (const auto& [id, b] : state_->branches) {
+    if (b.owner == owner) doomed.push_back(id);
+  }
+  for (BranchId id : doomed) detail::free_branch(*state_, id).ignore();  // ids just listed
+  after_mutation(Status::ok()).ignore();  // reported on stderr; nothing to return it to
+  return doomed.size();
+}
+
+Status Runtime::set_owner(BranchId branch, LeaseId owner) {
+  Lock lock(mu_);
+  PF_ASSIGN_OR_RETURN(Branch * b, detail::find_branch(*state_, branch));
+  b->owner = owner;
+  return Status::ok();
+}
+
+Status Runtime::check_access(BranchId branch, LeaseId lease) const {
+  Lock lock(mu_);
+  PF_ASSIGN_OR_RETURN(const Branch* b, detail::find_branch(std::as_const(*state_), branch));
+  if (b->owner != 0 && b->owner != lease) {
+    return PF_ERROR(Code::kConflict, "branch " + std::to_string(branch.value) +
+                                         " is held by lease " + std::to_string(b->owner));
+  }
+  return Status::ok();
+}
+
+Result<BranchInfo> Runtime::branch_info(BranchId branch) const {
+  Lock lock(mu_);
+  PF_ASSIGN_OR_RETURN(const Branch* b, detail::find_branch(std::as_const(*state_), branch));
+  BranchInfo i;
+  i.id = b->id;
+  i.owner = b->owner;
+  i.n_tokens = b->n_tokens();
+  const std::uint32_t P = state_->pt();
+  i.n_pages = (i.n_tokens + P - 1) / P;
+  i.fill_in_last_page = fill_in_last_page(i.n_tokens, P);
+  i.parents = *b->parents;
+  return i;
+}
+
+Result<BranchView> Runtime::branch_view(BranchId branch) const {
+  Lock lock(mu_);
+  PF_ASSIGN_OR_RETURN(const Branch* b, detail::find_branch(std::as_const(*state_), branch));
+  BranchView v;
+  v.tokens = branch_tokens(*b);
+  v.pages = branch_pages(*b, state_->pt());
+  v.fill_in_last_page = fill_in_last_page(v.tokens.size(), state_->pt());
+  return v;
+}
+
+std::vector<BranchId> Runtime::branches() const {
+  Lock lock(mu_);
+  std::vector<BranchId> out;
+  for (const auto& [id, b] : state_->branches) out.push_back(id);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Result<SnapshotInfo> Runtime::snapshot(BranchId branch, std::string name) {
+  Lock lock(mu_);
+  return after_mutation(detail::snapshot(*state_, branch, std::move(name)));
+}
+
+Result<ForkResult> Runtime::fork(const Source& source, std::size_t n, LeaseId owner) {
+  Lock lock(mu_);
+  return after_mutation(detail::fork(*state_, source, n, owner));
+}
+
+Result<BranchId> Runtime::checkout(std::string_view cid_or_ref, LeaseId owner) {
+  Lock lock(mu_);
+  return after_mutation(detail::checkout(*state_, cid_or_ref, owner));
+}
+
+Result<MergeResult> Runtime::merge(const Source& from, const Source& into, LeaseId owner) {
+  Lock lock(mu_);
+  return after_mutation(detail::merge(*state_, from, into, owner));
+}
+
+Result<DiffResult> Runtime::diff(const Source& a, const Source& b) const {
+  Lock lock(mu_);
+  return detail::diff(*state_, a, b);
+}
+
+Result<std::vector<LogEntry>> Runtime::log(std::string_view cid_or_ref) const {
+  Lock lock(mu_);
+  return detail::log(*state_, cid_or_ref);
+}
+
+Result<std::string> Runtime::manifest(std::string_view cid_or_ref) const {
+  Lock lock(mu_);
+  PF_ASSIGN_OR_RETURN(const detail::Snapshot* snap, detail::resolve_snapshot(*state_, cid_or_ref));
+  return snap->json;
+}
+
+Result<SnapshotInfo> Runtime::snapshot_info(std::string_view cid_or_ref) const {
+  Lock lock(mu_);
+  PF_ASSIGN_OR_RETURN(const detail::Snapshot* snap, detail::resolve_snapshot(*state_, cid_or_ref));
+  return detail::info_of(*snap);
+}
+
+std::vector<SnapshotInfo> Runtime::snapshots() const {
+  Lock lock(mu_);
+  std::vector<SnapshotInfo> out;
+  for (const auto& [cid, snap] : state_->snapshots) out.push_back(detail::info_of(snap));
+  return out;
+}
+
+Status Runtime::unpin(std::string_view cid) {
+  Lock lock(mu_);
+  auto it = state_->snapshots.find(cid);
+  if (it == state_->snapshots.end()) {
+    return PF_ERROR(Code::kNotFound, "unknown CID '" + std::string(cid) + "'");
+  }
+  for (const auto& [name, target] : state_->refs) {
+    if (target == cid) {
+      return PF_ERROR(Code::kConflict, "snapshot " + std::string(cid) + " is named by ref '" +
+                                           name + "'; delete the ref first");
+    }
+  }
+  state_->snapshots.erase(it);
+  return after_mutation(Status::ok());
+}
+
+Result<std::vector<std::uint64_t>> Runtime::missing_pages(std::string_view manifest_bytes) const {
+  PF_ASSIGN_OR_RETURN(ParsedManifest pm, parse_manifest(manifest_bytes));
+  Lock lock(mu_);
+  const PagePool& pool = *state_->pool;
+  if (!(pm.manifest.geometry == pool.geometry())) {
+    return PF_ERROR(Code::kInvalidArgument, "geometry mismatch: manifest " +
+                                                pm.manifest.geometry.to_string() + ", pool " +
+                                                pool.geometry().to_string());
+  }
+  // Digests this pool holds (stored digests of sealed pages, and every snapshot's).
+  std::set<std::pair<std::string, std::string>> have;
+  for (PageId p = 0; p < pool.mapped_pages(); ++p) {
+    const PageMeta& m = pool.meta(p);
+    if (m.has_digest) have.emplace(m.k.hex(), m.v.hex());
+  }
+  for (const auto& [cid, snap] : state_->snapshots) {
+    for (const ManifestPage& mp : snap.manifest.pages) have.emplace(mp.k, mp.v);
+  }
+  std::vector<std::uint64_t> missing;
+  for (std::size_t i = 0; i < pm.manifest.pages.size(); ++i) {
+    if (!have.count({pm.manifest.pages[i].k, pm.manifest.pages[i].v})) missing.push_back(i);
+  }
+  return missing;
+}
+
+namespace {
+Status check_ref_name(std::string_view name) {
+  if (name.empty() || name.size() > 255) {
+    return PF_ERROR(Code::kInvalidArgument, "ref name must be 1..255 characters");
+  }
+  if (name.front() == '.' || name.front() == '/' || name.front() == '-') {
+    return PF_ERROR(Code::kInvalidArgument, "ref name may not start with '.', '/' or '-'");
+  }
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-' || c == '/';
+    if (!ok) {
+      return PF_ERROR(Code::kInvalidArgument, "ref name '" + std::string(name) +
+                                                  "' has a character outside [A-Za-z0-9._/-]");
+    }
+  }
+  return Status::ok();
+}
+}  // namespace
+
+Status Runtime::set_ref(std::string_view name, std::string_view cid_or_ref) {
+  PF_TRY(check_ref_name(name));
+  Lock lock(mu_);
+  PF_ASSIGN_OR_RETURN(const detail::Snapshot* snap, detail::resolve_snapshot(*state_, cid_or_ref));
+  state_->refs[std::string(name)] = snap->cid;
+  return Status::ok();
+}
+
+Result<std::string> Runtime::get_ref(std::string_view name) const {
+  Lock lock(mu_);
+  auto it = state_->refs.find(name);
+  if (it == state_->refs.end()) {
+    return PF_ERROR(Code::kNotFound, "unknown ref '" + std::string(name) + "'");
+  }
+  return it->second;
+}
+
+Status Runtime::delete_ref(std::string_view name) {
+  Lock lock(mu_);
+  auto it = state_->refs.find(name);
+  if (it == state_->refs.end()) {
+    return PF_ERROR(Code::kNotFound, "unknown ref '" + std::string(name) + "'");
+  }
+  state_->refs.erase(it);
+  return Status::ok();
+}
+
+std::vector<RefEntry> Runtime::refs() const {
+  Lock lock(mu_);
+  std::vector<RefEntry> out;
+  for (const auto& [name, cid] : state_->refs) out.push_back({name, cid});
+  return out;
+}
+
+std::uint64_t Runtime::lookup_prefix(std::span<const Token> tokens) {
+  Lock lock(mu_);
+  return std::uint64_t{state_->index->lookup(tokens).size()} * state_->pt();
+}
+
+std::size_t Runtime::evict(std::size_t max_pages) {
+  Lock lock(mu_);
+  const std::size_t n = state_->index->evict(max_pages);
+  after_mutation(Status::ok()).ignore();  // reported on stderr
+  return n;
+}
+
+GcResult Runtime::gc(bool drop_cache) {
+  Lock lock(mu_);
+  GcResult r;
+  // Pages are freed the moment their last holder lets go, so there is nothing unheld to
+  // collect; gc drops the cache on request and returns empty trailing chunks.
+  if (drop_cache) r.evicted_pages = state_->index->evict(~std::size_t{0});
+  r.released_chunks = state_->pool->trim();
+  after_mutation(Status::ok()).ignore();
+  return r;
+}
+
+PoolStats Runtime::pool_stats() const {
+  Lock lock(mu_);
+  return detail::pool_stats(*state_);
+}
+
+Status Runtime::verify() const {
+  Lock lock(mu_);
+  return detail::verify(*state_);
+}
+
+}  // namespace pf::rt

@@ -1,0 +1,258 @@
+// Runtime: the in-process heart of ProcessFork (DESIGN §2, §5). It owns one page pool
+// of one geometry on one vmm backend, the branches, the snapshots and refs, and the
+// prefix index, and performs every operation on them.
+//
+// DESIGN
+//  - Locking: one mutex serializes every call (metadata only: page bytes are written by
+//    engines through write slots, outside the runtime). The fork path holds it for O(n)
+//    work in the number of children — a few hundred nanoseconds per child — and never for
+//    anything proportional to the context. Operations that touch page bytes (append's
+//    one-page copy-on-write, commit/snapshot digests) hold it for that work too.
+//  - Sharing: branches and snapshots share immutable PageList chains (runtime/page_list.h)
+//    that hold one page reference per page; a branch owns only a private tail
+//    (runtime/branch.h). A page's refcount counts references from PageLists, branch tails
+//    and the prefix index; the verifier recomputes it from every holder.
+//  - Nothing here knows whether the pool is on a GPU: pages are written and read by the
+//    kernels of the pool's backend (kernels_for) and by engines.
+//  - Errors: every call returns a Status/Result; a failed call changes nothing (cached
+//    prefix pages evicted to make room are the one exception: the cache is not state).
+//  - Backend calls (create/map/unmap) happen only when append/branch needs new pages beyond
+//    the mapped ones, and in gc(); fork, checkout, snapshot, prefix reuse, free and
+//    truncate never make them and never copy page bytes.
+//
+// Write-slot contract: the WriteRuns returned by append() stay valid until the next
+// operation that changes that branch (append, commit, snapshot, fork of it, truncate,
+// free); an engine writes the new tokens' KV before then.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kernels/page_kernels.h"
+#include "runtime/geometry.h"
+#include "runtime/page_pool.h"
+#include "runtime/types.h"
+#include "vmm/backend.h"
+
+namespace pf::rt {
+
+#ifdef NDEBUG
+inline constexpr bool kVerifyByDefault = false;
+#else
+inline constexpr bool kVerifyByDefault = true;
+#endif
+
+inline constexpr std::size_t kMaxForkChildren = 1024;
+
+struct RuntimeOptions {
+  Geometry geometry;
+  PoolOptions pool;
+  // Run the invariant verifier after every mutating call (on in debug builds); a violation
+  // turns the call's result into kInternal.
+  bool verify_each_op = kVerifyByDefault;
+  // The verifier also re-digests every sealed page with a digest (DESIGN §2: a sealed
+  // page's bytes never change).
+  bool verify_digests = true;
+};
+
+struct NewBranch {
+  BranchId id;
+  std::uint64_t n_tokens = 0;
+  std::uint64_t reused_tokens = 0;
+};
+
+struct BranchInfo {
+  BranchId id;
+  LeaseId owner = 0;
+  std::uint64_t n_tokens = 0;
+  std::uint64_t n_pages = 0;
+  std::uint32_t fill_in_last_page = 0;
+  std::vector<std::string> parents;  // CIDs the next snapshot will name as parents
+};
+
+struct BranchView {
+  std::vector<Token> tokens;
+  std::vector<PageId> pages;
+  std::uint32_t fill_in_last_page = 0;
+};
+
+struct AppendResult {
+  std::vector<WriteRun> runs;     // where to write the new tokens' KV
+  std::uint64_t first_token = 0;  // position of the first new token
+  std::uint32_t pages_added = 0;  // pages taken from the pool (CoW copy + fresh)
+  bool copied_page = false;       // the last page was shared and was copied first
+};
+
+struct SnapshotInfo {
+  std::string cid;
+  std::string name;
+  std::uint64_t n_tokens = 0;
+  std::uint64_t n_pages = 0;
+  std::vector<std::string> parents;
+  bool created = false;  // false when an identical snapshot already existed
+};
+
+struct ForkResult {
+  std::vector<BranchId> branches;
+  std::string source;  // the CID forked from; empty when forked from a branch
+};
+
+enum class MergeOutcome { kFastForward, kThreeWay };
+std::string_view merge_outcome_name(MergeOutcome o);  // "fast-forward" / "three-way"
+
+struct MergeResult {
+  MergeOutcome outcome = MergeOutcome::kFastForward;
+  BranchId branch;                  // the new branch holding the result
+  std::string cid;                  // fast-forward: from's CID; three-way: the merge snapshot
+  std::string base;                 // nearest common ancestor CID in the parents DAG ("" if none)
+  std::uint64_t common_tokens = 0;  // length of the common token prefix of from and into
+  std::vector<Token> recompute_tokens;  // from's tokens after the common prefix
+};
+
+struct DiffResult {
+  std::uint64_t common_tokens = 0;
+  std::vector<std::uint64_t> shared_pages;  // page indices of a whose pool page b also holds
+  std::vector<std::uint64_t> a_only_pages;  // page indices of a whose pool page b lacks
+  std::vector<std::uint64_t> b_only_pages;  // page indices of b whose pool page a lacks
+};
+
+struct LogEntry {
+  std::string cid;
+  std::string name;
+  std::vector<std::string> parents;
+  std::uint64_t n_tokens = 0;
+  bool known = true;  // false: an ancestor that was unpinned (only its CID is left)
+};
+
+struct PoolStats {
+  std::size_t page_bytes = 0;
+  std::size_t chunk_bytes = 0;
+  std::size_t chunks = 0;
+  std::size_t capacity_pages = 0;
+  std::size_t mapped_pages = 0;
+  std::size_t used_pages = 0;       // not free
+  std::size_t free_pages = 0;       // capacity_pages - used_pages (mapped or not)
+  std::size_t exclusive_pages = 0;  // writable by one branch
+  std::size_t sealed_pages = 0;     // immutable
+  std::size_t shared_pages = 0;     // seen by more than one branch/snapshot/index entry
+  std::size_t cached_pages = 0;     // held by the prefix index alone (evictable)
+  std::size_t branches = 0;
+  std::size_t snapshots = 0;
+  std::size_t index_nodes = 0;
+};
+
+struct GcResult {
+  std::size_t evicted_pages = 0;
+  std::size_t released_chunks = 0;
+};
+
+struct RefEntry {
+  std::string name;
+  std::string cid;
+};
+
+namespace detail {
+struct State;
+}
+
+class Runtime {
+ public:
+  // The backend must outlive the runtime. Picks the backend's page kernels. Maps nothing.
+  static Result<std::unique_ptr<Runtime>> create(vmm::Backend& backend, RuntimeOptions options);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  const Geometry& geometry() const;
+  std::size_t page_bytes() const;
+  // The pool's base address in this process; page p is at base() + p * page_bytes(). The
+  // VA range is reserved at creation and never moves.
+  std::byte* base() const;
+  vmm::Backend& backend() const;
+
+  // --- branches ------------------------------------------------------------------------
+  // A new branch. With tokens, the longest cached prefix of whole pages is reused from the
+  // prefix index (no copy, no backend call); the branch holds exactly the reused tokens and
+  // the caller appends the rest.
+  Result<NewBranch> create_branch(std::span<const Token> tokens = {}, LeaseId owner = 0);
+  // Appends tokens; returns where their KV goes. Copies the last page first when it is
+  // shared or sealed (exactly one page). Grows the pool by whole chunks, then evicts LRU
+  // cached pages, when free pages run out; kOutOfMemory leaves everything as it was.
+  Result<AppendResult> append(BranchId branch, std::span<const Token> tokens);
+  // Seals the branch's full pages (computing each page's digests once) and inserts them
+  // into the prefix index.
+  Status commit(BranchId branch);
+  // Keeps the first n_tokens tokens (n_tokens <= length, else kInvalidArgument).
+  Status truncate(BranchId branch, std::uint64_t n_tokens);
+  Status free_branch(BranchId branch);
+  // Frees every branch owned by `owner` (a dead client's lease); returns how many.
+  std::size_t free_owned_by(LeaseId owner);
+  // Gives a branch to another lease (0 = detach: it then lives until freed).
+  Status set_owner(BranchId branch, LeaseId owner);
+  // kConflict when the branch is owned by a lease other than `lease` (0 owners are free
+  // for all); kNotFound for an unknown branch.
+  Status check_access(BranchId branch, LeaseId lease) const;
+  Result<BranchInfo> branch_info(BranchId branch) const;
+  Result<BranchView> branch_view(BranchId branch) const;
+  std::vector<BranchId> branches() const;
+
+  // --- snapshots, refs -------------------------------------------------------------------
+  // Seals every page of the branch (the partially filled last one too), digests pages not
+  // digested yet, pins them under the manifest's CID. An identical snapshot yields the same
+  // CID and one pin (created = false). Metadata plus digests: no page copy, no backend call.
+  Result<SnapshotInfo> snapshot(BranchId branch, std::string name = "");
+  // n in 1..kMaxForkChildren new branches at the source's state; metadata only, O(n).
+  Result<ForkResult> fork(const Source& source, std::size_t n, LeaseId owner = 0);
+  // A new branch at a snapshot (CID or ref); metadata only, O(1).
+  Result<BranchId> checkout(std::string_view cid_or_ref, LeaseId owner = 0);
+  // DESIGN §5 merge; see docs/runtime.md for the exact semantics. Branch sources are
+  // snapshotted first.
+  Result<MergeResult> merge(const Source& from, const Source& into, LeaseId owner = 0);
+  // Read-only comparison of two branches or snapshots.
+  Result<DiffResult> diff(const Source& a, const Source& b) const;
+  // Ancestry of a snapshot through parents, breadth first, each CID once.
+  Result<std::vector<LogEntry>> log(std::string_view cid_or_ref) const;
+  // The canonical manifest bytes.
+  Result<std::string> manifest(std::string_view cid_or_ref) const;
+  Result<SnapshotInfo> snapshot_info(std::string_view cid_or_ref) const;
+  std::vector<SnapshotInfo> snapshots() const;
+  // Drops a snapshot's pin. kConflict while a ref names it.
+  Status unpin(std::string_view cid);
+  // Manifest page ixs whose (k, v) digests no page of this pool holds (what a peer must
+  // send). kInvalidArgument for a bad manifest or a geometry mismatch.
+  Result<std::vector<std::uint64_t>> missing_pages(std::string_view manifest_bytes) const;
+
+  Status set_ref(std::string_view name, std::string_view cid_or_ref);
+  Result<std::string> get_ref(std::string_view name) const;
+  Status delete_ref(std::string_view name);
+  std::vector<RefEntry> refs() const;
+
+  // --- prefix index, memory ---------------------------------------------------------------
+  // Tokens of the longest cached prefix of whole pages (touches it for LRU).
+  std::uint64_t lookup_prefix(std::span<const Token> tokens);
+  // Evicts up to max_pages LRU cached pages that nothing but the index holds.
+  std::size_t evict(std::size_t max_pages);
+  // Frees what nothing holds (with drop_cache: every evictable cached page too) and gives
+  // empty trailing chunks back to the backend.
+  GcResult gc(bool drop_cache = false);
+  PoolStats pool_stats() const;
+
+  // Checks every invariant of DESIGN §2 (see runtime/verifier.h). kInternal on violation.
+  Status verify() const;
+
+ private:
+  explicit Runtime(std::unique_ptr<detail::State> state);
+  Status after_mutation(Status s) const;
+  template <typename T>
+  Result<T> after_mutation(Result<T> r) const;
+
+  mutable std::mutex mu_;
+  std::unique_ptr<detail::State> state_;
+};
+
+}  // namespace pf::rt

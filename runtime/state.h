@@ -1,0 +1,86 @@
+// Internal: the Runtime's state and the operations on it, one file per group
+// (branch_ops.cpp, snapshot_ops.cpp, history_ops.cpp, verifier.cpp). Every function here
+// expects the caller (runtime.cpp) to hold the Runtime mutex. Not part of the public API.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "runtime/branch.h"
+#include "runtime/manifest.h"
+#include "runtime/page_digest.h"
+#include "runtime/prefix_index.h"
+#include "runtime/runtime.h"
+
+namespace pf::rt::detail {
+
+struct Snapshot {
+  std::string cid;
+  std::string json;  // canonical manifest bytes
+  Manifest manifest;
+  PageListPtr list;  // flat: the snapshot's pages and tokens; the pin
+  std::uint64_t n_tokens = 0;
+};
+
+struct State {
+  State(vmm::Backend& b, RuntimeOptions o) : backend(b), options(std::move(o)) {}
+
+  vmm::Backend& backend;
+  RuntimeOptions options;
+  std::unique_ptr<kernels::PageKernels> kernels;
+  // Declared before every holder of page references, so it is destroyed after them.
+  std::unique_ptr<PagePool> pool;
+  std::unique_ptr<PrefixIndex> index;
+  std::unordered_map<BranchId, Branch> branches;
+  std::map<std::string, Snapshot, std::less<>> snapshots;
+  std::map<std::string, std::string, std::less<>> refs;
+  std::uint64_t next_branch = 1;
+
+  std::uint32_t pt() const { return pool->geometry().page_tokens; }
+};
+
+// Lookups: kNotFound with a clear message.
+Result<Branch*> find_branch(State& s, BranchId id);
+Result<const Branch*> find_branch(const State& s, BranchId id);
+// A CID, or a ref name, to its snapshot.
+Result<const Snapshot*> resolve_snapshot(const State& s, std::string_view cid_or_ref);
+Branch& new_branch(State& s, LeaseId owner);
+
+// Makes sure `n` free pages exist: grows by whole chunks, then evicts LRU cached pages.
+// kOutOfMemory, with nothing changed, when even that cannot give n pages.
+Status ensure_free_pages(State& s, std::size_t n);
+// Computes and stores digests for the given pages at the given fills, for pages that have
+// none (a page with a digest at another fill keeps it; see digests_for).
+Status digest_missing(State& s, std::span<const PageId> pages,
+                      std::span<const std::uint32_t> fills);
+// The (k, v) digests of each page at its fill, from the stored digests where the fill
+// matches, computing (without storing) the rest.
+Result<std::vector<PageDigest>> digests_for(State& s, std::span<const PageId> pages,
+                                            std::span<const std::uint32_t> fills);
+
+Result<NewBranch> create_branch(State& s, std::span<const Token> tokens, LeaseId owner);
+Result<AppendResult> append(State& s, BranchId id, std::span<const Token> tokens);
+Status commit(State& s, BranchId id);
+Status truncate(State& s, BranchId id, std::uint64_t n_tokens);
+Status free_branch(State& s, BranchId id);
+
+Result<SnapshotInfo> snapshot(State& s, BranchId id, std::string name);
+// A snapshot of the given pages/tokens/parents, sharing `list` as its pin when non-null.
+// Without `list`, content equal to the single parent's resolves to that parent.
+Result<SnapshotInfo> snapshot_of(State& s, const std::vector<PageId>& pages,
+                                 const std::vector<Token>& tokens, std::vector<std::string> parents,
+                                 std::string name, PageListPtr list);
+Result<ForkResult> fork(State& s, const Source& source, std::size_t n, LeaseId owner);
+Result<BranchId> checkout(State& s, std::string_view cid_or_ref, LeaseId owner);
+SnapshotInfo info_of(const Snapshot& snap);
+
+Result<MergeResult> merge(State& s, const Source& from, const Source& into, LeaseId owner);
+Result<DiffResult> diff(const State& s, const Source& a, const Source& b);
+Result<std::vector<LogEntry>> log(const State& s, std::string_view cid_or_ref);
+
+PoolStats pool_stats(const State& s);
+Status verify(const State& s);
+
+}  // namespace pf::rt::detail

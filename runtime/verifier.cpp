@@ -1,0 +1,210 @@
+#include "runtime/verifier.h"
+
+#include <unordered_set>
+
+#include "runtime/state.h"
+
+namespace pf::rt::detail {
+
+namespace {
+
+Status fail(const std::string& what) {
+  return Status(Code::kInternal, "invariant violated: " + what);
+}
+
+std::string page_str(PageId p) {
+  return "page " + std::to_string(p);
+}
+
+}  // namespace
+
+Status verify(const State& s) {
+  const PagePool& pool = *s.pool;
+  const std::uint32_t P = pool.geometry().page_tokens;
+  if (!pool.integrity_error().empty()) return fail(pool.integrity_error());
+  const std::size_t n = pool.mapped_pages();
+  std::vector<std::uint32_t> expect(n, 0);
+  std::vector<std::uint8_t> in_shared(n, 0);  // held by a list or the index
+  std::vector<std::uint8_t> in_tail(n, 0);
+  auto hold = [&](PageId p, const char* who) -> Status {
+    if (p >= n) return fail(std::string(who) + " holds unmapped " + page_str(p));
+    ++expect[p];
+    return Status::ok();
+  };
+
+  // PageLists reachable from branches and snapshots, each once.
+  std::unordered_set<const PageList*> lists;
+  auto visit_chain = [&](const PageList* l) -> Status {
+    for (; l != nullptr && lists.insert(l).second; l = l->parent().get()) {
+      const std::uint64_t total = l->total_tokens();
+      const std::uint64_t want = l->tokens().empty() ? 0 : (total + P - 1) / P - l->first_page();
+      if (l->pages().size() != want) {
+        return fail("page list with " + std::to_string(l->pages().size()) + " pages covers " +
+                    std::to_string(l->tokens().size()) + " tokens after " +
+                    std::to_string(l->parent_tokens()));
+      }
+      if (l->parent_tokens() > 0 &&
+          (l->parent() == nullptr || l->parent()->total_tokens() < l->parent_tokens())) {
+        return fail("page list continues past its parent");
+      }
+      for (PageId p : l->pages()) {
+        PF_TRY(hold(p, "a page list"));
+        in_shared[p] = 1;
+        if (pool.meta(p).state != PageState::kSealed) {
+          return fail(page_str(p) + " in a shared page list is not sealed");
+        }
+      }
+    }
+    return Status::ok();
+  };
+  for (const auto& [id, b] : s.branches) {
+    const std::string name = "branch " + std::to_string(id.value);
+    if (b.base == nullptr ? b.base_tokens != 0 : b.base_tokens > b.base->total_tokens()) {
+      return fail(name + " sees more base tokens than its base holds");
+    }
+    if (b.tail.empty() != b.tail_tokens.empty()) return fail(name + " tail pages/tokens disagree");
+    if (!b.tail.empty() && b.tail.size() != (b.n_tokens() + P - 1) / P - tail_first_page(b, P)) {
+      return fail(name + " tail has " + std::to_string(b.tail.size()) + " pages for " +
+                  std::to_string(b.tail_tokens.size()) + " tokens");
+    }
+    if (!b.parents) return fail(name + " has no parents list");
+    PF_TRY(visit_chain(b.base.get()));
+    for (PageId p : b.tail) {
+      PF_TRY(hold(p, name.c_str()));
+      in_tail[p] += 1;
+      if (pool.meta(p).state == PageState::kFree) return fail(name + " holds free " + page_str(p));
+    }
+    const std::vector<PageId> view = branch_pages(b, P);
+    if (view.size() != (b.n_tokens() + P - 1) / P) return fail(name + " page count mismatch");
+    if (std::unordered_set<PageId>(view.begin(), view.end()).size() != view.size()) {
+      return fail(name + " sees one page twice");
+    }
+  }
+  for (const auto& [cid, snap] : s.snapshots) {
+    if (!snap.list || snap.list->parent() != nullptr)
+      return fail("snapshot " + cid + " list is not flat");
+    if (cid_of(snap.json) != cid) return fail("snapshot " + cid + " bytes do not hash to its CID");
+    if (snap.list->pages().size() != snap.manifest.pages.size() ||
+        snap.list->tokens() != snap.manifest.tokens) {
+      return fail("snapshot " + cid + " list disagrees with its manifest");
+    }
+    PF_TRY(visit_chain(snap.list.get()));
+  }
+  if (static_cast<std::int64_t>(lists.size()) != pool.live_lists()) {
+    return fail(std::to_string(pool.live_lists()) + " page lists alive, " +
+                std::to_string(lists.size()) + " reachable");
+  }
+  // Prefix index: one reference per node, sealed full pages, chained keys.
+  Status index_status = Status::ok();
+  std::vector<std::uint8_t> indexed(n, 0);
+  s.index->for_each([&](const PrefixIndex::Node& node) {
+    if (!index_status.is_ok()) return;
+    if (Status st = hold(node.page, "the prefix index"); !st.is_ok()) {
+      index_status = st;
+      return;
+    }
+    in_shared[node.page] = 1;
+    if (indexed[node.page]++) index_status = fail(page_str(node.page) + " indexed twice");
+    const bool root_child = node.parent == nullptr || node.parent->parent == nullptr;
+    if (node.tokens.size() != P ||
+        node.key != prefix_page_key(root_child ? nullptr : &node.parent->key, node.tokens)) {
+      index_status = fail("prefix index key of " + page_str(node.page) + " is wrong");
+    }
+    if (pool.meta(node.page).state != PageState::kSealed) {
+      index_status = fail("indexed " + page_str(node.page) + " is not sealed");
+    }
+  });
+  PF_TRY(index_status);
+
+  std::size_t free_count = 0;
+  for (PageId p = 0; p < n; ++p) {
+    const PageMeta& m = pool.meta(p);
+    if (m.refs != expect[p]) {
+      return fail(page_str(p) + " refcount " + std::to_string(m.refs) + ", holders " +
+                  std::to_string(expect[p]));
+    }
+    const bool free = m.state == PageState::kFree;
+    if (free != (m.refs == 0) || free != (pool.free_set().count(p) == 1)) {
+      return fail(page_str(p) + " state " + std::string(page_state_name(m.state)) +
+                  " disagrees with refs/free set");
+    }
+    free_count += free;
+    if (m.state == PageState::kExclusive && (in_shared[p] || in_tail[p] != 1)) {
+      return fail("exclusive " + page_str(p) + " is shared");
+    }
+    if (in_tail[p] > 1) return fail(page_str(p) + " is in two branch tails");
+    if (m.in_index != (indexed[p] == 1)) return fail(page_str(p) + " in_index flag is wrong");
+    if (m.has_digest && m.state != PageState::kSealed) {
+      return fail(page_str(p) + " has a digest but is not sealed");
+    }
+  }
+  if (free_count != pool.free_set().size()) return fail("free set holds non-free pages");
+
+  if (s.options.verify_digests) {
+    std::vector<PageId> pages;
+    std::vector<std::uint32_t> fills;
+    std::vector<PageDigest> stored;
+    for (PageId p = 0; p < n; ++p) {
+      const PageMeta& m = pool.meta(p);
+      if (!m.has_digest) continue;
+      pages.push_back(p);
+      fills.push_back(m.digest_fill);
+      stored.push_back({m.k, m.v});
+    }
+    std::vector<PageDigest> now(pages.size());
+    PF_TRY(digest_pages(*s.kernels, pool.geometry(), pool.base(), pages, fills, now));
+    for (std::size_t i = 0; i < pages.size(); ++i) {
+      if (!(now[i].k == stored[i].k) || !(now[i].v == stored[i].v)) {
+        return fail("sealed " + page_str(pages[i]) + " bytes changed after its digest");
+      }
+    }
+    for (const auto& [cid, snap] : s.snapshots) {
+      const auto& sp = snap.list->pages();
+      std::vector<std::uint32_t> f(sp.size(), P);
+      if (!sp.empty()) f.back() = fill_in_last_page(snap.n_tokens, P);
+      std::vector<PageDigest> d(sp.size());
+      PF_TRY(digest_pages(*s.kernels, pool.geometry(), pool.base(), sp, f, d));
+      for (std::size_t i = 0; i < sp.size(); ++i) {
+        if (d[i].k.hex() != snap.manifest.pages[i].k || d[i].v.hex() != snap.manifest.pages[i].v) {
+          return fail("snapshot " + cid + " page " + std::to_string(i) + " digest mismatch");
+        }
+      }
+    }
+  }
+  return Status::ok();
+}
+
+PoolStats pool_stats(const State& s) {
+  const PagePool& pool = *s.pool;
+  const std::uint32_t P = pool.geometry().page_tokens;
+  PoolStats st;
+  st.page_bytes = pool.page_bytes();
+  st.chunk_bytes = pool.chunk_bytes();
+  st.chunks = pool.range().chunk_count();
+  st.capacity_pages = pool.capacity_pages();
+  st.mapped_pages = pool.mapped_pages();
+  st.used_pages = pool.used_pages();
+  st.free_pages = st.capacity_pages - st.used_pages;
+  const std::size_t n = pool.mapped_pages();
+  // Distinct holders per page: each branch, each snapshot, the index.
+  std::vector<std::uint32_t> seen(n, 0);
+  auto count = [&](const std::vector<PageId>& pages) {
+    for (PageId p : pages) ++seen[p];
+  };
+  for (const auto& [id, b] : s.branches) count(branch_pages(b, P));
+  for (const auto& [cid, snap] : s.snapshots) count(snap.list->pages());
+  s.index->for_each([&](const PrefixIndex::Node& node) { ++seen[node.page]; });
+  for (PageId p = 0; p < n; ++p) {
+    const PageMeta& m = pool.meta(p);
+    if (m.state == PageState::kExclusive) ++st.exclusive_pages;
+    if (m.state == PageState::kSealed) ++st.sealed_pages;
+    if (m.in_index && m.refs == 1) ++st.cached_pages;
+    if (seen[p] > 1) ++st.shared_pages;
+  }
+  st.branches = s.branches.size();
+  st.snapshots = s.snapshots.size();
+  st.index_nodes = s.index->size();
+  return st;
+}
+
+}  // namespace pf::rt::detail

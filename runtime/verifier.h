@@ -1,0 +1,22 @@
+// The invariant verifier (DESIGN §2). Runtime::verify() runs it under the runtime mutex;
+// with RuntimeOptions::verify_each_op (default in debug builds) it runs after every
+// mutating call. It checks, and reports the first violation as kInternal:
+//  - every page's refcount equals the references recomputed from every holder: each live
+//    PageList (one per page it lists, reached from branches and snapshots; their number
+//    must equal the pool's live-list count), each branch tail, each prefix-index node; no
+//    underflow was ever recorded;
+//  - states: free <=> refs 0 <=> in the free set; exclusive pages are held by exactly one
+//    branch tail and nothing else; pages in lists, snapshots and the index are sealed;
+//    in_index flags match the index's nodes;
+//  - branch and chain shapes (tail covers exactly the pages after the base, page counts
+//    match token counts) and the index's chained keys;
+//  - with verify_digests: every stored digest matches its page's bytes now, and every
+//    snapshot's manifest digests match its pages; every CID is the SHA-256 of its bytes.
+#pragma once
+
+#include "vmm/status.h"
+
+namespace pf::rt::detail {
+struct State;
+Status verify(const State& s);
+}  // namespace pf::rt::detail
