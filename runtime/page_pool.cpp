@@ -87,6 +87,8 @@ Status PagePool::grow_for(std::size_t pages) {
       return s.add_frame(__FILE__, __LINE__);
     }
   }
+  if (range_->chunk_count() > chunks_before) ++epoch_;
+  while (chunk_serials_.size() < range_->chunk_count()) chunk_serials_.push_back(next_serial_++);
   resize_to_mapped();
   return Status::ok();
 }
@@ -126,8 +128,10 @@ std::size_t PagePool::trim() {
     if (!empty) break;
     if (!range_->shrink().is_ok()) break;
     ++released;
+    chunk_serials_.pop_back();
     resize_to_mapped();
   }
+  if (released > 0) ++epoch_;
   return released;
 }
 

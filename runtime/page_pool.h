@@ -90,6 +90,13 @@ class PagePool {
   // Unmaps and releases empty trailing chunks; returns how many. Blocking.
   std::size_t trim();
 
+  // Changes whenever the set of mapped chunks changes (grow_for, trim): attached processes
+  // compare it with the epoch they mapped (ipc/wire.h).
+  std::uint64_t epoch() const { return epoch_; }
+  // A unique serial for each mapped chunk, by index: a chunk released by trim and a later
+  // one mapped at the same index have different serials.
+  const std::vector<std::uint64_t>& chunk_serials() const { return chunk_serials_; }
+
   void ref(PageId id);
   void unref(PageId id);
   void seal(PageId id);  // kExclusive -> kSealed (no-op when already sealed)
@@ -122,6 +129,9 @@ class PagePool {
   std::set<PageId> free_;
   std::int64_t live_lists_ = 0;
   std::string integrity_error_;
+  std::uint64_t epoch_ = 0;
+  std::uint64_t next_serial_ = 1;
+  std::vector<std::uint64_t> chunk_serials_;
 };
 
 }  // namespace pf::rt

@@ -327,6 +327,27 @@ PoolStats Runtime::pool_stats() const {
   return detail::pool_stats(*state_);
 }
 
+PoolLayout Runtime::pool_layout() const {
+  Lock lock(mu_);
+  const PagePool& pool = *state_->pool;
+  PoolLayout layout;
+  layout.epoch = pool.epoch();
+  layout.page_bytes = pool.page_bytes();
+  layout.chunk_bytes = pool.chunk_bytes();
+  layout.capacity_bytes = pool.range().capacity_bytes();
+  layout.capacity_pages = pool.capacity_pages();
+  layout.chunk_serials = pool.chunk_serials();
+  return layout;
+}
+
+Result<UniqueFd> Runtime::export_chunk(std::size_t index, std::uint64_t* serial) const {
+  Lock lock(mu_);
+  const PagePool& pool = *state_->pool;
+  PF_ASSIGN_OR_RETURN(UniqueFd fd, pool.range().export_chunk(index));
+  if (serial != nullptr) *serial = pool.chunk_serials()[index];
+  return fd;
+}
+
 Status Runtime::verify() const {
   Lock lock(mu_);
   return detail::verify(*state_);

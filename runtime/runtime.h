@@ -38,6 +38,7 @@
 #include "runtime/page_pool.h"
 #include "runtime/types.h"
 #include "vmm/backend.h"
+#include "vmm/unique_fd.h"
 
 namespace pf::rt {
 
@@ -146,6 +147,16 @@ struct PoolStats {
   std::size_t index_nodes = 0;
 };
 
+// The pool's memory as an attached process maps it (ipc/wire.h kHello / kAttach).
+struct PoolLayout {
+  std::uint64_t epoch = 0;           // PagePool::epoch()
+  std::size_t page_bytes = 0;
+  std::size_t chunk_bytes = 0;       // every chunk has this size
+  std::size_t capacity_bytes = 0;    // the VA range to reserve for the whole pool
+  std::size_t capacity_pages = 0;
+  std::vector<std::uint64_t> chunk_serials;  // one per mapped chunk, by index
+};
+
 struct GcResult {
   std::size_t evicted_pages = 0;
   std::size_t released_chunks = 0;
@@ -241,6 +252,10 @@ class Runtime {
   // empty trailing chunks back to the backend.
   GcResult gc(bool drop_cache = false);
   PoolStats pool_stats() const;
+  PoolLayout pool_layout() const;
+  // An fd for mapped chunk `index`, for another process to import; the caller owns it.
+  // `serial` (optional) receives the chunk's serial. kInvalidArgument for a bad index.
+  Result<UniqueFd> export_chunk(std::size_t index, std::uint64_t* serial = nullptr) const;
 
   // Checks every invariant of DESIGN §2 (see runtime/verifier.h). kInternal on violation.
   Status verify() const;

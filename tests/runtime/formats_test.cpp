@@ -228,6 +228,71 @@ TEST(RuntimeFormats, PoolGrowsByChunksWithStraddlingPagesAndTrims) {
   EXPECT_TRUE(p.integrity_error().empty());
 }
 
+TEST(RuntimeFormats, EpochAndChunkSerialsTrackEveryChangeOfTheChunkSet) {
+  auto be = vmm::make_host_backend();
+  auto pool = PagePool::create(*be, *geometry_preset("llama-3-8b"),
+                               {.capacity_bytes = 8u << 20, .chunk_bytes = 2u << 20});
+  ASSERT_TRUE(pool.is_ok());
+  PagePool& p = **pool;
+  const std::uint64_t e0 = p.epoch();
+  ASSERT_TRUE(p.grow_for(2).is_ok());
+  const std::uint64_t e1 = p.epoch();
+  EXPECT_NE(e1, e0);
+  ASSERT_EQ(p.chunk_serials().size(), 2u);
+  const auto first = p.chunk_serials();
+  EXPECT_NE(first[0], first[1]);
+  ASSERT_TRUE(p.grow_for(0).is_ok());
+  EXPECT_EQ(p.epoch(), e1) << "no chunk change, no new epoch";
+  EXPECT_EQ(p.trim(), 2u);
+  EXPECT_NE(p.epoch(), e1);
+  EXPECT_TRUE(p.chunk_serials().empty());
+  ASSERT_TRUE(p.grow_for(1).is_ok());
+  ASSERT_EQ(p.chunk_serials().size(), 1u);
+  EXPECT_NE(p.chunk_serials()[0], first[0]) << "a new chunk at a reused index is a new serial";
+
+  // A failed growth changes neither the epoch nor the serials.
+  const std::uint64_t before = p.epoch();
+  EXPECT_EQ(p.grow_for(100).code(), Code::kOutOfMemory);
+  EXPECT_EQ(p.epoch(), before);
+  EXPECT_EQ(p.chunk_serials().size(), 1u);
+}
+
+TEST(RuntimeFormats, RuntimeExportsChunksThatAnotherMappingSeesIdentically) {
+  auto be = vmm::make_host_backend();
+  auto rt = Runtime::create(*be, {.geometry = *geometry_preset("tiny"),
+                                  .pool = {.capacity_bytes = 8u << 20, .chunk_bytes = 2u << 20}});
+  ASSERT_TRUE(rt.is_ok()) << rt.status().to_string();
+  Runtime& r = **rt;
+  auto b = r.create_branch();
+  ASSERT_TRUE(b.is_ok());
+  const std::vector<Token> tokens = {1, 2, 3, 4, 5};
+  auto app = r.append(b->id, tokens);
+  ASSERT_TRUE(app.is_ok());
+  const PoolLayout layout = r.pool_layout();
+  ASSERT_EQ(layout.chunk_serials.size(), 1u);
+  EXPECT_EQ(layout.chunk_bytes, 2u << 20);
+  EXPECT_GE(layout.capacity_bytes, 8u << 20);
+  EXPECT_EQ(layout.page_bytes, r.page_bytes());
+
+  std::uint64_t serial = 0;
+  auto fd = r.export_chunk(0, &serial);
+  ASSERT_TRUE(fd.is_ok()) << fd.status().to_string();
+  EXPECT_EQ(serial, layout.chunk_serials[0]);
+  EXPECT_EQ(r.export_chunk(1).status().code(), Code::kInvalidArgument);
+
+  // Another mapping of the exported chunk sees what was written through the runtime's.
+  auto other = vmm::MappedRange::create(*be, layout.chunk_bytes);
+  ASSERT_TRUE(other.is_ok());
+  ASSERT_TRUE(other.value()->grow_imported(fd.value().get(), layout.chunk_bytes).is_ok());
+  const PageId page = app->runs[0].page;
+  const auto bytes = pattern(r.page_bytes(), 5);
+  ASSERT_TRUE(be->copy_to_mapped(r.base() + page * r.page_bytes(), bytes.data(), bytes.size())
+                  .is_ok());
+  EXPECT_EQ(std::memcmp(static_cast<std::byte*>(other.value()->base()) + page * r.page_bytes(),
+                        bytes.data(), bytes.size()),
+            0);
+}
+
 #ifdef NDEBUG
 TEST(RuntimeFormats, RefcountUnderflowIsRecordedNeverClamped) {
   auto be = vmm::make_host_backend();

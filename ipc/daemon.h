@@ -1,0 +1,46 @@
+// The daemon: `processfork serve` (DESIGN §3 ipc/, §6, §8).
+//
+// DESIGN: one process owns one pool (one backend, one geometry) and serves it on a Unix
+// socket (the fast path for engines, ipc/wire.h) and on an HTTP control port (DESIGN §6).
+// Configuration comes from flags, else PROCESSFORK_* environment variables, else defaults.
+// It logs the backend it chose and why, refuses to start over a live socket, recovers a
+// stale one, and on SIGTERM/SIGINT tells connected clients (closes their connections),
+// releases every mapping and removes the socket before exiting 0.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "vmm/status.h"
+
+namespace pf::ipc {
+
+struct DaemonConfig {
+  std::string device = "auto";               // --device / PROCESSFORK_DEVICE
+  std::size_t capacity_bytes = 4ull << 30;   // --capacity / PROCESSFORK_CAPACITY ("4GiB")
+  std::size_t chunk_bytes = 64ull << 20;     // --chunk / PROCESSFORK_CHUNK ("64MiB")
+  std::string geometry = "llama-3-8b";       // --geometry / PROCESSFORK_GEOMETRY
+  std::string socket_path;                   // --socket / PROCESSFORK_SOCKET; "" = default
+  std::string http = "127.0.0.1:8642";       // --http / PROCESSFORK_HTTP; "off" disables
+  std::string token;                         // --token / PROCESSFORK_TOKEN
+  // --ready-file / PROCESSFORK_READY_FILE: once serving, the daemon writes
+  // {"pid":..,"socket":"..","http":"host:port"|null,"backend":"..","device":".."} there
+  // (atomically, via rename), so scripts and tests know the bound port (--http HOST:0).
+  std::string ready_file;
+};
+
+// $XDG_RUNTIME_DIR/processfork.sock, else /tmp/processfork-$UID.sock.
+std::string default_socket_path();
+
+// Sizes like "4GiB", "64MiB", "512KiB", "1048576" (bytes). kInvalidArgument otherwise.
+Result<std::size_t> parse_size(std::string_view text);
+
+// Parses the arguments after `serve` (and the environment). kInvalidArgument names the
+// bad flag or value.
+Result<DaemonConfig> parse_serve_args(int argc, char** argv);
+
+// Runs the daemon in this process until SIGTERM/SIGINT. Returns the process exit code:
+// 0 after a clean shutdown, 1 when it could not start (reason on stderr), 2 for bad usage.
+int serve_main(int argc, char** argv);
+
+}  // namespace pf::ipc

@@ -1,0 +1,279 @@
+// The Unix-socket wire protocol between the daemon and its clients (DESIGN §3 ipc/, §8).
+// Shared by ipc/ (the daemon) and shims/ (libprocessfork); nothing else crosses the socket.
+//
+// DESIGN
+//  - Transport: AF_UNIX SOCK_STREAM. Every message is a 16-byte FrameHeader followed by
+//    `payload_bytes` of payload. Chunk fds ride with a frame's first byte (SCM_RIGHTS);
+//    only the daemon ever sends fds, and only in an AttachReply. A daemon that receives
+//    an fd from a client treats it as a protocol violation (closes it, answers, and drops
+//    the connection).
+//  - Every request gets exactly one reply with the same request_id, in order. A reply's
+//    payload starts with a ReplyHeader (status code, error message length, the pool's
+//    current epoch and chunk count); on error the message follows and nothing else.
+//  - Session: the first frame must be kHello (its number never changes); the reply grants
+//    a lease. Everything created through a connection is owned by its lease and dies with
+//    the connection unless snapshotted or detached.
+//  - Pool growth: a client maps the pool's chunks once (kAttach) and compares every
+//    reply's pool_epoch with the epoch it mapped; when they differ it sends kAttach again
+//    before touching any page id of that reply (a grown pool has new chunks; a shrunk one
+//    fewer). Page ids a reply hands out always lie inside the chunks of that epoch.
+//  - Fast-path ops (branch, append, commit, snapshot, fork, checkout, ...) use the packed
+//    structs below with trailing arrays. Introspection ops (merge, diff, log, refs, pool,
+//    gc, ...) carry a JSON request and the JSON answer of the HTTP API (DESIGN §6), so both
+//    front ends render one shape.
+//  - Every struct is packed and static_assert-sized; integers are little-endian (the
+//    protocol is same-host only). Limits below are enforced by the daemon before parsing.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pf::wire {
+
+inline constexpr std::uint32_t kMagic = 0x314b4650;  // "PFK1" in memory order
+inline constexpr std::uint16_t kVersionMajor = 1;     // incompatible changes bump this
+inline constexpr std::uint16_t kVersionMinor = 0;     // compatible additions bump this
+inline constexpr std::uint32_t kMaxPayload = 16u << 20;
+inline constexpr std::uint32_t kMaxTokensPerRequest = 1u << 20;
+inline constexpr std::uint32_t kMaxNameBytes = 256;
+inline constexpr std::uint32_t kCidBytes = 72;  // "sha256:" + 64 hex + NUL
+inline constexpr std::uint32_t kMaxChunksPerAttachReply = 253;  // SCM_MAX_FD
+
+enum class MsgType : std::uint16_t {
+  kHello = 1,  // never renumbered
+  kAttach = 2,
+  // fast path
+  kBranchCreate = 10,
+  kAppend = 11,
+  kCommit = 12,
+  kTruncate = 13,
+  kBranchFree = 14,
+  kDetach = 15,
+  kBranchView = 16,
+  kSnapshot = 17,
+  kFork = 18,
+  kCheckout = 19,
+  // JSON ops: request and reply bodies are JSON (DESIGN §6 shapes)
+  kMerge = 40,
+  kDiff = 41,
+  kLog = 42,
+  kManifest = 43,
+  kSnapshots = 44,
+  kUnpin = 45,
+  kRefSet = 46,
+  kRefGet = 47,
+  kRefDelete = 48,
+  kRefs = 49,
+  kPool = 50,
+  kGc = 51,
+  kHealth = 52,
+};
+
+// Flags in FrameHeader::flags.
+inline constexpr std::uint16_t kFlagReply = 1;
+
+#pragma pack(push, 1)
+
+struct FrameHeader {
+  std::uint32_t magic = kMagic;
+  std::uint16_t type = 0;  // MsgType
+  std::uint16_t flags = 0;
+  std::uint32_t request_id = 0;
+  std::uint32_t payload_bytes = 0;
+};
+static_assert(sizeof(FrameHeader) == 16);
+
+// First bytes of every reply payload.
+struct ReplyHeader {
+  std::int32_t code = 0;  // pf::Code; 0 = ok
+  std::uint32_t message_bytes = 0;  // error text follows when code != 0
+  std::uint64_t pool_epoch = 0;     // changes whenever the pool's chunk set changes
+  std::uint32_t pool_chunks = 0;
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(ReplyHeader) == 24);
+
+struct HelloRequest {
+  std::uint16_t major = kVersionMajor;
+  std::uint16_t minor = kVersionMinor;
+  std::uint32_t client_pid = 0;
+  std::uint64_t reserved = 0;
+};
+static_assert(sizeof(HelloRequest) == 16);
+
+struct GeometryWire {
+  std::uint32_t layers = 0;
+  std::uint32_t kv_heads = 0;
+  std::uint32_t head_dim = 0;
+  std::uint32_t page_tokens = 0;
+  std::uint8_t dtype = 0;  // rt::DType
+  std::uint8_t reserved[7] = {};
+};
+static_assert(sizeof(GeometryWire) == 24);
+
+struct HelloReply {
+  std::uint16_t major = kVersionMajor;  // the daemon's; the session speaks min(minor)
+  std::uint16_t minor = kVersionMinor;
+  std::uint32_t daemon_pid = 0;
+  std::uint64_t lease = 0;
+  GeometryWire geometry;
+  std::uint64_t page_bytes = 0;
+  std::uint64_t chunk_bytes = 0;      // every chunk has this size
+  std::uint64_t capacity_bytes = 0;   // the VA range a client reserves for the whole pool
+  std::uint64_t capacity_pages = 0;
+  char backend[16] = {};  // "host" / "cuda"
+  char device[16] = {};   // "host" / "cuda:0"
+};
+static_assert(sizeof(HelloReply) == 104);
+
+// Asks for fds of chunks [first_chunk, first_chunk + max_chunks) of the current epoch.
+struct AttachRequest {
+  std::uint32_t first_chunk = 0;
+  std::uint32_t max_chunks = kMaxChunksPerAttachReply;
+};
+static_assert(sizeof(AttachRequest) == 8);
+
+// Follows ReplyHeader; trailed by n_fds uint64 chunk serials. n_fds chunk fds are attached
+// to the frame, for chunks [first_chunk, first_chunk + n_fds); the client owns them. A
+// chunk's serial changes when the pool releases a chunk and later maps another at the same
+// index: a client remaps exactly the indices whose serial differs from what it mapped and
+// unmaps indices >= total_chunks.
+struct AttachReply {
+  std::uint64_t pool_epoch = 0;
+  std::uint32_t total_chunks = 0;
+  std::uint32_t first_chunk = 0;
+  std::uint32_t n_fds = 0;
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(AttachReply) == 24);
+
+// Trailed by n_tokens uint32 token ids.
+struct BranchCreateRequest {
+  std::uint32_t n_tokens = 0;
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(BranchCreateRequest) == 8);
+
+struct BranchCreateReply {
+  std::uint64_t branch = 0;
+  std::uint64_t n_tokens = 0;
+  std::uint64_t reused_tokens = 0;
+};
+static_assert(sizeof(BranchCreateReply) == 24);
+
+// Trailed by n_tokens uint32 token ids.
+struct AppendRequest {
+  std::uint64_t branch = 0;
+  std::uint32_t n_tokens = 0;
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(AppendRequest) == 16);
+
+struct WriteRunWire {
+  std::uint32_t page = 0;
+  std::uint32_t first_slot = 0;
+  std::uint32_t count = 0;
+  std::uint32_t reserved = 0;
+  std::uint64_t first_token = 0;
+};
+static_assert(sizeof(WriteRunWire) == 24);
+
+// Trailed by n_runs WriteRunWire.
+struct AppendReply {
+  std::uint64_t first_token = 0;
+  std::uint32_t pages_added = 0;
+  std::uint8_t copied_page = 0;
+  std::uint8_t reserved[3] = {};
+  std::uint32_t n_runs = 0;
+  std::uint32_t reserved2 = 0;
+};
+static_assert(sizeof(AppendReply) == 24);
+
+// kCommit, kBranchFree, kDetach: empty reply body.
+struct BranchRequest {
+  std::uint64_t branch = 0;
+};
+static_assert(sizeof(BranchRequest) == 8);
+
+struct TruncateRequest {
+  std::uint64_t branch = 0;
+  std::uint64_t n_tokens = 0;
+};
+static_assert(sizeof(TruncateRequest) == 16);
+
+struct BranchViewRequest {
+  std::uint64_t branch = 0;
+  std::uint8_t with_tokens = 0;
+  std::uint8_t reserved[7] = {};
+};
+static_assert(sizeof(BranchViewRequest) == 16);
+
+// Trailed by n_pages uint32 page ids, then (with_tokens) n_tokens uint32 token ids.
+struct BranchViewReply {
+  std::uint64_t branch = 0;
+  std::uint64_t owner = 0;  // lease id; 0 = detached
+  std::uint64_t n_tokens = 0;
+  std::uint32_t n_pages = 0;
+  std::uint32_t fill_in_last_page = 0;
+  std::uint8_t with_tokens = 0;
+  std::uint8_t reserved[7] = {};
+};
+static_assert(sizeof(BranchViewReply) == 40);
+
+// Trailed by name_bytes of name (no NUL).
+struct SnapshotRequest {
+  std::uint64_t branch = 0;
+  std::uint32_t name_bytes = 0;
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(SnapshotRequest) == 16);
+
+struct SnapshotReply {
+  char cid[kCidBytes] = {};
+  std::uint64_t n_tokens = 0;
+  std::uint64_t n_pages = 0;
+  std::uint8_t created = 0;  // 0: an identical snapshot existed
+  std::uint8_t reserved[7] = {};
+};
+static_assert(sizeof(SnapshotReply) == 96);
+
+// A branch (kind 0) or a CID / ref name (kind 1, trailed by name_bytes of text).
+struct SourceWire {
+  std::uint8_t kind = 0;
+  std::uint8_t reserved[3] = {};
+  std::uint32_t name_bytes = 0;
+  std::uint64_t branch = 0;
+};
+static_assert(sizeof(SourceWire) == 16);
+
+// Followed by a SourceWire (and its name).
+struct ForkRequest {
+  std::uint32_t n = 0;  // 1..1024
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(ForkRequest) == 8);
+
+// Trailed by n uint64 branch ids.
+struct ForkReply {
+  char source[kCidBytes] = {};  // empty when forked from a branch
+  std::uint32_t n = 0;
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(ForkReply) == 80);
+
+// Trailed by name_bytes of CID or ref name.
+struct CheckoutRequest {
+  std::uint32_t name_bytes = 0;
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(CheckoutRequest) == 8);
+
+struct CheckoutReply {
+  std::uint64_t branch = 0;
+  char cid[kCidBytes] = {};
+};
+static_assert(sizeof(CheckoutReply) == 80);
+
+#pragma pack(pop)
+
+}  // namespace pf::wire
