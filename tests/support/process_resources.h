@@ -21,7 +21,12 @@ inline std::size_t open_fd_count() {
   return n - 1;  // the directory's own fd
 }
 
+// Under AddressSanitizer the allocator splits its own regions as the heap grows, so the
+// count is not stable there; sanitizer builds compare fds and the backends' own books only.
 inline std::size_t mapping_count() {
+#if defined(__SANITIZE_ADDRESS__)
+  return 0;
+#endif
   std::ifstream maps("/proc/self/maps");
   std::size_t n = 0;
   for (std::string line; std::getline(maps, line);) ++n;
