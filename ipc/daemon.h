@@ -27,6 +27,11 @@ struct DaemonConfig {
   // {"pid":..,"socket":"..","http":"host:port"|null,"backend":"..","device":".."} there
   // (atomically, via rename), so scripts and tests know the bound port (--http HOST:0).
   std::string ready_file;
+  // Added to the entry contract (compatible: defaults keep the old behaviour).
+  std::size_t max_clients = 256;  // --max-clients / PROCESSFORK_MAX_CLIENTS: Unix-socket cap
+  // --verify / PROCESSFORK_VERIFY=1: run the runtime's invariant verifier after every
+  // mutating operation (slow; for tests and debugging). Always on in debug builds.
+  bool verify = false;
 };
 
 // $XDG_RUNTIME_DIR/processfork.sock, else /tmp/processfork-$UID.sock.

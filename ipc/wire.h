@@ -32,7 +32,7 @@ namespace pf::wire {
 
 inline constexpr std::uint32_t kMagic = 0x314b4650;  // "PFK1" in memory order
 inline constexpr std::uint16_t kVersionMajor = 1;     // incompatible changes bump this
-inline constexpr std::uint16_t kVersionMinor = 0;     // compatible additions bump this
+inline constexpr std::uint16_t kVersionMinor = 1;     // compatible additions bump this
 inline constexpr std::uint32_t kMaxPayload = 16u << 20;
 inline constexpr std::uint32_t kMaxTokensPerRequest = 1u << 20;
 inline constexpr std::uint32_t kMaxNameBytes = 256;
@@ -67,6 +67,9 @@ enum class MsgType : std::uint16_t {
   kPool = 50,
   kGc = 51,
   kHealth = 52,
+  // added in 1.1 (JSON ops, like the above)
+  kBranches = 53,    // {} -> the answer of GET /v1/branches
+  kBranchInfo = 54,  // {"branch": id} -> the answer of GET /v1/branches/{id}
 };
 
 // Flags in FrameHeader::flags.

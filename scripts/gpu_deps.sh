@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .gpu-deps
-(cd .gpu-deps && apt-get download libgtest-dev googletest nlohmann-json3-dev libcpp-httplib-dev)
+(cd .gpu-deps && apt-get download libgtest-dev googletest nlohmann-json3-dev libcpp-httplib-dev \
+  libcpp-httplib0.11 libbrotli-dev libbrotli1 zlib1g-dev libssl-dev)
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d .gpu-deps blake3

@@ -1,0 +1,377 @@
+// serve_main: configuration, start-up, the signal wait and the clean shutdown.
+//
+// DESIGN: SIGTERM and SIGINT are blocked in every thread (the mask is set before the first
+// thread starts, and threads inherit it) and read from a signalfd by the main thread, so no
+// work ever runs in a signal handler. SIGPIPE is ignored: a client that vanishes makes a
+// send fail with EPIPE, which ends only its own connection. Shutdown order: HTTP (no new
+// requests, in-flight ones finish), then the Unix socket (listener closed, path unlinked,
+// every connection shut down so clients see EOF, each lease ends and frees its branches),
+// then the ready file, the runtime (every page unmapped) and the backend.
+#include "ipc/daemon.h"
+
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ipc/http_server.h"
+#include "ipc/log.h"
+#include "ipc/service.h"
+#include "ipc/uds_server.h"
+#include "runtime/geometry.h"
+#include "runtime/runtime.h"
+#include "vmm/registry.h"
+
+#ifndef PF_VERSION
+#define PF_VERSION "0.0.0"
+#endif
+
+namespace pf::ipc {
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: processfork serve [--device auto|host|cuda:N] [--capacity 4GiB] [--chunk 64MiB]\n"
+    "                         [--geometry NAME|layers=..,kv_heads=..,head_dim=..,dtype=..,"
+    "page_tokens=..]\n"
+    "                         [--socket PATH] [--http HOST:PORT|off] [--token T]\n"
+    "                         [--ready-file PATH] [--max-clients N] [--verify]\n"
+    "Each flag may also come from PROCESSFORK_<FLAG> (e.g. PROCESSFORK_CAPACITY=8GiB);\n"
+    "flags win over the environment. See docs/daemon.md.\n";
+
+Status invalid(std::string message) {
+  return Status(Code::kInvalidArgument, std::move(message));
+}
+
+// One configurable setting: its flag, its environment variable, and how to apply a value.
+struct Setting {
+  const char* flag;  // without "--"
+  const char* env;
+  bool is_switch;  // --verify: no value
+};
+
+constexpr Setting kSettings[] = {
+    {"device", "PROCESSFORK_DEVICE", false},
+    {"capacity", "PROCESSFORK_CAPACITY", false},
+    {"chunk", "PROCESSFORK_CHUNK", false},
+    {"geometry", "PROCESSFORK_GEOMETRY", false},
+    {"socket", "PROCESSFORK_SOCKET", false},
+    {"http", "PROCESSFORK_HTTP", false},
+    {"token", "PROCESSFORK_TOKEN", false},
+    {"ready-file", "PROCESSFORK_READY_FILE", false},
+    {"max-clients", "PROCESSFORK_MAX_CLIENTS", false},
+    {"verify", "PROCESSFORK_VERIFY", true},
+};
+
+Status apply(DaemonConfig* c, std::string_view flag, const std::string& value,
+             const std::string& source) {
+  auto fail = [&](const std::string& why) { return invalid(source + ": " + why); };
+  if (flag == "device") {
+    if (value.empty()) return fail("empty device (auto, host, cuda or cuda:N)");
+    c->device = value;
+  } else if (flag == "capacity" || flag == "chunk") {
+    Result<std::size_t> size = parse_size(value);
+    if (!size.is_ok()) return fail(size.status().message());
+    (flag == "capacity" ? c->capacity_bytes : c->chunk_bytes) = *size;
+  } else if (flag == "geometry") {
+    if (Result<rt::Geometry> g = rt::parse_geometry(value); !g.is_ok()) {
+      return fail(g.status().message() + " (presets: tiny, llama-3-8b, llama-3-70b-tp8)");
+    }
+    c->geometry = value;
+  } else if (flag == "socket") {
+    if (value.empty() || value.size() >= sizeof(sockaddr_un::sun_path)) {
+      return fail("socket path must be 1.." + std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
+                  " bytes long");
+    }
+    c->socket_path = value;
+  } else if (flag == "http") {
+    if (value != "off") {
+      if (Result<HostPort> hp = parse_host_port(value); !hp.is_ok()) {
+        return fail(hp.status().message());
+      }
+    }
+    c->http = value;
+  } else if (flag == "token") {
+    for (char ch : value) {
+      if (!std::isgraph(static_cast<unsigned char>(ch))) {
+        return fail("the token must be printable ASCII without spaces");
+      }
+    }
+    c->token = value;
+  } else if (flag == "ready-file") {
+    if (value.empty()) return fail("empty path");
+    c->ready_file = value;
+  } else if (flag == "max-clients") {
+    std::size_t n = 0;
+    auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+    if (value.empty() || ec != std::errc() || ptr != value.data() + value.size() || n < 1 ||
+        n > 65536) {
+      return fail("'" + value + "' is not a client count in 1..65536");
+    }
+    c->max_clients = n;
+  } else if (flag == "verify") {
+    if (value == "1" || value == "true" || value == "yes" || value == "on") {
+      c->verify = true;
+    } else if (value == "0" || value == "false" || value == "no" || value == "off" ||
+               value.empty()) {
+      c->verify = false;
+    } else {
+      return fail("'" + value + "' is not a boolean (1/0, true/false)");
+    }
+  }
+  return Status::ok();
+}
+
+const Setting* find_setting(std::string_view flag) {
+  for (const Setting& s : kSettings) {
+    if (flag == s.flag) return &s;
+  }
+  return nullptr;
+}
+
+Status write_ready_file(const std::string& path, const nlohmann::json& content) {
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << content.dump() << "\n";
+    out.flush();
+    if (!out) {
+      std::remove(tmp.c_str());
+      return PF_ERROR(Code::kSystem, "cannot write the ready file " + tmp);
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    return PF_ERRNO_OF("rename " + tmp + " to " + path, err);
+  }
+  return Status::ok();
+}
+
+// Restores the signal state serve_main changed, whatever path it returns by.
+struct SignalScope {
+  sigset_t old_mask{};
+  struct sigaction old_pipe {};
+  bool active = false;
+
+  Status enter(sigset_t* handled) {
+    sigemptyset(handled);
+    sigaddset(handled, SIGTERM);
+    sigaddset(handled, SIGINT);
+    if (pthread_sigmask(SIG_BLOCK, handled, &old_mask) != 0) {
+      return PF_ERROR(Code::kSystem, "cannot block SIGTERM/SIGINT");
+    }
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    sigaction(SIGPIPE, &ignore, &old_pipe);
+    active = true;
+    return Status::ok();
+  }
+  ~SignalScope() {
+    if (!active) return;
+    sigaction(SIGPIPE, &old_pipe, nullptr);
+    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  }
+};
+
+}  // namespace
+
+std::string default_socket_path() {
+  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+  if (xdg != nullptr && xdg[0] != '\0') return std::string(xdg) + "/processfork.sock";
+  return "/tmp/processfork-" + std::to_string(getuid()) + ".sock";
+}
+
+Result<std::size_t> parse_size(std::string_view text) {
+  std::size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
+    ++digits;
+  }
+  if (digits == 0) {
+    return invalid("'" + std::string(text) + "' is not a size (e.g. 4GiB, 64MiB, 1048576)");
+  }
+  std::uint64_t number = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + digits, number);
+  if (ec != std::errc()) return invalid("'" + std::string(text) + "' is too large");
+  const std::string_view unit = text.substr(digits);
+  struct Unit {
+    std::string_view name;
+    unsigned shift;
+  };
+  static constexpr Unit kUnits[] = {{"", 0},     {"B", 0},   {"K", 10},   {"Ki", 10}, {"KiB", 10},
+                                    {"M", 20},   {"Mi", 20}, {"MiB", 20}, {"G", 30},  {"Gi", 30},
+                                    {"GiB", 30}, {"T", 40},  {"Ti", 40},  {"TiB", 40}};
+  for (const Unit& u : kUnits) {
+    if (unit != u.name) continue;
+    if (number > (std::numeric_limits<std::size_t>::max() >> u.shift)) {
+      return invalid("'" + std::string(text) + "' is too large");
+    }
+    return static_cast<std::size_t>(number << u.shift);
+  }
+  return invalid("'" + std::string(text) + "' has an unknown unit '" + std::string(unit) +
+                 "' (use B, KiB, MiB, GiB or TiB)");
+}
+
+Result<DaemonConfig> parse_serve_args(int argc, char** argv) {
+  DaemonConfig config;
+  // The environment first, then flags on top.
+  for (const Setting& s : kSettings) {
+    const char* value = std::getenv(s.env);
+    if (value == nullptr) continue;
+    PF_TRY(apply(&config, s.flag, value, s.env));
+  }
+  for (int i = 0; i < argc; ++i) {
+    const std::string arg = argv[i] == nullptr ? "" : argv[i];
+    if (arg.rfind("--", 0) != 0) return invalid("unexpected argument '" + arg + "'");
+    std::string name = arg.substr(2);
+    std::optional<std::string> value;
+    if (const std::size_t eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+    }
+    const Setting* s = find_setting(name);
+    if (s == nullptr) return invalid("unknown flag --" + name);
+    if (s->is_switch) {
+      PF_TRY(apply(&config, s->flag, value.value_or("1"), "--" + name));
+      continue;
+    }
+    if (!value) {
+      if (i + 1 >= argc || argv[i + 1] == nullptr) return invalid("--" + name + " needs a value");
+      value = argv[++i];
+    }
+    PF_TRY(apply(&config, s->flag, *value, "--" + name));
+  }
+  if (config.capacity_bytes == 0) return invalid("--capacity must be more than 0 bytes");
+  if (config.chunk_bytes > config.capacity_bytes) {
+    return invalid("--chunk (" + std::to_string(config.chunk_bytes) +
+                   " bytes) exceeds --capacity (" + std::to_string(config.capacity_bytes) +
+                   " bytes)");
+  }
+  if (config.socket_path.empty()) config.socket_path = default_socket_path();
+  if (config.http != "off") {
+    PF_ASSIGN_OR_RETURN(HostPort hp, parse_host_port(config.http));
+    if (!is_loopback_host(hp.host) && config.token.empty()) {
+      return invalid("--http " + config.http +
+                     " is not a loopback address: set --token (or PROCESSFORK_TOKEN) to serve "
+                     "it, or bind 127.0.0.1");
+    }
+  }
+  return config;
+}
+
+int serve_main(int argc, char** argv) {
+  for (int i = 0; i < argc; ++i) {
+    if (argv[i] != nullptr &&
+        (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0)) {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+  }
+  Result<DaemonConfig> parsed = parse_serve_args(argc, argv);
+  if (!parsed.is_ok()) {
+    std::fprintf(stderr, "processfork serve: %s\n%s", parsed.status().message().c_str(), kUsage);
+    return 2;
+  }
+  const DaemonConfig& config = *parsed;
+  auto start_failure = [](const std::string& what, const Status& s) {
+    log_line("cannot start: " + what + ": " + s.message());
+    return 1;
+  };
+
+  sigset_t handled;
+  SignalScope signals;
+  if (Status s = signals.enter(&handled); !s.is_ok()) return start_failure("signals", s);
+  UniqueFd sigfd(signalfd(-1, &handled, SFD_CLOEXEC));
+  if (!sigfd.valid()) return start_failure("signals", PF_ERRNO("signalfd"));
+
+  Result<vmm::BackendChoice> choice = vmm::open_backend(config.device);
+  if (!choice.is_ok()) return start_failure("device '" + config.device + "'", choice.status());
+  std::unique_ptr<vmm::Backend> backend = std::move(choice->backend);
+  log_line("backend " + choice->reason);
+
+  Result<rt::Geometry> geometry = rt::parse_geometry(config.geometry);
+  if (!geometry.is_ok()) return start_failure("geometry", geometry.status());
+  rt::RuntimeOptions options;
+  options.geometry = *geometry;
+  options.pool.capacity_bytes = config.capacity_bytes;
+  options.pool.chunk_bytes = config.chunk_bytes;
+  options.verify_each_op = config.verify || rt::kVerifyByDefault;
+  Result<std::unique_ptr<rt::Runtime>> runtime = rt::Runtime::create(*backend, options);
+  if (!runtime.is_ok()) return start_failure("pool", runtime.status());
+
+  {
+    Service service(**runtime,
+                    api::PoolIdentity{std::string(backend->name()), backend->device(), PF_VERSION});
+    Result<std::unique_ptr<UdsServer>> uds = UdsServer::start(
+        service, UdsOptions{.path = config.socket_path, .max_clients = config.max_clients});
+    if (!uds.is_ok()) return start_failure("socket " + config.socket_path, uds.status());
+
+    std::unique_ptr<HttpServer> http;
+    if (config.http != "off") {
+      Result<HostPort> hp = parse_host_port(config.http);  // validated by parse_serve_args
+      if (!hp.is_ok()) return start_failure("--http", hp.status());
+      Result<std::unique_ptr<HttpServer>> started =
+          HttpServer::start(service, HttpOptions{.bind = *hp, .token = config.token});
+      if (!started.is_ok()) return start_failure("--http " + config.http, started.status());
+      http = std::move(*started);
+    }
+    const std::string http_address = http ? format_host_port(http->address()) : "";
+
+    if (!config.ready_file.empty()) {
+      nlohmann::json ready{{"pid", getpid()},
+                           {"socket", config.socket_path},
+                           {"http", http ? nlohmann::json(http_address) : nlohmann::json()},
+                           {"backend", service.identity().backend},
+                           {"device", service.identity().device}};
+      if (Status s = write_ready_file(config.ready_file, ready); !s.is_ok()) {
+        return start_failure("ready file", s);
+      }
+    }
+    const rt::PoolLayout layout = (*runtime)->pool_layout();
+    log_line("serving " + geometry->to_string() + " pool of " +
+             std::to_string(layout.capacity_pages) + " pages (" +
+             std::to_string(layout.page_bytes) + "-byte pages, " +
+             std::to_string(layout.chunk_bytes) + "-byte chunks) on unix:" + config.socket_path +
+             (http ? " and http://" + http_address : std::string(" (HTTP off)")) + ", pid " +
+             std::to_string(getpid()));
+
+    signalfd_siginfo info{};
+    for (;;) {
+      const ssize_t n = read(sigfd.get(), &info, sizeof info);
+      if (n == static_cast<ssize_t>(sizeof info)) break;
+      if (n < 0 && errno == EINTR) continue;
+      log_line(std::string("signalfd read failed: ") + std::strerror(errno) + "; shutting down");
+      break;
+    }
+    log_line(std::string("received ") +
+             (info.ssi_signo == SIGINT    ? "SIGINT"
+              : info.ssi_signo == SIGTERM ? "SIGTERM"
+                                          : "?") +
+             ", shutting down");
+    if (http) http->stop();
+    (*uds)->stop();
+    if (!config.ready_file.empty()) std::remove(config.ready_file.c_str());
+    const rt::PoolStats stats = (*runtime)->pool_stats();
+    log_line("stopped: " + std::to_string(service.live_leases()) + " leases left, " +
+             std::to_string(stats.branches) + " branches and " + std::to_string(stats.snapshots) +
+             " snapshots released");
+  }
+  runtime->reset();
+  backend.reset();
+  return 0;
+}
+
+}  // namespace pf::ipc

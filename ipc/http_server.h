@@ -1,0 +1,67 @@
+// The HTTP control port (DESIGN §6): cpp-httplib + nlohmann/json, every route of the table,
+// the processfork/* routes also without the /v1 prefix (the SGLang spelling). docs/http.md
+// lists each route with an example.
+//
+// DESIGN
+//  - Every route calls Service::call with a JSON request built from the body, the path and
+//    the query, as lease 0: what HTTP creates is unowned and lives until deleted, and a
+//    branch held by a Unix-socket lease is 409 for HTTP.
+//  - Errors are {"error":{"code","message"}} with the status of api::http_status (400, 401,
+//    404, 409, 413, 507, ...), including httplib's own 404 (no route) and 413 (body over
+//    max_body_bytes, checked from Content-Length before the body is read).
+//  - Auth: with a token set, every route (metrics and health too) needs
+//    "Authorization: Bearer <token>", compared in constant time, checked before the body is
+//    read. Binding to a non-loopback address without a token is refused (daemon.cpp).
+//  - Threads: httplib's pool of worker threads; the Service is thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "ipc/service.h"
+#include "vmm/status.h"
+
+namespace pf::ipc {
+
+struct HostPort {
+  std::string host;  // without brackets ("::1")
+  int port = 0;      // 0 = any free port
+};
+
+// "HOST:PORT" or "[IPV6]:PORT", port 0..65535. kInvalidArgument otherwise.
+Result<HostPort> parse_host_port(std::string_view text);
+// 127.0.0.0/8, ::1, ::ffff:127.x.y.z and "localhost".
+bool is_loopback_host(std::string_view host);
+// "host:port", with brackets around an IPv6 host.
+std::string format_host_port(const HostPort& hp);
+
+struct HttpOptions {
+  HostPort bind;
+  std::string token;  // "" = no auth (loopback only; daemon.cpp checks)
+  std::size_t max_body_bytes = 1u << 20;
+};
+
+class HttpServer {
+ public:
+  // Binds (port 0: an ephemeral one) and starts serving on a thread. kUnavailable when the
+  // address cannot be bound (in use, not local).
+  static Result<std::unique_ptr<HttpServer>> start(Service& service, HttpOptions options);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // The bound address (the real port when 0 was asked for).
+  const HostPort& address() const;
+  // Stops accepting, finishes in-flight requests and joins. Idempotent.
+  void stop();
+
+  struct Impl;
+
+ private:
+  explicit HttpServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pf::ipc

@@ -1,0 +1,392 @@
+// processfork.hpp: header-only C++ RAII over libprocessfork's C ABI (processfork.h).
+//
+// Error model: every failing call throws processfork::Error, which carries the pf_result
+// code and the library's message (pf_last_error_message). Destructors never throw (a
+// Branch that cannot be freed, e.g. because the daemon is gone, is dropped silently: the
+// daemon frees it with the lease anyway). Nothing here aborts.
+//
+// Ownership:
+//  - Client owns one pf_client (one session); movable, not copyable.
+//  - Branch is a handle to a branch of a Client's lease: its destructor frees the branch
+//    unless release() (give the id back to the caller) or detach() (the branch outlives
+//    the connection) was called. A Branch must not outlive its Client.
+//  - Page pointers from Client::page_ptr stay valid while the page is held and the
+//    Client is connected.
+//
+// Threading: as the C ABI — a Client may be shared by threads (requests are serialized);
+// a Branch handle is not synchronized.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "processfork.h"
+
+namespace processfork {
+
+class Error : public std::runtime_error {
+ public:
+  Error(pf_result code, const std::string& what)
+      : std::runtime_error(std::string(pf_result_string(code)) + ": " + what), code_(code) {}
+  pf_result code() const noexcept { return code_; }
+
+ private:
+  pf_result code_;
+};
+
+namespace detail {
+inline void check(pf_result r) {
+  if (r != PF_OK) throw Error(r, pf_last_error_message(nullptr));
+}
+}  // namespace detail
+
+struct ConnectOptions {
+  std::string socket_path;       // "" = $PROCESSFORK_SOCKET, else the daemon's default
+  std::uint32_t timeout_ms = 0;  // 0 = 10 s
+  bool attach = true;            // map the pool while connecting
+};
+
+using WriteRun = pf_write_run;
+using PoolInfo = pf_pool_info;
+using PoolStats = pf_pool_stats;
+using BranchInfo = pf_branch_info;
+using MappingInfo = pf_mapping_info;
+using GcResult = pf_gc_result;
+
+// A branch or a snapshot (CID or ref name), for fork, merge and diff.
+class Source {
+ public:
+  Source(pf_branch_id branch) : name_(), branch_(branch), is_branch_(true) {}  // NOLINT
+  Source(std::string cid_or_ref)
+      : name_(std::move(cid_or_ref)), branch_(0), is_branch_(false) {}  // NOLINT
+  Source(const char* cid_or_ref) : Source(std::string(cid_or_ref)) {}   // NOLINT
+  pf_source c() const {
+    return is_branch_ ? pf_source_branch(branch_) : pf_source_named(name_.c_str());
+  }
+
+ private:
+  std::string name_;
+  pf_branch_id branch_;
+  bool is_branch_;
+};
+
+struct AppendResult {
+  std::uint64_t first_token = 0;
+  std::uint32_t pages_added = 0;
+  bool copied_page = false;
+  std::vector<WriteRun> runs;
+};
+
+struct Snapshot {
+  std::string cid;
+  std::uint64_t n_tokens = 0;
+  std::uint64_t n_pages = 0;
+  bool created = false;
+};
+
+struct View {
+  BranchInfo info{};
+  std::vector<std::uint32_t> pages;
+  std::vector<std::uint32_t> tokens;
+};
+
+class Client;
+
+class Branch {
+ public:
+  Branch() = default;
+  Branch(pf_client* client, pf_branch_id id) : client_(client), id_(id) {}
+  Branch(Branch&& other) noexcept
+      : client_(std::exchange(other.client_, nullptr)), id_(std::exchange(other.id_, 0)) {}
+  Branch& operator=(Branch&& other) noexcept {
+    if (this != &other) {
+      reset();
+      client_ = std::exchange(other.client_, nullptr);
+      id_ = std::exchange(other.id_, 0);
+    }
+    return *this;
+  }
+  Branch(const Branch&) = delete;
+  Branch& operator=(const Branch&) = delete;
+  ~Branch() { reset(); }
+
+  pf_branch_id id() const { return id_; }
+  explicit operator bool() const { return client_ != nullptr; }
+
+  AppendResult append(std::span<const std::uint32_t> tokens) {
+    std::vector<WriteRun> runs(pf_append_max_runs(client_, tokens.size()));
+    pf_append_result r{};
+    detail::check(
+        pf_append(client_, id_, tokens.data(), tokens.size(), runs.data(), runs.size(), &r));
+    runs.resize(r.n_runs);
+    return AppendResult{r.first_token, r.pages_added, r.copied_page != 0, std::move(runs)};
+  }
+  void commit() { detail::check(pf_commit(client_, id_)); }
+  void truncate(std::uint64_t n_tokens) { detail::check(pf_truncate(client_, id_, n_tokens)); }
+  Snapshot snapshot(const std::string& name = "") {
+    pf_snapshot_result r{};
+    detail::check(pf_snapshot(client_, id_, name.empty() ? nullptr : name.c_str(), &r));
+    return Snapshot{r.cid, r.n_tokens, r.n_pages, r.created != 0};
+  }
+  View view(bool with_tokens = false) {
+    View v;
+    for (;;) {  // the branch may grow between the size query and the read: retry
+      detail::check(pf_branch_view(client_, id_, &v.info, nullptr, 0, nullptr, 0));
+      v.pages.resize(v.info.n_pages);
+      v.tokens.resize(with_tokens ? v.info.n_tokens : 0);
+      const pf_result r = pf_branch_view(client_, id_, &v.info, v.pages.data(), v.pages.size(),
+                                         with_tokens ? v.tokens.data() : nullptr, v.tokens.size());
+      if (r == PF_INVALID_ARGUMENT &&
+          (v.info.n_pages > v.pages.size() || (with_tokens && v.info.n_tokens > v.tokens.size()))) {
+        continue;
+      }
+      detail::check(r);
+      v.pages.resize(v.info.n_pages);
+      if (with_tokens) v.tokens.resize(v.info.n_tokens);
+      return v;
+    }
+  }
+  std::vector<Branch> fork(std::uint32_t n);
+  // The branch outlives the connection (until freed); this handle lets go of it.
+  pf_branch_id detach() {
+    detail::check(pf_detach(client_, id_));
+    return release();
+  }
+  // This handle lets go of the branch without freeing it (it stays in the lease).
+  pf_branch_id release() {
+    client_ = nullptr;
+    return std::exchange(id_, 0);
+  }
+  // Frees the branch now; throws on failure.
+  void free() {
+    if (client_ == nullptr) return;
+    detail::check(pf_branch_free(client_, id_));
+    release();
+  }
+
+ private:
+  void reset() noexcept {
+    if (client_ != nullptr) (void)pf_branch_free(client_, id_);
+    client_ = nullptr;
+    id_ = 0;
+  }
+
+  pf_client* client_ = nullptr;
+  pf_branch_id id_ = 0;
+};
+
+struct NewBranch {
+  Branch branch;
+  std::uint64_t n_tokens = 0;
+  std::uint64_t reused_tokens = 0;
+};
+
+struct Merge {
+  bool fast_forward = true;
+  Branch branch;
+  std::string cid;
+  std::string base;
+  std::uint64_t common_tokens = 0;
+  std::vector<std::uint32_t> recompute_tokens;
+};
+
+class Client {
+ public:
+  explicit Client(const ConnectOptions& options = {}) {
+    pf_connect_config cfg = PF_CONNECT_CONFIG_INIT;
+    cfg.socket_path = options.socket_path.empty() ? nullptr : options.socket_path.c_str();
+    cfg.timeout_ms = options.timeout_ms;
+    cfg.flags = options.attach ? 0u : PF_CONNECT_NO_ATTACH;
+    detail::check(pf_connect(&cfg, &client_));
+  }
+  Client(Client&& other) noexcept : client_(std::exchange(other.client_, nullptr)) {}
+  Client& operator=(Client&& other) noexcept {
+    if (this != &other) {
+      pf_disconnect(client_);
+      client_ = std::exchange(other.client_, nullptr);
+    }
+    return *this;
+  }
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+  ~Client() { pf_disconnect(client_); }
+
+  pf_client* get() const { return client_; }
+
+  PoolInfo pool() const {
+    PoolInfo info{};
+    info.struct_size = sizeof info;
+    detail::check(pf_pool_info_get(client_, &info));
+    return info;
+  }
+  MappingInfo mapping() const {
+    MappingInfo m{};
+    detail::check(pf_mapping_info_get(client_, &m));
+    return m;
+  }
+  void attach() { detail::check(pf_attach(client_)); }
+  void* page_ptr(std::uint32_t page) {
+    void* p = nullptr;
+    detail::check(pf_page_ptr(client_, page, &p));
+    return p;
+  }
+  template <typename T>
+  T* page_as(std::uint32_t page) {
+    return static_cast<T*>(page_ptr(page));
+  }
+
+  NewBranch branch(std::span<const std::uint32_t> tokens = {}) {
+    pf_new_branch b{};
+    detail::check(pf_branch_create(client_, tokens.data(), tokens.size(), &b));
+    return NewBranch{Branch(client_, b.branch), b.n_tokens, b.reused_tokens};
+  }
+  // Takes ownership of an existing branch id of this client's lease (or a detached one).
+  Branch adopt(pf_branch_id id) { return Branch(client_, id); }
+
+  std::vector<Branch> fork(const Source& source, std::uint32_t n,
+                           std::string* source_cid = nullptr) {
+    std::vector<pf_branch_id> ids(n);
+    char cid[PF_CID_BYTES] = {};
+    const pf_source src = source.c();
+    detail::check(pf_fork(client_, &src, n, ids.data(), ids.size(), cid, sizeof cid));
+    if (source_cid != nullptr) *source_cid = cid;
+    std::vector<Branch> out;
+    out.reserve(n);
+    for (pf_branch_id id : ids) out.emplace_back(client_, id);
+    return out;
+  }
+  Branch checkout(const std::string& cid_or_ref, std::string* cid = nullptr) {
+    pf_branch_id id = 0;
+    char resolved[PF_CID_BYTES] = {};
+    detail::check(pf_checkout(client_, cid_or_ref.c_str(), &id, resolved, sizeof resolved));
+    if (cid != nullptr) *cid = resolved;
+    return Branch(client_, id);
+  }
+  Merge merge(const Source& from, const Source& into) {
+    const pf_source f = from.c();
+    const pf_source i = into.c();
+    std::vector<std::uint32_t> tokens;
+    pf_merge_result r{};
+    for (;;) {
+      const pf_result rc =
+          pf_merge(client_, &f, &i, &r, tokens.empty() ? nullptr : tokens.data(), tokens.size());
+      if (rc == PF_INVALID_ARGUMENT && r.n_recompute_tokens > tokens.size()) {
+        tokens.resize(r.n_recompute_tokens);
+        continue;
+      }
+      detail::check(rc);
+      break;
+    }
+    tokens.resize(r.n_recompute_tokens);
+    return Merge{r.outcome == PF_MERGE_FAST_FORWARD,
+                 Branch(client_, r.branch),
+                 r.cid,
+                 r.base,
+                 r.common_tokens,
+                 std::move(tokens)};
+  }
+
+  std::string diff(const Source& a, const Source& b) {
+    const pf_source sa = a.c();
+    const pf_source sb = b.c();
+    return json_call([&](char* buf, std::size_t cap, std::size_t* need) {
+      return pf_diff(client_, &sa, &sb, buf, cap, need);
+    });
+  }
+  std::string log(const std::string& cid_or_ref) {
+    return json_call([&](char* buf, std::size_t cap, std::size_t* need) {
+      return pf_log(client_, cid_or_ref.c_str(), buf, cap, need);
+    });
+  }
+  std::string manifest(const std::string& cid_or_ref) {
+    return json_call([&](char* buf, std::size_t cap, std::size_t* need) {
+      return pf_manifest(client_, cid_or_ref.c_str(), buf, cap, need);
+    });
+  }
+  std::string snapshots() {
+    return json_call([&](char* buf, std::size_t cap, std::size_t* need) {
+      return pf_snapshots(client_, buf, cap, need);
+    });
+  }
+  std::string refs() {
+    return json_call([&](char* buf, std::size_t cap, std::size_t* need) {
+      return pf_refs_list(client_, buf, cap, need);
+    });
+  }
+  std::string health() {
+    return json_call([&](char* buf, std::size_t cap, std::size_t* need) {
+      return pf_health(client_, buf, cap, need);
+    });
+  }
+  std::string branches() {
+    return json_call([&](char* buf, std::size_t cap, std::size_t* need) {
+      return pf_branches(client_, buf, cap, need);
+    });
+  }
+  std::string pool_json() {
+    return json_call([&](char* buf, std::size_t cap, std::size_t* need) {
+      return pf_pool_json(client_, buf, cap, need);
+    });
+  }
+
+  void ref_set(const std::string& name, const std::string& cid_or_ref) {
+    detail::check(pf_ref_set(client_, name.c_str(), cid_or_ref.c_str()));
+  }
+  std::string ref_get(const std::string& name) {
+    char cid[PF_CID_BYTES] = {};
+    detail::check(pf_ref_get(client_, name.c_str(), cid, sizeof cid));
+    return cid;
+  }
+  void ref_delete(const std::string& name) { detail::check(pf_ref_delete(client_, name.c_str())); }
+  void unpin(const std::string& cid) { detail::check(pf_unpin(client_, cid.c_str())); }
+
+  PoolStats pool_stats() {
+    PoolStats s{};
+    s.struct_size = sizeof s;
+    detail::check(pf_pool_stats_get(client_, &s));
+    return s;
+  }
+  GcResult gc(bool drop_cache = false) {
+    GcResult g{};
+    detail::check(pf_gc(client_, drop_cache ? PF_GC_DROP_CACHE : 0u, &g));
+    return g;
+  }
+
+ private:
+  // The size query / fill loop of the JSON answers (the answer may change in between).
+  template <typename F>
+  static std::string json_call(F&& f) {
+    std::string out(4096, '\0');
+    for (;;) {
+      std::size_t need = 0;
+      const pf_result r = f(out.data(), out.size(), &need);
+      if (r == PF_INVALID_ARGUMENT && need > out.size()) {
+        out.resize(need);
+        continue;
+      }
+      detail::check(r);
+      out.resize(need - 1);
+      return out;
+    }
+  }
+
+  pf_client* client_ = nullptr;
+};
+
+inline std::vector<Branch> Branch::fork(std::uint32_t n) {
+  std::vector<pf_branch_id> ids(n);
+  const pf_source src = pf_source_branch(id_);
+  detail::check(pf_fork(client_, &src, n, ids.data(), ids.size(), nullptr, 0));
+  std::vector<Branch> out;
+  out.reserve(n);
+  for (pf_branch_id id : ids) out.emplace_back(client_, id);
+  return out;
+}
+
+}  // namespace processfork
