@@ -1,11 +1,14 @@
 # Thin entry points over scripts/ and CMake/CTest. See README.md.
-.PHONY: demo test build setup gpu-check format clean
+.PHONY: demo test bench build setup gpu-check format clean
 
 demo:            ## set everything up and run the main job
 	scripts/demo.sh
 
 test:            ## set everything up and run every test
 	scripts/test.sh
+
+bench: setup     ## build and run the benchmark harness (perf/run_benchmarks.sh; ARGS=--full)
+	perf/run_benchmarks.sh $(ARGS)
 
 build: setup
 	scripts/build.sh

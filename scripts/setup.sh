@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build pkg-config git
           libgtest-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev
-          python3 python3-venv)
+          python3 python3-venv python3-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,5 +29,10 @@ fi
 if ! .venv/bin/python -c "import blake3" 2>/dev/null; then
   echo "setup: installing Python packages into .venv"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check blake3
+fi
+if ! .venv/bin/python -c "import scikit_build_core, nanobind, numpy, pytest" 2>/dev/null; then
+  echo "setup: installing Python build/test packages into .venv"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    scikit-build-core nanobind numpy pytest
 fi
 echo "setup: ok"

@@ -8,3 +8,7 @@ scripts/build.sh
 build_dir=${BUILD_DIR:-build}
 scripts/check_no_libcuda.sh "$build_dir"
 ctest --test-dir "$build_dir" --output-on-failure -j "${JOBS:-$(nproc)}"
+# The Python package (docs/python.md): build the wheel into .venv, run its pytest suite.
+CMAKE_BUILD_PARALLEL_LEVEL=${JOBS:-$(nproc)} .venv/bin/python -m pip install --quiet \
+  --no-build-isolation --disable-pip-version-check .
+.venv/bin/python -m pytest tests/python -q

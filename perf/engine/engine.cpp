@@ -1,0 +1,104 @@
+// Engine pieces shared by both implementations: PageArena, geometry checks, the factory,
+// sampling and prompt tokens.
+#include "perf/engine/engine.h"
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <utility>
+
+namespace pf::engine {
+
+PageArena& PageArena::operator=(PageArena&& o) noexcept {
+  if (this != &o) {
+    reset();
+    base_ = std::exchange(o.base_, nullptr);
+    n_pages_ = std::exchange(o.n_pages_, 0);
+    page_bytes_ = std::exchange(o.page_bytes_, 0);
+    free_ = std::exchange(o.free_, nullptr);
+  }
+  return *this;
+}
+
+void PageArena::reset() {
+  if (base_ != nullptr && free_ != nullptr) free_(base_);
+  base_ = nullptr;
+  n_pages_ = 0;
+  page_bytes_ = 0;
+  free_ = nullptr;
+}
+
+Status Engine::check_geometry(const rt::Geometry& g) const {
+  const ModelConfig& c = config();
+  if (g.layers != c.layers || g.kv_heads != c.n_kv_heads || g.head_dim != c.head_dim ||
+      (g.dtype != rt::DType::kFP32 && g.dtype != rt::DType::kBF16) || g.page_tokens == 0) {
+    return PF_ERROR(Code::kInvalidArgument,
+                    "KV geometry " + g.to_string() + " does not fit the model (" + c.to_string() +
+                        "): needs layers=" + std::to_string(c.layers) +
+                        ", kv_heads=" + std::to_string(c.n_kv_heads) +
+                        ", head_dim=" + std::to_string(c.head_dim) + ", dtype fp32 or bf16");
+  }
+  return Status::ok();
+}
+
+Result<std::unique_ptr<Engine>> make_engine(const ModelConfig& cfg, std::string_view device) {
+  PF_TRY(cfg.validate());
+  if (device == "host") return make_host_engine(cfg);
+  if (device == "auto") {
+    Result<std::unique_ptr<Engine>> cuda = make_cuda_engine(cfg, 0);
+    if (cuda.is_ok()) return cuda;
+    return make_host_engine(cfg);
+  }
+  if (device == "cuda") return make_cuda_engine(cfg, 0);
+  if (device.substr(0, 5) == "cuda:") {
+    int ordinal = 0;
+    const std::string_view digits = device.substr(5);
+    if (digits.empty() || digits.size() > 3) {
+      return PF_ERROR(Code::kInvalidArgument, "bad device '" + std::string(device) + "'");
+    }
+    for (char ch : digits) {
+      if (ch < '0' || ch > '9') {
+        return PF_ERROR(Code::kInvalidArgument, "bad device '" + std::string(device) + "'");
+      }
+      ordinal = ordinal * 10 + (ch - '0');
+    }
+    return make_cuda_engine(cfg, ordinal);
+  }
+  return PF_ERROR(Code::kInvalidArgument,
+                  "unknown engine device '" + std::string(device) + "' (host, cuda[:N], auto)");
+}
+
+rt::Token sample_greedy(std::span<const float> logits) {
+  std::size_t best = 0;
+  for (std::size_t i = 1; i < logits.size(); ++i) {
+    if (logits[i] > logits[best]) best = i;
+  }
+  return static_cast<rt::Token>(best);
+}
+
+rt::Token sample(std::span<const float> logits, float temperature, Rng& rng) {
+  if (!(temperature > 0.0f) || logits.empty()) return sample_greedy(logits);
+  const double max = logits[sample_greedy(logits)];
+  std::vector<double> p(logits.size());
+  double sum = 0.0;
+  for (std::size_t i = 0; i < logits.size(); ++i) {
+    p[i] = std::exp((static_cast<double>(logits[i]) - max) / temperature);
+    sum += p[i];
+  }
+  const double u = rng.uniform_double() * sum;
+  double acc = 0.0;
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    acc += p[i];
+    if (u < acc) return static_cast<rt::Token>(i);
+  }
+  return static_cast<rt::Token>(p.size() - 1);
+}
+
+std::vector<rt::Token> random_tokens(std::uint64_t seed, std::size_t n, std::uint32_t vocab) {
+  Rng rng(seed ^ 0x70726f6d7074ull);  // "prompt"
+  std::vector<rt::Token> out(n);
+  for (rt::Token& t : out) t = static_cast<rt::Token>(rng.next() % vocab);
+  return out;
+}
+
+}  // namespace pf::engine

@@ -1,0 +1,591 @@
+#!/usr/bin/env python3
+"""The benchmark harness: one command runs the whole suite (DESIGN §7, issue 5).
+
+    perf/run_benchmarks.sh [--full] [--build-dir DIR] [--only NAME,...] [--no-results-md]
+    perf/run_benchmarks.py --replot perf/results/<file>.json   (redraw only)
+
+Runs, side by side on this machine in one go:
+  bench_fanout   fork vs copy vs OS fork() vs re-prefill against T and n, memory against n
+                 (reference-model geometry; in process and over the socket)
+  bench_fork     in-process fork, copy-on-write append, snapshot, checkout (llama-3-8b pages)
+  bench_daemon   Unix-socket and HTTP latency, throughput under concurrency, attach cost
+  bench_kernels  page copy and digest kernels as a fraction of memcpy / device-to-device
+                 bandwidth (host; CUDA where a GPU is)
+  fanout_demo    the main job's own measurements (TTFT vs re-prefill, pages, memory)
+and writes perf/results/<machine>-<date>.json (every number), SVG plots under
+perf/plots/<machine>-<date>/, and the "Harness" section of perf/RESULTS.md (other sections
+are kept). A missing or failing benchmark is recorded with its reason; the exit status is
+non-zero when any benchmark failed.
+
+The default matrix keeps a full run to a few minutes on a 2-core machine; --full runs
+every size (bench_fork's whole 1k..128k x 1..128 matrix, larger T for re-prefill, the
+second daemon of bench_daemon): expect much longer.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, HERE)
+import svgplot  # noqa: E402
+
+BEGIN = "<!-- harness:begin (perf/run_benchmarks.py regenerates this section) -->"
+END = "<!-- harness:end -->"
+
+
+def machine_info():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gib = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_gib = round(int(line.split()[1]) / 1024 / 1024)
+    except OSError:
+        pass
+    gpus = []
+    if shutil.which("nvidia-smi"):
+        try:
+            r = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total",
+                                "--format=csv,noheader"], capture_output=True, text=True,
+                               timeout=20)
+            gpus = [g.strip() for g in r.stdout.splitlines() if g.strip()] if r.returncode == 0 else []
+        except (OSError, subprocess.SubprocessError):
+            gpus = []
+    try:
+        with open("/proc/loadavg") as f:
+            load = f.read().strip()
+    except OSError:
+        load = ""
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_total_gib": mem_gib,
+        "kernel": "%s %s" % (platform.system(), platform.release()),
+        "gpus": gpus,
+        "gpu": bool(gpus),
+        "hostname": platform.node(),
+        "loadavg_at_start": load,
+    }
+
+
+def machine_slug(m):
+    words = re.findall(r"[A-Za-z]+", m["cpu"])
+    vendor = [w.lower() for w in words if w.lower() in ("amd", "intel", "epyc", "xeon", "ryzen",
+                                                          "core", "arm", "neoverse", "graviton")]
+    base = "-".join(vendor[:2]) or (words[0].lower() if words else "cpu")
+    dev = "host"
+    if m["gpus"]:
+        g = re.findall(r"(H100|H200|A100|L40S?|B200|GH200|RTX ?\d+|V100|A10G?)", m["gpus"][0])
+        dev = (g[0].replace(" ", "").lower() if g else "gpu") + ("x%d" % len(m["gpus"])
+                                                                 if len(m["gpus"]) > 1 else "")
+    return "%s-%dc-%s" % (base, m["cores"], dev)
+
+
+def machine_label(m):
+    gpu = ", ".join(m["gpus"]) if m["gpus"] else "no GPU"
+    return "%s, %d cores, %d GiB, %s" % (m["cpu"], m["cores"], m["mem_total_gib"], gpu)
+
+
+def benches(build, full, tmp):
+    """(name, argv, json path, timeout s) in run order."""
+    p = lambda *a: os.path.join(build, *a)  # noqa: E731
+    out = {}
+    lst = []
+
+    def add(name, argv, timeout):
+        path = os.path.join(tmp, name + ".json")
+        out[name] = path
+        lst.append((name, [a.replace("{OUT}", path) for a in argv], path, timeout))
+
+    if full:
+        add("bench_fanout", [p("perf", "bench_fanout"), "--tokens", "256,1024,4096,8192,16384",
+                             "--n", "1,2,4,8,12,32,128", "--n-at-t", "4096", "--reps", "1000",
+                             "--prefill-reps", "5", "--out", "{OUT}"], 3600)
+        add("bench_fork", [p("perf", "bench_fork"), "--out", "{OUT}"], 3600)
+        add("bench_daemon", [p("perf", "bench_daemon"), "--json", "--out", "{OUT}"], 1800)
+        add("bench_kernels", [p("perf", "bench_kernels"), "--pages", "128", "--reps", "20",
+                              "--out", "{OUT}"], 600)
+    else:
+        add("bench_fanout", [p("perf", "bench_fanout"), "--tokens", "256,1024,4096",
+                             "--n", "1,4,12,32", "--n-at-t", "1024", "--out", "{OUT}"], 900)
+        add("bench_fork", [p("perf", "bench_fork"), "--tokens", "32768", "--n", "12",
+                           "--out", "{OUT}"], 900)
+        add("bench_daemon", [p("perf", "bench_daemon"), "--tokens", "4096", "--iterations",
+                             "2000", "--http-iterations", "500", "--seconds", "1",
+                             "--no-second-daemon", "--json", "--out", "{OUT}"], 900)
+        add("bench_kernels", [p("perf", "bench_kernels"), "--pages", "64", "--reps", "10",
+                              "--out", "{OUT}"], 300)
+    add("fanout_demo", [p("perf", "fanout_demo"), "--json", "{OUT}"], 600)
+    return lst
+
+
+def run_one(name, argv, path, timeout, log_dir):
+    exe = argv[0]
+    if not os.access(exe, os.X_OK):
+        return None, 0.0, "not built: %s" % exe
+    log = os.path.join(log_dir, name + ".log")
+    t0 = time.monotonic()
+    print("harness: %s: %s" % (name, " ".join(argv)), flush=True)
+    try:
+        with open(log, "w") as lf:
+            r = subprocess.run(argv, stdout=lf, stderr=subprocess.STDOUT, timeout=timeout,
+                               cwd=ROOT)
+        rc = r.returncode
+    except subprocess.TimeoutExpired:
+        rc = "timeout after %d s" % timeout
+    secs = time.monotonic() - t0
+    data = None
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except ValueError as e:
+            return None, secs, "bad JSON: %s" % e
+    with open(log) as f:
+        tail = f.read()[-1500:]
+    if rc != 0:
+        # fanout_demo writes its JSON also on failure: keep it, but report the failure.
+        return data, secs, "exit %s; log tail:\n%s" % (rc, tail)
+    if data is None:
+        return None, secs, "no JSON written; log tail:\n%s" % tail
+    print("harness: %s done in %.1f s" % (name, secs), flush=True)
+    return data, secs, None
+
+
+# --- helpers over the JSON -----------------------------------------------------------------
+
+def st(d):
+    """(p50, p99, min, max) of a stats object with *_us keys, or Nones."""
+    if not d:
+        return (None, None, None, None)
+    return (d.get("p50_us"), d.get("p99_us"), d.get("min_us"), d.get("max_us"))
+
+
+def us(v):
+    if v is None:
+        return "–"
+    if v >= 1e6:
+        return "%.2f s" % (v / 1e6)
+    if v >= 1e3:
+        return "%.1f ms" % (v / 1e3)
+    if v >= 10:
+        return "%.0f µs" % v
+    return "%.2f µs" % v
+
+
+def nbytes(v):
+    if v is None:
+        return "–"
+    for u, d in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if v >= d:
+            return "%.1f %s" % (v / d, u)
+    return "%d B" % v
+
+
+def pm(d):
+    p50, p99, lo, hi = st(d)
+    if p50 is None:
+        return "–"
+    return "%s / %s" % (us(p50), us(p99))
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+METHODS = [("ours_inproc", "ProcessFork fork, in process"),
+           ("ours_uds", "ProcessFork fork, over the socket"),
+           ("copy", "copy the KV (memcpy)"),
+           ("os_fork", "OS fork() of a process holding the KV"),
+           ("reprefill", "re-prefill (reference engine)")]
+
+
+def make_plots(res, plot_dir, label, date):
+    os.makedirs(plot_dir, exist_ok=True)
+    made = []
+    sub = "%s — %s" % (label, date)
+    bf = res.get("bench_fanout")
+    if bf:
+        geo = bf.get("geometry", "")
+        for key, xkey, xl, title in (
+                ("vs_t", "tokens", "context length T (tokens)",
+                 "Giving n children a T-token context (n = %s)"),
+                ("vs_n", "n", "children n",
+                 "Giving n children a T-token context (T = %s)")):
+            rows = [r for r in bf["rows"] if r.get(key)]
+            if not rows:
+                continue
+            fixed = rows[0]["n"] if key == "vs_t" else rows[0]["tokens"]
+            series = []
+            for m, name in METHODS:
+                pts = []
+                for r in rows:
+                    p50, p99, lo, hi = st(r.get(m))
+                    if p50:
+                        pts.append((r[xkey], p50, p99, lo, hi))
+                if pts:
+                    series.append({"name": name, "points": pts, "dashed": m == "reprefill"})
+            fn = "fork_vs_%s.svg" % ("tokens" if key == "vs_t" else "n")
+            if svgplot.line_chart(os.path.join(plot_dir, fn), title % fixed,
+                                  sub + "; KV geometry " + geo, xl, "latency", series):
+                made.append(fn)
+        rows = [r for r in bf["rows"] if r.get("vs_n")]
+        if rows:
+            series = [
+                {"name": "ProcessFork (fork + appends)",
+                 "points": [(r["n"], r["memory"]["fork_total_bytes"], None, None, None)
+                            for r in rows]},
+                {"name": "copy per child",
+                 "points": [(r["n"], r["memory"]["copy_total_bytes"], None, None, None)
+                            for r in rows]}]
+            fn = "memory_vs_n.svg"
+            if svgplot.line_chart(os.path.join(plot_dir, fn),
+                                  "KV memory for the fan-out (T = %s, %s tokens appended per "
+                                  "child)" % (rows[0]["tokens"], bf.get("child_tokens")),
+                                  sub, "children n", "bytes", series, yunit="bytes"):
+                made.append(fn)
+    fk = res.get("bench_fork")
+    if fk:
+        bars = []
+        for r in fk.get("results", []):
+            tag = "T=%d n=%d" % (r["tokens"], r["n"])
+            bars += [("fork, " + tag, r.get("fork_us_p50"), r.get("fork_us_p99"), None, None),
+                     ("checkout, " + tag, r.get("checkout_us_p50"), r.get("checkout_us_p99"),
+                      None, None),
+                     ("CoW append, " + tag, r.get("cow_append_us_p50"),
+                      r.get("cow_append_us_p99"), None, None),
+                     ("snapshot (1 new page), " + tag, r.get("snapshot_us_p50"),
+                      r.get("snapshot_us_p99"), None, None),
+                     ("first snapshot (all pages), " + tag, r.get("snapshot_first_us"), None,
+                      None, None)]
+        fn = "cow_snapshot_checkout.svg"
+        geo = fk["results"][0].get("geometry_name", "") if fk.get("results") else ""
+        if svgplot.bar_chart(os.path.join(plot_dir, fn),
+                             "Copy-on-write, snapshot and checkout cost (%s pages)" % geo, sub,
+                             bars, xlabel="latency"):
+            made.append(fn)
+    bd = res.get("bench_daemon")
+    if bd:
+        bars = []
+        for proto in ("uds", "http"):
+            for op in ("fork", "checkout"):
+                d = (bd.get(proto) or {}).get(op)
+                if d:
+                    bars.append(("%s %s%s" % (proto.upper(), op,
+                                              "(%d)" % bd.get("n", 0) if op == "fork" else ""),
+                                 d.get("p50_us"), d.get("p99_us"), d.get("min_us"), None))
+        fn = "protocol_latency.svg"
+        if svgplot.bar_chart(os.path.join(plot_dir, fn), "Protocol round-trip latency", sub,
+                             bars, xlabel="latency per request (min..p99)"):
+            made.append(fn)
+        series = {}
+        for t in bd.get("throughput", []):
+            series.setdefault(t["op"], []).append(
+                (t["threads"], t["ops_per_s"], None, None, None))
+        fn = "protocol_throughput.svg"
+        if series and svgplot.line_chart(
+                os.path.join(plot_dir, fn), "Throughput under concurrency (one connection "
+                "per client thread)", sub, "client threads", "operations / s",
+                [{"name": k, "points": v} for k, v in series.items()], yunit=""):
+            made.append(fn)
+    bk = res.get("bench_kernels")
+    if bk:
+        bars = []
+        for kind in ("host", "cuda"):
+            d = bk.get(kind)
+            if not d:
+                continue
+            for key, name in (("baseline_copy", d["baseline"]), ("copy_batch", "copy_batch"),
+                              ("digest_batch", "digest_batch (BLAKE3)")):
+                r = d[key]
+                bars.append(("%s: %s" % (kind, name), r["gbps_p50"], None, r["gbps_min"],
+                             r["gbps_max"]))
+        fn = "kernels_bandwidth.svg"
+        if svgplot.bar_chart(os.path.join(plot_dir, fn),
+                             "Page kernels vs the memory system's own copy", sub, bars,
+                             unit="", log=False, xlabel="GB/s (median; band min..max)"):
+            made.append(fn)
+    dm = res.get("fanout_demo")
+    if dm and dm.get("ttft"):
+        t = dm["ttft"]
+        kids = sorted(t.get("child_spawn_to_first_token_us", []))
+        bars = [("child TTFT (spawn to first token)", t["child_p50_us"], t["child_max_us"],
+                 kids[0] if kids else None, kids[-1] if kids else None),
+                ("child suffix forward only", t["child_in_process_p50_us"], None, None, None),
+                ("a child started alone (spawn to first token)",
+                 t.get("solo_child_spawn_to_first_token_us"), None, None, None),
+                ("re-prefill + first token", t["reprefill_first_token_us"], None, None, None)]
+        fn = "demo_ttft.svg"
+        if svgplot.bar_chart(os.path.join(plot_dir, fn),
+                             "Fan-out demo: time to first token (%s context tokens, %s children "
+                             "at once)" % (dm["config"]["context_tokens"], dm["config"]["workers"]),
+                             sub, bars, xlabel="time"):
+            made.append(fn)
+    return made
+
+
+# --- RESULTS.md ------------------------------------------------------------------------------
+
+def markdown(res, errors, meta, plot_rel, plots):
+    m = meta["machine"]
+    L = []
+    L.append(BEGIN)
+    L.append("## Harness (issue 5): the whole suite, one command")
+    L.append("")
+    L.append("Machine: %s; kernel %s. Date %s. Command: `%s` (%.0f s). Raw data: `%s`. "
+             "Load average at start: %s." % (machine_label(m), m["kernel"], meta["date"],
+                                              meta["command"], meta["duration_s"],
+                                              meta["results_file"], m["loadavg_at_start"]))
+    L.append("")
+    L.append("Every figure below was measured in this one run, on this machine; times are "
+             "median / p99 over the repetitions (spread, min..max, in the JSON and the plots).")
+    L.append("")
+    for name, err in errors.items():
+        L.append("- **%s did not run or failed**: %s" % (name, err.splitlines()[0]))
+    if errors:
+        L.append("")
+    bf = res.get("bench_fanout")
+    if bf:
+        L.append("### Giving n children a T-token context (bench_fanout)")
+        L.append("")
+        L.append("Reference-model KV geometry `%s` (%s per page); engine `%s`; daemon backend "
+                 "`%s`. Re-prefill = one measured prefill of T tokens × n (serial)." %
+                 (bf["geometry"], nbytes(bf["page_bytes"]), bf["engine"], bf["daemon_backend"]))
+        L.append("")
+        L.append("| T | n | KV | ours, in process | ours, socket | copy | OS fork() | "
+                 "re-prefill | copy / ours (socket) | re-prefill / ours (socket) |")
+        L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in sorted(bf["rows"], key=lambda r: (r["tokens"], r["n"])):
+            o = st(r["ours_uds"])[0]
+            c = st(r["copy"])[0]
+            rp = st(r.get("reprefill"))[0]
+            L.append("| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                r["tokens"], r["n"], nbytes(r["kv_bytes"]), pm(r["ours_inproc"]),
+                pm(r["ours_uds"]), pm(r["copy"]), pm(r["os_fork"]), pm(r.get("reprefill")),
+                "%.0f×" % (c / o) if o and c else "–", "%.0f×" % (rp / o) if o and rp else "–"))
+        L.append("")
+        rows = [r for r in bf["rows"] if r.get("vs_n")]
+        if rows:
+            L.append("Memory for the fan-out (T = %d; each child appends %s tokens):" %
+                     (rows[0]["tokens"], bf.get("child_tokens")))
+            L.append("")
+            L.append("| n | pages after fork (before) | after children | ProcessFork total | "
+                     "copying total | ratio |")
+            L.append("|---:|---:|---:|---:|---:|---:|")
+            for r in sorted(rows, key=lambda r: r["n"]):
+                mm = r["memory"]
+                L.append("| %d | %d (%d) | %d | %s | %s | %.1f× |" % (
+                    r["n"], mm["pages_after_fork"], mm["pages_before"],
+                    mm["pages_after_children"], nbytes(mm["fork_total_bytes"]),
+                    nbytes(mm["copy_total_bytes"]),
+                    mm["copy_total_bytes"] / mm["fork_total_bytes"]))
+            L.append("")
+    fk = res.get("bench_fork")
+    if fk:
+        L.append("### Fork, copy-on-write, snapshot, checkout on model-sized pages (bench_fork)")
+        L.append("")
+        L.append("| T | n | geometry | KV | fork | copy (n×) | OS fork | CoW append | "
+                 "snapshot | first snapshot | checkout | pages before → after fork → after "
+                 "appends |")
+        L.append("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for r in fk.get("results", []):
+            L.append("| %d | %d | %s | %s | %s / %s | %s | %s | %s / %s | %s / %s | %s | "
+                     "%s / %s | %d → %d → %d |" % (
+                         r["tokens"], r["n"], r.get("geometry_name", ""), nbytes(r["kv_bytes"]),
+                         us(r["fork_us_p50"]), us(r["fork_us_p99"]), us(r["copy_us_p50"]),
+                         us(r["os_fork_us_p50"]), us(r["cow_append_us_p50"]),
+                         us(r["cow_append_us_p99"]), us(r["snapshot_us_p50"]),
+                         us(r["snapshot_us_p99"]), us(r["snapshot_first_us"]),
+                         us(r["checkout_us_p50"]), us(r["checkout_us_p99"]),
+                         r["pages_before"], r["pages_after_fork"],
+                         r["pages_after_child_append"]))
+        L.append("")
+    bd = res.get("bench_daemon")
+    if bd:
+        L.append("### Protocol latency and throughput (bench_daemon, %s geometry, T = %s, "
+                 "fork n = %s)" % (bd.get("geometry"), bd.get("tokens"), bd.get("n")))
+        L.append("")
+        L.append("| op | Unix socket p50 / p99 | HTTP p50 / p99 |")
+        L.append("|---|---:|---:|")
+        for op in ("fork", "checkout"):
+            L.append("| %s | %s | %s |" % (op, pm((bd.get("uds") or {}).get(op)),
+                                         pm((bd.get("http") or {}).get(op))))
+        L.append("")
+        if bd.get("throughput"):
+            L.append("| client threads | op | ops/s | requests/s | latency p50 / p99 |")
+            L.append("|---:|---|---:|---:|---:|")
+            for t in bd["throughput"]:
+                L.append("| %d | %s | %.0f | %.0f | %s |" % (
+                    t["threads"], t["op"], t["ops_per_s"], t["requests_per_s"],
+                    pm(t["latency"])))
+            L.append("")
+        if bd.get("attach"):
+            L.append("Attach (connect + HELLO + map every chunk): " + "; ".join(
+                "%s: %s" % (a["pool"], pm(a["connect_hello_attach_map"]))
+                for a in bd["attach"]) + ".")
+            L.append("")
+    bk = res.get("bench_kernels")
+    if bk:
+        L.append("### Page kernels vs the memory system's own copy (bench_kernels, %d pages × "
+                 "%s)" % (bk["pages"], nbytes(bk["page_bytes"])))
+        L.append("")
+        L.append("| memory | baseline | baseline GB/s | copy_batch GB/s (fraction) | "
+                 "digest_batch GB/s (fraction) |")
+        L.append("|---|---|---:|---:|---:|")
+        for kind in ("host", "cuda"):
+            d = bk.get(kind)
+            if not d:
+                continue
+            L.append("| %s%s | %s | %.1f | %.1f (%.0f%%) | %.2f (%.0f%%) |" % (
+                kind, " (%s)" % d["device_name"] if d.get("device_name") else "", d["baseline"],
+                d["baseline_copy"]["gbps_p50"], d["copy_batch"]["gbps_p50"],
+                100 * d["copy_fraction_of_baseline"], d["digest_batch"]["gbps_p50"],
+                100 * d["digest_fraction_of_baseline"]))
+        if not bk.get("cuda"):
+            L.append("")
+            L.append("No GPU measurements on this machine: %s" % bk.get("cuda_unavailable", ""))
+        L.append("")
+    dm = res.get("fanout_demo")
+    if dm and dm.get("config"):
+        c, p, t = dm["config"], dm["parent"], dm["ttft"]
+        L.append("### The fan-out demo's own measurements (fanout_demo)")
+        L.append("")
+        L.append("Model `%s`, %d-token context (%d pages of %s), %d worker processes + control, "
+                 "engine %s: %d/%d workers bit-identical to the reference, control %s; "
+                 "all checks %s." % (
+                     c["model"].split(",seed")[0], c["context_tokens"], c["context_pages"],
+                     nbytes(c["page_bytes"]), c["workers"], c["engine"], dm["matched"],
+                     c["workers"], "detected" if dm.get("control_detected") else "NOT detected",
+                     "passed" if dm.get("ok") else "did NOT pass"))
+        L.append("")
+        L.append("| fork (n=%d, socket) | fork p50 / p99 (%d reps) | pages after prefill → fork "
+                 "→ children | CoW copies | fan-out memory: fork vs copy | child TTFT p50 / max "
+                 "(all at once) | TTFT of a child alone | re-prefill + first token |" %
+                 (p["fork_n"], len(p["fork_reps_us"])))
+        L.append("|---:|---:|---|---:|---:|---:|---:|---:|")
+        pg, mem = dm["pages"], dm["memory"]
+        L.append("| %s | %s / %s | %d → %d → %d | %d | %s vs %s | %s / %s | %s | %s |" % (
+            us(p["fork_us"]), us(p["fork_p50_us"]), us(p["fork_p99_us"]), pg["after_prefill"],
+            pg["after_fork"], pg["after_children"], pg["cow_copies"],
+            nbytes(mem["fanout_bytes_fork"]), nbytes(mem["fanout_bytes_copy"]),
+            us(t["child_p50_us"]), us(t["child_max_us"]),
+            us(t.get("solo_child_spawn_to_first_token_us")), us(t["reprefill_first_token_us"])))
+        L.append("")
+    if plots:
+        L.append("Plots: " + ", ".join("[%s](%s/%s)" % (f[:-4], plot_rel, f) for f in plots) +
+                 ".")
+        L.append("")
+    L.append(END)
+    return "\n".join(L)
+
+
+def update_results_md(path, section):
+    text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
+    if BEGIN in text and END in text:
+        a = text.index(BEGIN)
+        b = text.index(END) + len(END)
+        text = text[:a] + section + text[b:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build-dir", default=os.environ.get("BUILD_DIR", "build"))
+    ap.add_argument("--full", action="store_true", help="every size (much longer)")
+    ap.add_argument("--only", default="", help="comma-separated benchmark names")
+    ap.add_argument("--results-dir", default=os.path.join(HERE, "results"))
+    ap.add_argument("--plots-dir", default=os.path.join(HERE, "plots"))
+    ap.add_argument("--results-md", default=os.path.join(HERE, "RESULTS.md"))
+    ap.add_argument("--no-results-md", action="store_true")
+    ap.add_argument("--name", default="", help="override the <machine>-<date> file stem")
+    ap.add_argument("--replot", default="", metavar="RESULTS_JSON",
+                    help="run nothing: redraw the plots and the RESULTS.md section of a "
+                    "results file")
+    args = ap.parse_args()
+    if args.replot:
+        with open(args.replot) as f:
+            saved = json.load(f)
+        meta = saved["meta"]
+        stem = os.path.splitext(os.path.basename(args.replot))[0]
+        plot_dir = os.path.join(args.plots_dir, stem)
+        plots = make_plots(saved["results"], plot_dir, meta["machine_label"], meta["date"])
+        meta["plots"] = [os.path.relpath(os.path.join(plot_dir, p), ROOT) for p in plots]
+        with open(args.replot, "w") as f:
+            json.dump(saved, f, indent=1)
+            f.write("\n")
+        if not args.no_results_md:
+            rel = os.path.relpath(plot_dir, os.path.dirname(os.path.abspath(args.results_md)))
+            update_results_md(args.results_md,
+                              markdown(saved["results"], saved["errors"], meta, rel, plots))
+        print("harness: redrew %d plots in %s" % (len(plots), os.path.relpath(plot_dir, ROOT)))
+        return 0
+    build = os.path.abspath(os.path.join(ROOT, args.build_dir)
+                            if not os.path.isabs(args.build_dir) else args.build_dir)
+    m = machine_info()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    stem = args.name or "%s-%s" % (machine_slug(m), now.strftime("%Y-%m-%d"))
+    only = set(x for x in args.only.split(",") if x)
+    t0 = time.monotonic()
+    res, errors, secs = {}, {}, {}
+    with tempfile.TemporaryDirectory(prefix="pf-harness-") as tmp:
+        for name, argv, path, timeout in benches(build, args.full, tmp):
+            if only and name not in only:
+                continue
+            data, s, err = run_one(name, argv, path, timeout, tmp)
+            secs[name] = round(s, 1)
+            if data is not None:
+                res[name] = data
+            if err:
+                errors[name] = err
+                print("harness: %s: %s" % (name, err), file=sys.stderr, flush=True)
+    duration = time.monotonic() - t0
+    os.makedirs(args.results_dir, exist_ok=True)
+    results_file = os.path.join(args.results_dir, stem + ".json")
+    cmd = "perf/run_benchmarks.sh" + (" --full" if args.full else "") + \
+        (" --only " + args.only if args.only else "")
+    meta = {"harness": "perf/run_benchmarks.py", "date": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "machine": m, "machine_label": machine_label(m), "full": args.full,
+            "command": cmd, "duration_s": round(duration, 1), "seconds": secs,
+            "results_file": os.path.relpath(results_file, ROOT), "build_dir": build}
+    plot_dir = os.path.join(args.plots_dir, stem)
+    plots = make_plots(res, plot_dir, machine_label(m), meta["date"])
+    meta["plots"] = [os.path.relpath(os.path.join(plot_dir, p), ROOT) for p in plots]
+    with open(results_file, "w") as f:
+        json.dump({"meta": meta, "errors": errors, "results": res}, f, indent=1)
+        f.write("\n")
+    if not args.no_results_md:
+        rel = os.path.relpath(plot_dir, os.path.dirname(os.path.abspath(args.results_md)))
+        update_results_md(args.results_md, markdown(res, errors, meta, rel, plots))
+    print("harness: wrote %s, %d plots in %s%s (%.0f s)" % (
+        os.path.relpath(results_file, ROOT), len(plots), os.path.relpath(plot_dir, ROOT),
+        "" if args.no_results_md else ", and the harness section of " +
+        os.path.relpath(args.results_md, ROOT), duration))
+    if errors:
+        print("harness: FAILED: %s" % ", ".join(sorted(errors)), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""processfork: Python client of the ProcessFork KV-cache runtime (docs/python.md).
+
+    import processfork
+    with processfork.connect() as c:
+        b = c.branch()
+        runs = c.append(b, [1, 2, 3])
+        page = c.page(runs[0].page)   # zero-copy NumPy view of the KV page
+        snap = c.snapshot(b, name="prompt")
+        kids = c.fork(snap.cid, 4)
+"""
+from processfork import _core
+from processfork._client import (
+    DEFAULT_TIMEOUT_MS,
+    MAX_FORK,
+    AppendResult,
+    Branch,
+    BranchView,
+    Client,
+    GcResult,
+    MergeResult,
+    PageView,
+    PoolInfo,
+    PoolStats,
+    Snapshot,
+    Source,
+    WriteRun,
+    connect,
+)
+from processfork._cli import cli_path
+from processfork._errors import (
+    AlreadyExists,
+    Conflict,
+    DriverError,
+    Error,
+    InternalError,
+    InvalidArgument,
+    NotFound,
+    OutOfMemory,
+    PermissionDenied,
+    ProtocolError,
+    SystemFailure,
+    Unavailable,
+    Unsupported,
+)
+
+__version__: str = _core.version()
+
+__all__ = [
+    "DEFAULT_TIMEOUT_MS", "MAX_FORK", "AppendResult", "Branch", "BranchView", "Client",
+    "GcResult", "MergeResult", "PageView", "PoolInfo", "PoolStats", "Snapshot", "Source",
+    "WriteRun", "connect", "cli_path",
+    "Error", "AlreadyExists", "Conflict", "DriverError", "InternalError", "InvalidArgument",
+    "NotFound", "OutOfMemory", "PermissionDenied", "ProtocolError", "SystemFailure",
+    "Unavailable", "Unsupported", "__version__",
+]

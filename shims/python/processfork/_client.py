@@ -1,0 +1,441 @@
+"""The client: one session with the ProcessFork daemon (docs/python.md).
+
+A :class:`Client` wraps the C ABI's ``pf_client`` (compiled into ``processfork._core``).
+It maps the daemon's page pool into this process, so :meth:`Client.page` is a zero-copy
+NumPy view of a KV page that every other attached process sees too. Every call that
+talks to the daemon releases the GIL while it waits.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence, Union
+
+import numpy as np
+
+from processfork import _core
+from processfork._errors import InvalidArgument
+
+__all__ = [
+    "DEFAULT_TIMEOUT_MS", "MAX_FORK", "Branch", "BranchView", "Client", "GcResult", "MergeResult",
+    "PageView", "PoolInfo", "PoolStats", "Snapshot", "AppendResult", "Source", "WriteRun",
+    "connect",
+]
+
+DEFAULT_TIMEOUT_MS = 10_000
+MAX_FORK: int = _core.MAX_FORK
+_DTYPES = {0: "bf16", 1: "fp16", 2: "fp32", 3: "fp8_e4m3", 4: "fp8_e5m2"}
+_NUMPY_DTYPES = {0: np.uint16, 1: np.float16, 2: np.float32, 3: np.uint8, 4: np.uint8}
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """The pool's geometry and this session (from HELLO; no round trip).
+
+    A page is ``[layers][2 (K, V)][page_tokens][kv_heads][head_dim]`` of ``dtype``.
+    """
+    layers: int
+    kv_heads: int
+    head_dim: int
+    page_tokens: int
+    dtype: str  # "bf16", "fp16", "fp32", "fp8_e4m3", "fp8_e5m2"
+    page_bytes: int
+    chunk_bytes: int
+    capacity_bytes: int
+    capacity_pages: int
+    lease: int
+    daemon_pid: int
+    protocol: tuple[int, int]
+    backend: str  # "host" or "cuda"
+    device: str  # "host" or "cuda:N"
+    device_memory: bool  # True: pages are GPU memory
+
+    @property
+    def page_shape(self) -> tuple[int, int, int, int, int]:
+        """The shape of one page view: (layers, 2, page_tokens, kv_heads, head_dim)."""
+        return (self.layers, 2, self.page_tokens, self.kv_heads, self.head_dim)
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        """The NumPy dtype of page views (bf16 as uint16, fp8 as uint8)."""
+        return np.dtype(_NUMPY_DTYPES.get(_DTYPE_CODES[self.dtype], np.uint8))
+
+
+_DTYPE_CODES = {v: k for k, v in _DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """Page accounting (one round trip)."""
+    capacity_pages: int
+    used_pages: int
+    shared_pages: int
+    cached_pages: int  # held by the prefix index alone (evictable)
+    free_pages: int
+    page_bytes: int
+    chunk_bytes: int
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A branch id with what the call that made it knew.
+
+    Every method taking a branch accepts a :class:`Branch` or a plain ``int`` id.
+    ``n_tokens``: tokens the branch held when made; ``reused_tokens``: whole cached pages
+    reused from the prefix index (:meth:`Client.branch`); ``cid``: the snapshot a
+    checkout or fork started from ("" otherwise).
+    """
+    id: int
+    n_tokens: int = 0
+    reused_tokens: int = 0
+    cid: str = ""
+
+    def __int__(self) -> int:
+        return self.id
+
+    def __index__(self) -> int:
+        return self.id
+
+
+Source = Union[Branch, int, str]
+"""A branch (Branch or id) or a snapshot (CID ``"sha256:..."`` or ref name)."""
+
+
+@dataclass(frozen=True)
+class WriteRun:
+    """Where appended tokens' KV goes: tokens [first_token, first_token+count) live in
+    page ``page``, slots [first_slot, first_slot+count)."""
+    page: int
+    first_slot: int
+    count: int
+    first_token: int
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """The full answer of :meth:`Client.append_ex`."""
+    first_token: int
+    pages_added: int
+    copied_page: bool  # the shared last page was copied first (copy-on-write)
+    runs: list[WriteRun]
+
+
+@dataclass(frozen=True)
+class BranchView:
+    """A branch's state (:meth:`Client.view`)."""
+    id: int
+    owner: int  # lease id; 0 = detached
+    n_tokens: int
+    n_pages: int
+    fill_in_last_page: int
+    pages: list[int]
+    tokens: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A sealed, pinned, content-addressed state (:meth:`Client.snapshot`)."""
+    cid: str
+    n_tokens: int
+    n_pages: int
+    created: bool  # False: an identical snapshot existed (same CID)
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """DESIGN §5 merge: ``branch`` holds the result; prefill ``recompute_tokens`` on it."""
+    fast_forward: bool
+    branch: Branch
+    cid: str
+    base: str  # nearest common ancestor CID; "" if none
+    common_tokens: int
+    recompute_tokens: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GcResult:
+    evicted_pages: int
+    released_chunks: int
+
+
+class PageView:
+    """A zero-copy view of one KV page, exported through DLPack.
+
+    ``torch.from_dlpack(view)``, ``numpy.from_dlpack(view)`` (host pools) and other DLPack
+    consumers take it. The device is CPU for host pools and CUDA (with the ordinal) for
+    CUDA pools. Valid while the client is connected and the page is held.
+    """
+
+    __slots__ = ("_array", "page", "shape", "dtype", "ptr")
+
+    def __init__(self, array: Any, page: int, shape: tuple[int, ...], dtype: str, ptr: int):
+        self._array = array
+        self.page = page
+        self.shape = shape
+        self.dtype = dtype  # the pool's dtype name ("bf16" pages are exported as uint16)
+        self.ptr = ptr
+
+    def __dlpack__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._array.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return self._array.__dlpack_device__()
+
+    def __repr__(self) -> str:
+        return f"PageView(page={self.page}, shape={self.shape}, dtype={self.dtype}, device={self.__dlpack_device__()})"
+
+
+def _bid(branch: Branch | int) -> int:
+    if isinstance(branch, Branch):
+        return branch.id
+    if isinstance(branch, (int, np.integer)) and not isinstance(branch, bool):
+        return int(branch)
+    raise TypeError(f"expected a Branch or an int branch id, got {type(branch).__name__}")
+
+
+def _source(source: Source) -> int | str:
+    if isinstance(source, str):
+        return source
+    return _bid(source)
+
+
+def _tokens(tokens: Iterable[int] | None) -> list[int]:
+    if tokens is None:
+        return []
+    if isinstance(tokens, np.ndarray):
+        return tokens.astype(np.uint32, copy=False).ravel().tolist()
+    return list(tokens)
+
+
+class Client:
+    """One session with the daemon (see :func:`connect`).
+
+    Usable as a context manager; :meth:`close` ends the session: the daemon frees every
+    branch of this client that was neither snapshotted nor detached, and the pool is
+    unmapped (page views become invalid). A client may be shared by threads (its requests
+    are serialized); use one client per thread for parallel requests.
+    """
+
+    def __init__(self, socket: str | None = None, timeout_ms: int = DEFAULT_TIMEOUT_MS,
+                 attach: bool = True, spin_us: int = 0) -> None:
+        self._c = _core.Client(socket, int(timeout_ms), bool(attach), int(spin_us))
+        self._info: PoolInfo | None = None
+
+    # ---- session --------------------------------------------------------------------
+    def close(self) -> None:
+        """Ends the session (idempotent). Do not race it with other calls."""
+        self._c.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._c.closed
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "Client(closed)"
+        i = self.pool()
+        return f"Client(lease={i.lease}, device={i.device!r}, daemon_pid={i.daemon_pid})"
+
+    # ---- pool -----------------------------------------------------------------------
+    def pool(self) -> PoolInfo:
+        """Geometry, device and lease (from HELLO; no round trip)."""
+        d = self._c.pool_info()
+        return PoolInfo(
+            layers=d["layers"], kv_heads=d["kv_heads"], head_dim=d["head_dim"],
+            page_tokens=d["page_tokens"], dtype=_DTYPES.get(d["dtype"], str(d["dtype"])),
+            page_bytes=d["page_bytes"], chunk_bytes=d["chunk_bytes"],
+            capacity_bytes=d["capacity_bytes"], capacity_pages=d["capacity_pages"],
+            lease=d["lease"], daemon_pid=d["daemon_pid"],
+            protocol=(d["protocol_major"], d["protocol_minor"]), backend=d["backend"],
+            device=d["device"], device_memory=d["device_memory"])
+
+    def stats(self) -> PoolStats:
+        """Page accounting of the pool (one round trip)."""
+        return PoolStats(**self._c.pool_stats())
+
+    def pool_json(self) -> dict[str, Any]:
+        """The daemon's ``GET /v1/pool`` answer."""
+        return json.loads(self._c.pool_json())
+
+    def health(self) -> dict[str, Any]:
+        """``{status, version, backend, device}``."""
+        return json.loads(self._c.health())
+
+    def mapping(self) -> dict[str, Any]:
+        """This process's view of the pool: attached, mapped_chunks, mapped_bytes, epoch,
+        latest_epoch, base (address). No round trip."""
+        return self._c.mapping_info()
+
+    def attach(self) -> None:
+        """Maps the pool, or brings the mapping up to date (idempotent)."""
+        self._c.attach()
+
+    # ---- branches -------------------------------------------------------------------
+    def branch(self, tokens: Iterable[int] | None = None) -> Branch:
+        """A new branch of this client. With tokens, the longest cached prefix of whole
+        pages is reused (no copy): the branch holds ``reused_tokens`` tokens and the caller
+        appends the rest (``tokens[b.reused_tokens:]``)."""
+        bid, n, reused = self._c.branch_create(_tokens(tokens))
+        return Branch(bid, n, reused)
+
+    def append(self, branch: Branch | int, tokens: Iterable[int]) -> list[WriteRun]:
+        """Appends tokens; returns where to write their KV (pages exclusive to this
+        branch). Write them before the next operation on the branch."""
+        return self.append_ex(branch, tokens).runs
+
+    def append_ex(self, branch: Branch | int, tokens: Iterable[int]) -> AppendResult:
+        """:meth:`append` with the whole answer (first_token, pages_added, copied_page)."""
+        first, added, copied, runs = self._c.append(_bid(branch), _tokens(tokens))
+        return AppendResult(first, added, copied, [WriteRun(*r) for r in runs])
+
+    def commit(self, branch: Branch | int) -> None:
+        """Seals the branch's full pages and offers them to the prefix index."""
+        self._c.commit(_bid(branch))
+
+    def truncate(self, branch: Branch | int, n_tokens: int) -> None:
+        """Keeps the first ``n_tokens`` tokens."""
+        self._c.truncate(_bid(branch), int(n_tokens))
+
+    def free(self, branch: Branch | int) -> None:
+        """Frees a branch of this client (or a detached one)."""
+        self._c.branch_free(_bid(branch))
+
+    def detach(self, branch: Branch | int) -> None:
+        """The branch outlives this connection (until freed)."""
+        self._c.detach(_bid(branch))
+
+    def view(self, branch: Branch | int, tokens: bool = False) -> BranchView:
+        """A branch's state and page ids (and its tokens with ``tokens=True``)."""
+        d = self._c.branch_view(_bid(branch), bool(tokens))
+        return BranchView(d["branch"], d["owner"], d["n_tokens"], d["n_pages"],
+                          d["fill_in_last_page"], d["pages"], d.get("tokens"))
+
+    def branches(self) -> list[dict[str, Any]]:
+        """Every branch of the daemon (all clients)."""
+        return json.loads(self._c.branches())["branches"]
+
+    # ---- snapshots, fork, checkout, merge -------------------------------------------
+    def snapshot(self, branch: Branch | int, name: str | None = None) -> Snapshot:
+        """Seals and pins the branch under a content-addressed CID. ``name`` is a label kept
+        with the snapshot (shown by :meth:`snapshots` and :meth:`log`), not a ref: use
+        :meth:`ref_set` for that."""
+        cid, n_tokens, n_pages, created = self._c.snapshot(_bid(branch), name)
+        return Snapshot(cid, n_tokens, n_pages, created)
+
+    def fork(self, source: Source, n: int) -> list[Branch]:
+        """``n`` (1..MAX_FORK) new branches of this client at ``source``'s state
+        (metadata only; one extra round trip learns their length)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise InvalidArgument(f"fork: n must be an int in 1..{MAX_FORK}, got {n!r}")
+        ids, cid = self._c.fork(_source(source), int(n))
+        n_tokens = self._c.branch_view(ids[0], False)["n_tokens"] if ids else 0
+        return [Branch(i, n_tokens, 0, cid) for i in ids]
+
+    def checkout(self, cid_or_ref: str) -> Branch:
+        """A new branch of this client at a snapshot (CID or ref)."""
+        bid, cid = self._c.checkout(cid_or_ref)
+        n_tokens = self._c.branch_view(bid, False)["n_tokens"]
+        return Branch(bid, n_tokens, 0, cid)
+
+    def merge(self, from_: Source, into: Source) -> MergeResult:
+        """Merges ``from_`` into ``into`` (DESIGN §5); the result is a new branch."""
+        d = self._c.merge(_source(from_), _source(into))
+        n_tokens = self._c.branch_view(d["branch"], False)["n_tokens"]
+        return MergeResult(d["fast_forward"], Branch(d["branch"], n_tokens, 0, d["cid"]),
+                           d["cid"], d["base"], d["common_tokens"], d["recompute_tokens"])
+
+    def diff(self, a: Source, b: Source) -> dict[str, Any]:
+        """``{common_tokens, shared_pages, a_only_pages, b_only_pages}``."""
+        return json.loads(self._c.diff(_source(a), _source(b)))
+
+    def log(self, cid_or_ref: str) -> list[dict[str, Any]]:
+        """Ancestry of a snapshot, newest first: ``[{cid, name, parents, n_tokens}]``."""
+        return json.loads(self._c.log(cid_or_ref))["entries"]
+
+    def manifest(self, cid_or_ref: str) -> dict[str, Any]:
+        """The snapshot's canonical manifest (docs/formats.md)."""
+        return json.loads(self._c.manifest(cid_or_ref))
+
+    def snapshots(self) -> Any:
+        """The daemon's list of snapshots (its JSON answer)."""
+        return json.loads(self._c.snapshots())
+
+    def unpin(self, cid: str) -> None:
+        """Drops a snapshot's pin (Conflict while a ref names it)."""
+        self._c.unpin(cid)
+
+    # ---- refs -----------------------------------------------------------------------
+    def ref_set(self, name: str, cid_or_ref: str) -> None:
+        """Points ref ``name`` at a CID (or at what another ref names)."""
+        self._c.ref_set(name, cid_or_ref)
+
+    def ref_get(self, name: str) -> str:
+        """The CID ref ``name`` names."""
+        return self._c.ref_get(name)
+
+    def ref_delete(self, name: str) -> None:
+        self._c.ref_delete(name)
+
+    def refs(self) -> Any:
+        """The daemon's refs (its JSON answer)."""
+        return json.loads(self._c.refs_list())
+
+    # ---- gc -------------------------------------------------------------------------
+    def gc(self, drop_cache: bool = False) -> GcResult:
+        """Frees what nothing holds, gives empty trailing chunks back; ``drop_cache``
+        drops every evictable cached prefix page too."""
+        return GcResult(*self._c.gc(bool(drop_cache)))
+
+    # ---- page views -----------------------------------------------------------------
+    def page_ptr(self, page_id: int) -> int:
+        """The address of page ``page_id`` in this process (a device address on CUDA)."""
+        return self._c.page_ptr(int(page_id))
+
+    def page(self, page_id: int) -> np.ndarray:
+        """A writable zero-copy NumPy view of a host page:
+        ``[layers, 2, page_tokens, kv_heads, head_dim]`` of uint16 (bf16), float16 or
+        float32 (uint8 for fp8). The array keeps this Client object alive, but it is valid
+        only while the client is connected and the page is held by a branch or snapshot.
+        Raises Unsupported on a CUDA pool (use :meth:`page_view` / :meth:`page_torch`)."""
+        return self._c.page_array(int(page_id))
+
+    def page_view(self, page_id: int) -> PageView:
+        """A DLPack-exportable view of a page (CPU or CUDA device)."""
+        info = self.pool()
+        arr = self._c.page_dlpack(int(page_id))
+        return PageView(arr, int(page_id), info.page_shape, info.dtype,
+                        self._c.page_ptr(int(page_id)))
+
+    def page_torch(self, page_id: int) -> Any:
+        """The page as a torch tensor (zero-copy, via DLPack; bf16 pools as
+        ``torch.bfloat16``). Raises ImportError when torch is not installed."""
+        import torch  # noqa: PLC0415 (optional dependency)
+
+        t = torch.from_dlpack(self.page_view(page_id))
+        if self.pool().dtype == "bf16":
+            t = t.view(torch.bfloat16)
+        return t
+
+
+def connect(socket: str | None = None, timeout_ms: int = DEFAULT_TIMEOUT_MS, *,
+            attach: bool = True, spin_us: int = 0) -> Client:
+    """Connects to the daemon and (unless ``attach=False``) maps its page pool.
+
+    Args:
+        socket: the daemon's Unix socket; None = ``$PROCESSFORK_SOCKET``, else the
+            daemon's default (``$XDG_RUNTIME_DIR/processfork.sock`` or
+            ``/tmp/processfork-$UID.sock``).
+        timeout_ms: per send / receive (0 = the library's 10 s default).
+        attach: map the pool now (otherwise on the first page access).
+        spin_us: busy-wait this long for each reply before sleeping (lower latency).
+
+    Raises:
+        Unavailable: no daemon listens at the socket.
+    """
+    return Client(socket, timeout_ms, attach, spin_us)
