@@ -28,6 +28,29 @@ void PageArena::reset() {
   free_ = nullptr;
 }
 
+Status Engine::check_forward(const PagedKv& kv, std::span<const rt::Token> tokens,
+                             std::span<const float> logits) const {
+  PF_TRY(check_geometry(kv.geometry()));
+  const ModelConfig& cfg = config();
+  if (kv.n_tokens() + tokens.size() > kv.capacity_tokens()) {
+    return PF_ERROR(Code::kInvalidArgument,
+                    "forward of " + std::to_string(tokens.size()) + " tokens at position " +
+                        std::to_string(kv.n_tokens()) + ": the page table holds only " +
+                        std::to_string(kv.capacity_tokens()) + " tokens");
+  }
+  if (!logits.empty() && logits.size() != cfg.vocab) {
+    return PF_ERROR(Code::kInvalidArgument, "logits span must hold vocab floats");
+  }
+  for (rt::Token t : tokens) {
+    if (t >= cfg.vocab) {
+      return PF_ERROR(
+          Code::kInvalidArgument,
+          "token " + std::to_string(t) + " outside the vocabulary of " + std::to_string(cfg.vocab));
+    }
+  }
+  return Status::ok();
+}
+
 Status Engine::check_geometry(const rt::Geometry& g) const {
   const ModelConfig& c = config();
   if (g.layers != c.layers || g.kv_heads != c.n_kv_heads || g.head_dim != c.head_dim ||

@@ -90,6 +90,10 @@ class Engine {
 
   // Checks that kv's geometry can hold this model's KV.
   Status check_geometry(const rt::Geometry& g) const;
+  // Every argument check of forward() (geometry, page-table length, logits size,
+  // vocabulary), shared by the implementations so they reject the same calls alike.
+  Status check_forward(const PagedKv& kv, std::span<const rt::Token> tokens,
+                       std::span<const float> logits) const;
 };
 
 // The host engine (always available).

@@ -111,23 +111,7 @@ class HostEngine final : public Engine {
   bool host_memory() const override { return true; }
 
   Status forward(PagedKv& kv, std::span<const rt::Token> tokens, std::span<float> logits) override {
-    PF_TRY(check_geometry(kv.geometry()));
-    if (kv.n_tokens() + tokens.size() > kv.capacity_tokens()) {
-      return PF_ERROR(Code::kInvalidArgument,
-                      "forward of " + std::to_string(tokens.size()) + " tokens at position " +
-                          std::to_string(kv.n_tokens()) + ": the page table holds only " +
-                          std::to_string(kv.capacity_tokens()) + " tokens");
-    }
-    if (!logits.empty() && logits.size() != cfg_.vocab) {
-      return PF_ERROR(Code::kInvalidArgument, "logits span must hold vocab floats");
-    }
-    for (rt::Token t : tokens) {
-      if (t >= cfg_.vocab) {
-        return PF_ERROR(Code::kInvalidArgument, "token " + std::to_string(t) +
-                                                    " outside the vocabulary of " +
-                                                    std::to_string(cfg_.vocab));
-      }
-    }
+    PF_TRY(check_forward(kv, tokens, logits));
     for (std::size_t b = 0; b < tokens.size(); b += kBlock) {
       const std::size_t n = std::min(kBlock, tokens.size() - b);
       const bool last = b + n == tokens.size();
