@@ -16,13 +16,13 @@
 namespace pf::ipc {
 
 struct DaemonConfig {
-  std::string device = "auto";               // --device / PROCESSFORK_DEVICE
-  std::size_t capacity_bytes = 4ull << 30;   // --capacity / PROCESSFORK_CAPACITY ("4GiB")
-  std::size_t chunk_bytes = 64ull << 20;     // --chunk / PROCESSFORK_CHUNK ("64MiB")
-  std::string geometry = "llama-3-8b";       // --geometry / PROCESSFORK_GEOMETRY
-  std::string socket_path;                   // --socket / PROCESSFORK_SOCKET; "" = default
-  std::string http = "127.0.0.1:8642";       // --http / PROCESSFORK_HTTP; "off" disables
-  std::string token;                         // --token / PROCESSFORK_TOKEN
+  std::string device = "auto";              // --device / PROCESSFORK_DEVICE
+  std::size_t capacity_bytes = 4ull << 30;  // --capacity / PROCESSFORK_CAPACITY ("4GiB")
+  std::size_t chunk_bytes = 64ull << 20;    // --chunk / PROCESSFORK_CHUNK ("64MiB")
+  std::string geometry = "llama-3-8b";      // --geometry / PROCESSFORK_GEOMETRY
+  std::string socket_path;                  // --socket / PROCESSFORK_SOCKET; "" = default
+  std::string http = "127.0.0.1:8642";      // --http / PROCESSFORK_HTTP; "off" disables
+  std::string token;                        // --token / PROCESSFORK_TOKEN
   // --ready-file / PROCESSFORK_READY_FILE: once serving, the daemon writes
   // {"pid":..,"socket":"..","http":"host:port"|null,"backend":"..","device":".."} there
   // (atomically, via rename), so scripts and tests know the bound port (--http HOST:0).

@@ -10,9 +10,9 @@ namespace pf::ipc {
 Status send_frame(int sock, wire::MsgType type, std::uint16_t flags, std::uint32_t request_id,
                   std::span<const std::byte> payload, std::span<const int> fds) {
   if (payload.size() > wire::kMaxPayload) {
-    return PF_ERROR(Code::kInvalidArgument,
-                    "frame payload of " + std::to_string(payload.size()) + " bytes exceeds " +
-                        std::to_string(wire::kMaxPayload));
+    return PF_ERROR(Code::kInvalidArgument, "frame payload of " + std::to_string(payload.size()) +
+                                                " bytes exceeds " +
+                                                std::to_string(wire::kMaxPayload));
   }
   wire::FrameHeader header;
   header.type = static_cast<std::uint16_t>(type);
@@ -35,10 +35,9 @@ Status recv_frame(int sock, Frame* out, std::uint32_t max_payload, std::size_t m
     return PF_ERROR(Code::kProtocol, "bad frame magic (not a ProcessFork peer?)");
   }
   if (frame.header.payload_bytes > max_payload) {
-    return PF_ERROR(Code::kProtocol, "frame payload of " +
-                                         std::to_string(frame.header.payload_bytes) +
-                                         " bytes exceeds the limit of " +
-                                         std::to_string(max_payload));
+    return PF_ERROR(Code::kProtocol,
+                    "frame payload of " + std::to_string(frame.header.payload_bytes) +
+                        " bytes exceeds the limit of " + std::to_string(max_payload));
   }
   frame.payload.resize(frame.header.payload_bytes);
   if (!frame.payload.empty()) {

@@ -60,6 +60,14 @@ std::string_view op_name(Op op) {
       return "gc";
     case Op::kHealth:
       return "health";
+    case Op::kPagesLookupKeys:
+      return "pages_lookup_keys";
+    case Op::kPagesAlloc:
+      return "pages_alloc";
+    case Op::kPagesPublish:
+      return "pages_publish";
+    case Op::kPagesRelease:
+      return "pages_release";
     case Op::kCount:
       break;
   }

@@ -44,6 +44,10 @@ enum class Op : int {
   kPool,
   kGc,
   kHealth,
+  kPagesLookupKeys,
+  kPagesAlloc,
+  kPagesPublish,
+  kPagesRelease,
   kCount,
 };
 inline constexpr std::size_t kOpCount = static_cast<std::size_t>(Op::kCount);

@@ -40,6 +40,7 @@ std::size_t Service::end_lease(rt::LeaseId lease) {
   }
   const std::size_t freed = runtime_.free_owned_by(lease);
   lease_branches_freed_.fetch_add(freed, std::memory_order_relaxed);
+  lease_holds_released_.fetch_add(runtime_.release_holds(lease), std::memory_order_relaxed);
   return freed;
 }
 
@@ -148,6 +149,31 @@ Result<CheckoutAnswer> Service::checkout(rt::LeaseId lease, std::string_view cid
                                      : info.take_status()));
   }
   return timed(t, Result<CheckoutAnswer>(CheckoutAnswer{*branch, info->parents.front()}));
+}
+
+// --- keyed pages ----------------------------------------------------------------------------
+
+Result<std::vector<rt::PageId>> Service::lookup_keys(rt::LeaseId lease,
+                                                     std::span<const rt::Sha256> keys, bool hold) {
+  OpTimer t(metrics_, Op::kPagesLookupKeys);
+  return timed(t, runtime_.lookup_keys(keys, hold, lease));
+}
+
+Result<std::vector<rt::PageId>> Service::alloc_pages(rt::LeaseId lease, std::size_t n) {
+  OpTimer t(metrics_, Op::kPagesAlloc);
+  return timed(t, runtime_.alloc_pages(n, lease));
+}
+
+Result<std::size_t> Service::publish_pages(rt::LeaseId lease, std::span<const rt::Sha256> keys,
+                                           std::span<const rt::PageId> pages,
+                                           const rt::Sha256* parent_key) {
+  OpTimer t(metrics_, Op::kPagesPublish);
+  return timed(t, runtime_.publish_pages(keys, pages, parent_key, lease));
+}
+
+Status Service::release_pages(rt::LeaseId lease, std::span<const rt::PageId> pages) {
+  OpTimer t(metrics_, Op::kPagesRelease);
+  return timed(t, runtime_.release_pages(pages, lease));
 }
 
 // --- JSON operations ------------------------------------------------------------------------
@@ -377,6 +403,10 @@ std::string Service::metrics_text() {
                 "Branches freed because their lease's connection ended.");
   metric_line(&out, "processfork_lease_branches_freed_total", "",
               lease_branches_freed_.load(std::memory_order_relaxed));
+  metric_header(&out, "processfork_lease_page_holds_released_total", "counter",
+                "Keyed-page holds ended because their lease's connection ended.");
+  metric_line(&out, "processfork_lease_page_holds_released_total", "",
+              lease_holds_released_.load(std::memory_order_relaxed));
   metric_header(&out, "processfork_protocol_errors_total", "counter",
                 "Unix-socket protocol violations (each answered or the connection dropped).");
   metric_line(&out, "processfork_protocol_errors_total", "",

@@ -4,7 +4,8 @@
 //
 // DESIGN
 //  - Leases: every Unix-socket connection opens one (open_lease) and ends it when the
-//    connection ends for any reason (end_lease frees every branch the lease still owns).
+//    connection ends for any reason (end_lease frees every branch the lease still owns and
+//    ends every page hold it still has: a crashed client leaks nothing).
 //    HTTP requests act as lease 0 (kHttpLease): what they create is unowned and lives until
 //    deleted.
 //  - Ownership: every operation that changes a branch or reads it for a change (append,
@@ -31,6 +32,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "ipc/api_json.h"
 #include "ipc/metrics.h"
@@ -60,8 +62,8 @@ class Service {
   // --- leases ----------------------------------------------------------------------------
   // A new lease id (never 0, never reused) for a client process.
   rt::LeaseId open_lease(pid_t client_pid);
-  // Frees every branch the lease owns and forgets it; returns how many branches it freed.
-  // Idempotent.
+  // Frees every branch the lease owns, ends its page holds and forgets it; returns how many
+  // branches it freed. Idempotent.
   std::size_t end_lease(rt::LeaseId lease);
   std::size_t live_leases() const;
 
@@ -87,6 +89,15 @@ class Service {
   Result<rt::SnapshotInfo> snapshot(rt::LeaseId lease, rt::BranchId branch, std::string name);
   Result<rt::ForkResult> fork(rt::LeaseId lease, const rt::Source& source, std::size_t n);
   Result<CheckoutAnswer> checkout(rt::LeaseId lease, std::string_view cid_or_ref);
+
+  // Keyed pages (protocol 1.2; rt::Runtime's keyed-page calls on behalf of `lease`).
+  Result<std::vector<rt::PageId>> lookup_keys(rt::LeaseId lease, std::span<const rt::Sha256> keys,
+                                              bool hold);
+  Result<std::vector<rt::PageId>> alloc_pages(rt::LeaseId lease, std::size_t n);
+  Result<std::size_t> publish_pages(rt::LeaseId lease, std::span<const rt::Sha256> keys,
+                                    std::span<const rt::PageId> pages,
+                                    const rt::Sha256* parent_key);
+  Status release_pages(rt::LeaseId lease, std::span<const rt::PageId> pages);
 
   // --- JSON operations (every DESIGN §6 shape; docs/http.md) -----------------------------
   // Runs `op` with a JSON request object and returns the answer's bytes: "" for operations
@@ -114,6 +125,7 @@ class Service {
   std::atomic<std::int64_t> clients_{0};
   std::atomic<std::uint64_t> leases_opened_{0};
   std::atomic<std::uint64_t> lease_branches_freed_{0};
+  std::atomic<std::uint64_t> lease_holds_released_{0};
   std::atomic<std::uint64_t> cow_pages_{0};
   std::atomic<std::uint64_t> protocol_errors_{0};
   std::atomic<std::uint64_t> refused_uid_{0};

@@ -32,6 +32,7 @@ using wire::PayloadReader;
 using wire::PayloadWriter;
 
 constexpr std::size_t kMaxErrorMessage = 4096;
+static_assert(sizeof(rt::Sha256) == wire::kKeyBytes);
 
 Result<sockaddr_un> socket_address(const std::string& path) {
   sockaddr_un addr{};
@@ -177,6 +178,32 @@ Status read_name(PayloadReader& in, std::uint32_t bytes, std::string* out, const
                                                 std::to_string(wire::kMaxNameBytes));
   }
   return in.read_text(bytes, out, what);
+}
+
+// Keyed pages: the count of keys or page ids in one request.
+Status check_keys(std::uint32_t n, const char* what) {
+  if (n > wire::kMaxKeysPerRequest) {
+    return PF_ERROR(Code::kInvalidArgument,
+                    std::to_string(n) + " " + what + " exceed the limit of " +
+                        std::to_string(wire::kMaxKeysPerRequest) + " per request");
+  }
+  return Status::ok();
+}
+
+Status check_flag(std::uint8_t v, const char* what) {
+  if (v > 1) {
+    return PF_ERROR(Code::kInvalidArgument,
+                    std::string(what) + " must be 0 or 1, got " + std::to_string(v));
+  }
+  return Status::ok();
+}
+
+// Page ids after a PagesReply header.
+void put_pages(PayloadWriter& w, const std::vector<rt::PageId>& pages) {
+  wire::PagesReply out;
+  out.n_pages = static_cast<std::uint32_t>(pages.size());
+  w.put(out);
+  w.put_array(std::span<const rt::PageId>(pages));
 }
 
 Status check_tokens(std::uint32_t n) {
@@ -782,6 +809,63 @@ Reply UdsServer::Impl::handle(rt::LeaseId lease, const Frame& frame) {
       out.branch = c->branch.value;
       copy_cstr(out.cid, c->cid);
       reply.body.put(out);
+      return reply;
+    }
+
+    case MsgType::kPagesLookupKeys: {
+      wire::PagesLookupKeysRequest req;
+      std::vector<rt::Sha256> keys;
+      PF_IPC_READ(in.read(&req, "PagesLookupKeysRequest"));
+      PF_IPC_READ(check_keys(req.n_keys, "keys"));
+      PF_IPC_READ(in.read_array(req.n_keys, &keys, "PagesLookupKeysRequest keys"));
+      PF_IPC_READ(in.finish("PagesLookupKeysRequest"));
+      PF_IPC_READ(check_flag(req.hold, "hold"));
+      Result<std::vector<rt::PageId>> pages = service.lookup_keys(lease, keys, req.hold != 0);
+      if (!pages.is_ok()) return fail(pages.take_status());
+      put_pages(reply.body, *pages);
+      return reply;
+    }
+
+    case MsgType::kPagesAlloc: {
+      wire::PagesAllocRequest req;
+      PF_IPC_READ(in.read(&req, "PagesAllocRequest"));
+      PF_IPC_READ(in.finish("PagesAllocRequest"));
+      PF_IPC_READ(check_keys(req.n_pages, "pages"));
+      Result<std::vector<rt::PageId>> pages = service.alloc_pages(lease, req.n_pages);
+      if (!pages.is_ok()) return fail(pages.take_status());
+      put_pages(reply.body, *pages);
+      return reply;
+    }
+
+    case MsgType::kPagesPublish: {
+      wire::PagesPublishRequest req;
+      std::vector<rt::Sha256> keys;
+      std::vector<rt::PageId> pages;
+      PF_IPC_READ(in.read(&req, "PagesPublishRequest"));
+      PF_IPC_READ(check_keys(req.n, "keys"));
+      PF_IPC_READ(in.read_array(req.n, &keys, "PagesPublishRequest keys"));
+      PF_IPC_READ(in.read_array(req.n, &pages, "PagesPublishRequest pages"));
+      PF_IPC_READ(in.finish("PagesPublishRequest"));
+      PF_IPC_READ(check_flag(req.has_parent, "has_parent"));
+      rt::Sha256 parent{};
+      std::memcpy(parent.data(), req.parent_key, parent.size());
+      Result<std::size_t> added =
+          service.publish_pages(lease, keys, pages, req.has_parent != 0 ? &parent : nullptr);
+      if (!added.is_ok()) return fail(added.take_status());
+      wire::PagesPublishReply out;
+      out.new_keys = static_cast<std::uint32_t>(*added);
+      reply.body.put(out);
+      return reply;
+    }
+
+    case MsgType::kPagesRelease: {
+      wire::PagesReleaseRequest req;
+      std::vector<rt::PageId> pages;
+      PF_IPC_READ(in.read(&req, "PagesReleaseRequest"));
+      PF_IPC_READ(check_keys(req.n_pages, "pages"));
+      PF_IPC_READ(in.read_array(req.n_pages, &pages, "PagesReleaseRequest pages"));
+      PF_IPC_READ(in.finish("PagesReleaseRequest"));
+      if (Status s = service.release_pages(lease, pages); !s.is_ok()) return fail(std::move(s));
       return reply;
     }
 

@@ -31,13 +31,16 @@
 namespace pf::wire {
 
 inline constexpr std::uint32_t kMagic = 0x314b4650;  // "PFK1" in memory order
-inline constexpr std::uint16_t kVersionMajor = 1;     // incompatible changes bump this
-inline constexpr std::uint16_t kVersionMinor = 1;     // compatible additions bump this
+inline constexpr std::uint16_t kVersionMajor = 1;    // incompatible changes bump this
+inline constexpr std::uint16_t kVersionMinor = 2;    // compatible additions bump this
 inline constexpr std::uint32_t kMaxPayload = 16u << 20;
 inline constexpr std::uint32_t kMaxTokensPerRequest = 1u << 20;
 inline constexpr std::uint32_t kMaxNameBytes = 256;
-inline constexpr std::uint32_t kCidBytes = 72;  // "sha256:" + 64 hex + NUL
+inline constexpr std::uint32_t kCidBytes = 72;                  // "sha256:" + 64 hex + NUL
 inline constexpr std::uint32_t kMaxChunksPerAttachReply = 253;  // SCM_MAX_FD
+// Keyed pages (1.2): keys or page ids in one request, and the bytes of one prefix key.
+inline constexpr std::uint32_t kMaxKeysPerRequest = 1u << 16;
+inline constexpr std::uint32_t kKeyBytes = 32;  // SHA-256, binary on the wire
 
 enum class MsgType : std::uint16_t {
   kHello = 1,  // never renumbered
@@ -70,6 +73,11 @@ enum class MsgType : std::uint16_t {
   // added in 1.1 (JSON ops, like the above)
   kBranches = 53,    // {} -> the answer of GET /v1/branches
   kBranchInfo = 54,  // {"branch": id} -> the answer of GET /v1/branches/{id}
+  // added in 1.2: keyed pages (packed, like the fast path; docs/protocol.md)
+  kPagesLookupKeys = 60,
+  kPagesAlloc = 61,
+  kPagesPublish = 62,
+  kPagesRelease = 63,
 };
 
 // Flags in FrameHeader::flags.
@@ -88,7 +96,7 @@ static_assert(sizeof(FrameHeader) == 16);
 
 // First bytes of every reply payload.
 struct ReplyHeader {
-  std::int32_t code = 0;  // pf::Code; 0 = ok
+  std::int32_t code = 0;            // pf::Code; 0 = ok
   std::uint32_t message_bytes = 0;  // error text follows when code != 0
   std::uint64_t pool_epoch = 0;     // changes whenever the pool's chunk set changes
   std::uint32_t pool_chunks = 0;
@@ -121,8 +129,8 @@ struct HelloReply {
   std::uint64_t lease = 0;
   GeometryWire geometry;
   std::uint64_t page_bytes = 0;
-  std::uint64_t chunk_bytes = 0;      // every chunk has this size
-  std::uint64_t capacity_bytes = 0;   // the VA range a client reserves for the whole pool
+  std::uint64_t chunk_bytes = 0;     // every chunk has this size
+  std::uint64_t capacity_bytes = 0;  // the VA range a client reserves for the whole pool
   std::uint64_t capacity_pages = 0;
   char backend[16] = {};  // "host" / "cuda"
   char device[16] = {};   // "host" / "cuda:0"
@@ -276,6 +284,55 @@ struct CheckoutReply {
   char cid[kCidBytes] = {};
 };
 static_assert(sizeof(CheckoutReply) == 80);
+
+// --- keyed pages (1.2) ----------------------------------------------------------------
+// Keys are 32-byte binary SHA-256 prefix keys (DESIGN §4). Page ids that a request names
+// must be held by the requesting lease (alloc / lookup with hold); anything else is
+// kInvalidArgument and changes nothing. n_keys / n_pages <= kMaxKeysPerRequest.
+
+// kPagesLookupKeys: trailed by n_keys keys. Reply: PagesReply.
+struct PagesLookupKeysRequest {
+  std::uint32_t n_keys = 0;
+  std::uint8_t hold = 1;  // 0 or 1: the lease holds each returned page
+  std::uint8_t reserved[3] = {};
+};
+static_assert(sizeof(PagesLookupKeysRequest) == 8);
+
+// kPagesAlloc. Reply: PagesReply.
+struct PagesAllocRequest {
+  std::uint32_t n_pages = 0;
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(PagesAllocRequest) == 8);
+
+// Reply of kPagesLookupKeys and kPagesAlloc; trailed by n_pages uint32 page ids.
+struct PagesReply {
+  std::uint32_t n_pages = 0;
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(PagesReply) == 8);
+
+// kPagesPublish: trailed by n keys, then n uint32 page ids (pages[i] under keys[i]).
+struct PagesPublishRequest {
+  std::uint32_t n = 0;
+  std::uint8_t has_parent = 0;  // 0 or 1: keys[0] chains after parent_key
+  std::uint8_t reserved[3] = {};
+  std::uint8_t parent_key[kKeyBytes] = {};
+};
+static_assert(sizeof(PagesPublishRequest) == 40);
+
+struct PagesPublishReply {
+  std::uint32_t new_keys = 0;  // keys that were not in the index before
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(PagesPublishReply) == 8);
+
+// kPagesRelease: trailed by n_pages uint32 page ids. Empty reply body.
+struct PagesReleaseRequest {
+  std::uint32_t n_pages = 0;
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(PagesReleaseRequest) == 8);
 
 #pragma pack(pop)
 

@@ -16,6 +16,10 @@
 //    is exactly BLAKE3's left-balanced tree. Levels ping-pong between two scratch arrays.
 //  - compare_batch: a kernel that clears a pair's flag on the first differing word it sees;
 //    pairs of different lengths never reach the device.
+//  - kv_copy: the runs are expanded on the host into one descriptor per token (page row
+//    base, slot, engine token); one warp per (token, layer, K|V, head) row copies head_dim
+//    elements with 16-, 4- or 1-byte accesses (the widest every address allows). On the
+//    caller's stream when one is given, so it is ordered after the engine's own kernels.
 //  - Errors: every CUDA runtime error becomes Code::kDriver with cudaGetErrorString's text; a
 //    missing driver or device at construction is Code::kUnavailable. Nothing aborts.
 #include <cuda_runtime.h>
@@ -225,6 +229,75 @@ __global__ void compare_kernel(const PairDesc* pairs, std::uint32_t n_pairs, std
       differ = pr.a[i] != pr.b[i];
     }
     if (differ) *flag = 0;
+  }
+}
+
+struct KVTokenDesc {
+  std::uint64_t page;  // page address
+  std::uint64_t engine_token;
+  std::uint32_t slot;
+  std::uint32_t pad;
+};
+
+struct KVKernelArgs {
+  const std::uint64_t* k_ptrs;  // indexed by pool layer
+  const std::uint64_t* v_ptrs;
+  const KVTokenDesc* tokens;
+  std::uint64_t n_tokens;
+  std::uint64_t block_tokens;
+  std::int64_t block_stride, token_stride, head_stride;
+  std::uint32_t layer_begin, n_layers, kv_heads, page_tokens;
+  std::uint32_t row_bytes;
+  bool to_pages;
+};
+
+// Copies `bytes` from src to dst with one warp, using the widest access both allow.
+__device__ __forceinline__ void warp_copy_row(std::uint8_t* dst, const std::uint8_t* src,
+                                              std::uint32_t bytes, unsigned lane) {
+  const std::uintptr_t bits =
+      reinterpret_cast<std::uintptr_t>(dst) | reinterpret_cast<std::uintptr_t>(src) | bytes;
+  if (bits % 16 == 0) {
+    for (std::uint32_t i = lane; i < bytes / 16; i += 32) {
+      reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
+    }
+  } else if (bits % 4 == 0) {
+    for (std::uint32_t i = lane; i < bytes / 4; i += 32) {
+      reinterpret_cast<std::uint32_t*>(dst)[i] = reinterpret_cast<const std::uint32_t*>(src)[i];
+    }
+  } else {
+    for (std::uint32_t i = lane; i < bytes; i += 32) dst[i] = src[i];
+  }
+}
+
+// One warp per row; rows enumerate (token, layer, K|V, head), head fastest.
+__global__ void kv_copy_kernel(KVKernelArgs a) {
+  const std::uint64_t warps = std::uint64_t{gridDim.x} * (blockDim.x / 32);
+  const std::uint64_t rows = a.n_tokens * a.n_layers * 2 * a.kv_heads;
+  const unsigned lane = threadIdx.x % 32;
+  for (std::uint64_t row = std::uint64_t{blockIdx.x} * (blockDim.x / 32) + threadIdx.x / 32;
+       row < rows; row += warps) {
+    const std::uint32_t head = static_cast<std::uint32_t>(row % a.kv_heads);
+    std::uint64_t rest = row / a.kv_heads;
+    const int kv = static_cast<int>(rest % 2);
+    rest /= 2;
+    const std::uint32_t layer = a.layer_begin + static_cast<std::uint32_t>(rest % a.n_layers);
+    const KVTokenDesc t = a.tokens[rest / a.n_layers];
+    const std::uint64_t page_row =
+        ((std::uint64_t{layer} * 2 + static_cast<std::uint64_t>(kv)) * a.page_tokens + t.slot) *
+            a.kv_heads +
+        head;
+    auto* page = reinterpret_cast<std::uint8_t*>(t.page + page_row * a.row_bytes);
+    const std::uint64_t base = kv == 0 ? a.k_ptrs[layer] : a.v_ptrs[layer];
+    const std::int64_t off =
+        static_cast<std::int64_t>(t.engine_token / a.block_tokens) * a.block_stride +
+        static_cast<std::int64_t>(t.engine_token % a.block_tokens) * a.token_stride +
+        static_cast<std::int64_t>(head) * a.head_stride;
+    auto* engine = reinterpret_cast<std::uint8_t*>(base + static_cast<std::uint64_t>(off));
+    if (a.to_pages) {
+      warp_copy_row(page, engine, a.row_bytes, lane);
+    } else {
+      warp_copy_row(engine, page, a.row_bytes, lane);
+    }
   }
 }
 
@@ -439,6 +512,56 @@ class CudaKernels final : public PageKernels {
       PF_CUDA_TRY(cudaStreamSynchronize(stream_));
     }
     std::copy(flags.begin(), flags.end(), equal.begin());
+    return Status::ok();
+  }
+
+  Status kv_copy(const KVCopy& job, void* stream) override {
+    PF_TRY(check_kv_copy(job));
+    const KVPageFormat& f = job.format;
+    // [k_ptrs][v_ptrs] as words, then one descriptor per token.
+    std::vector<std::uint64_t> ptrs(job.engine.k_ptrs.begin(), job.engine.k_ptrs.end());
+    ptrs.insert(ptrs.end(), job.engine.v_ptrs.begin(), job.engine.v_ptrs.end());
+    std::vector<KVTokenDesc> tokens;
+    for (const KVRun& r : job.runs) {
+      for (std::uint32_t t = 0; t < r.count; ++t) {
+        tokens.push_back(KVTokenDesc{reinterpret_cast<std::uintptr_t>(r.page), r.engine_token + t,
+                                     r.page_slot + t, 0});
+      }
+    }
+    if (tokens.empty()) return Status::ok();
+    const std::size_t ptr_bytes = ptrs.size() * sizeof(std::uint64_t);
+    const std::size_t token_bytes = tokens.size() * sizeof(KVTokenDesc);
+
+    std::lock_guard<std::mutex> lock(mu_);
+    DeviceScope scope(ordinal_);
+    PF_TRY(scope.enter());
+    cudaStream_t s = stream != nullptr ? static_cast<cudaStream_t>(stream) : stream_;
+    PF_TRY(desc_.reserve(ptr_bytes + token_bytes));
+    auto* dev = desc_.as<std::uint8_t>();
+    PF_CUDA_TRY(cudaMemcpyAsync(dev, ptrs.data(), ptr_bytes, cudaMemcpyHostToDevice, s));
+    PF_CUDA_TRY(
+        cudaMemcpyAsync(dev + ptr_bytes, tokens.data(), token_bytes, cudaMemcpyHostToDevice, s));
+    KVKernelArgs a{};
+    a.k_ptrs = reinterpret_cast<const std::uint64_t*>(dev);
+    a.v_ptrs = a.k_ptrs + f.layers;
+    a.tokens = reinterpret_cast<const KVTokenDesc*>(dev + ptr_bytes);
+    a.n_tokens = tokens.size();
+    a.block_tokens = job.engine.block_tokens;
+    a.block_stride = job.engine.block_stride;
+    a.token_stride = job.engine.token_stride;
+    a.head_stride = job.engine.head_stride;
+    a.layer_begin = job.layer_begin;
+    a.n_layers = job.layer_end - job.layer_begin;
+    a.kv_heads = f.kv_heads;
+    a.page_tokens = f.page_tokens;
+    a.row_bytes = static_cast<std::uint32_t>(f.row_bytes());
+    a.to_pages = job.direction == KVDirection::kEngineToPages;
+    const std::uint64_t rows = a.n_tokens * a.n_layers * 2 * a.kv_heads;
+    constexpr int kWarpsPerBlock = kThreadsPerBlock / 32;
+    const unsigned grid = std::min<unsigned>(grid_for(rows, kWarpsPerBlock), 65535u);
+    kv_copy_kernel<<<grid, kThreadsPerBlock, 0, s>>>(a);
+    PF_CUDA_LAUNCHED();
+    PF_CUDA_TRY(cudaStreamSynchronize(s));
     return Status::ok();
   }
 

@@ -34,6 +34,8 @@ class HostKernels final : public PageKernels {
     return Status::ok();
   }
 
+  Status kv_copy(const KVCopy& job, void* /*stream*/) override { return kv_copy_host(job); }
+
   Status digest_batch(std::span<const ConstSpan> pages, std::span<Digest> out) override {
     PF_TRY(check_digest_batch(pages, out));
     std::size_t total = 0;

@@ -1,4 +1,5 @@
-// Device work on pages (DESIGN §3 kernels/): batched copy, content digest, compare.
+// Device work on pages (DESIGN §3 kernels/): batched copy, content digest, compare, and the
+// layout gather/scatter between pages and engines' tensors (kv_layout.h).
 //
 // One interface, one implementation per memory kind: `host` (CPU loads/stores) and `cuda`
 // (kernels launched on the device that owns the pool). The runtime picks the instance that
@@ -23,6 +24,7 @@
 #include <string>
 #include <string_view>
 
+#include "kernels/kv_layout.h"
 #include "vmm/backend.h"
 #include "vmm/status.h"
 
@@ -58,6 +60,11 @@ class PageKernels {
   // equal[i] = 1 when a[i] and b[i] have the same length and bytes, else 0.
   virtual Status compare_batch(std::span<const ConstSpan> a, std::span<const ConstSpan> b,
                                std::span<std::uint8_t> equal) = 0;
+  // Moves the job's KV rows between pages and engine tensors (kv_layout.h), both in this
+  // implementation's memory. `stream`: for `cuda`, the cudaStream_t the engine computes on
+  // (the copy is ordered after its work; nullptr = the kernels' own stream); ignored by
+  // `host`. Blocking like every call here: returns when the copy is complete.
+  virtual Status kv_copy(const KVCopy& job, void* stream) = 0;
 };
 
 // BLAKE3-256 of one host buffer (the host implementation's single-buffer entry point).

@@ -3,10 +3,11 @@
 // device-to-device bandwidth"; perf/README.md).
 //
 //  host (always): memcpy of a batch of pages (the baseline), the host kernels' copy_batch
-//  of the same pages, and their BLAKE3 digest_batch — each as GB/s and as a fraction of
-//  the memcpy bandwidth.
+//  of the same pages, their BLAKE3 digest_batch, and the layout gather/scatter (kv_copy)
+//  between the pages and the same bytes laid out as vLLM's KV cache — each as GB/s and as
+//  a fraction of the memcpy bandwidth.
 //  cuda (a build with CUDA and a usable GPU): cudaMemcpy device-to-device of the batch (the
-//  baseline), the CUDA kernels' copy_batch and digest_batch on device memory.
+//  baseline), the CUDA kernels' copy_batch, digest_batch and kv_copy on device memory.
 //
 //   bench_kernels [--pages N] [--page-bytes B] [--reps R] [--out FILE]
 //
@@ -97,6 +98,43 @@ Json measure(kernels::PageKernels& k, std::byte* src, std::byte* dst, std::size_
   const double base = j["baseline_copy"]["gbps_p50"].get<double>();
   j["copy_fraction_of_baseline"] = j["copy_batch"]["gbps_p50"].get<double>() / base;
   j["digest_fraction_of_baseline"] = j["digest_batch"]["gbps_p50"].get<double>() / base;
+
+  // Layout gather/scatter: pages of llama-3-8b's format (kv_heads 8, head_dim 128, bf16,
+  // 16 tokens; as many layers as fill page_bytes) <-> `src` laid out as vLLM's
+  // FlashAttention cache, per layer (2, blocks = pages, 16, 8, 128); page i <-> block
+  // pages-1-i. Skipped when page_bytes is not a whole number of such layers.
+  constexpr std::uint32_t kH = 8, kD = 128, kP = 16, kE = 2;
+  const std::size_t layer_bytes = std::size_t{2} * kP * kH * kD * kE;
+  if (page_bytes % layer_bytes == 0) {
+    const auto layers = static_cast<std::uint32_t>(page_bytes / layer_bytes);
+    const kernels::KVPageFormat f{layers, kH, kD, kP, kE};
+    const std::size_t half = pages * kP * kH * kD * kE;  // K or V of one layer
+    std::vector<std::uint64_t> kp(layers), vp(layers);
+    for (std::uint32_t l = 0; l < layers; ++l) {
+      kp[l] = reinterpret_cast<std::uintptr_t>(src + 2 * l * half);
+      vp[l] = reinterpret_cast<std::uintptr_t>(src + (2 * l + 1) * half);
+    }
+    const kernels::KVEngineLayout engine{kp,
+                                         vp,
+                                         kP,
+                                         static_cast<std::int64_t>(kP * kH * kD * kE),
+                                         static_cast<std::int64_t>(kH * kD * kE),
+                                         static_cast<std::int64_t>(kD * kE)};
+    std::vector<kernels::KVRun> runs(pages);
+    for (std::size_t i = 0; i < pages; ++i) {
+      runs[i] = {dst + i * page_bytes, 0, kP, (pages - 1 - i) * kP};
+    }
+    const kernels::KVCopy store{f, engine, runs, 0, layers, kernels::KVDirection::kEngineToPages};
+    const kernels::KVCopy load{f, engine, runs, 0, layers, kernels::KVDirection::kPagesToEngine};
+    j["kv_store"] =
+        rate_stats(time_reps(reps, [&] { must(k.kv_copy(store, nullptr), "kv_copy"); }), bytes);
+    j["kv_load"] =
+        rate_stats(time_reps(reps, [&] { must(k.kv_copy(load, nullptr), "kv_copy"); }), bytes);
+    j["kv_layout"] =
+        "vLLM FlashAttention (2, blocks, 16, 8, 128) bf16, " + std::to_string(layers) + " layers";
+    j["kv_store_fraction_of_baseline"] = j["kv_store"]["gbps_p50"].get<double>() / base;
+    j["kv_load_fraction_of_baseline"] = j["kv_load"]["gbps_p50"].get<double>() / base;
+  }
   return j;
 }
 
@@ -149,10 +187,13 @@ int main(int argc, char** argv) {
         },
         "memcpy");
     std::fprintf(stderr,
-                 "bench_kernels: host memcpy %.1f GB/s, copy_batch %.1f GB/s, digest %.2f GB/s\n",
+                 "bench_kernels: host memcpy %.1f GB/s, copy_batch %.1f GB/s, digest %.2f GB/s, "
+                 "kv_store %.1f GB/s, kv_load %.1f GB/s\n",
                  j["host"]["baseline_copy"]["gbps_p50"].get<double>(),
                  j["host"]["copy_batch"]["gbps_p50"].get<double>(),
-                 j["host"]["digest_batch"]["gbps_p50"].get<double>());
+                 j["host"]["digest_batch"]["gbps_p50"].get<double>(),
+                 j["host"].value("kv_store", Json{{"gbps_p50", 0.0}})["gbps_p50"].get<double>(),
+                 j["host"].value("kv_load", Json{{"gbps_p50", 0.0}})["gbps_p50"].get<double>());
   }
 
   Result<std::unique_ptr<kernels::PageKernels>> ck = kernels::make_cuda_kernels(0);
@@ -183,10 +224,13 @@ int main(int argc, char** argv) {
     cudaFree(src);
     cudaFree(dst);
     std::fprintf(stderr,
-                 "bench_kernels: cuda D2D %.1f GB/s, copy_batch %.1f GB/s, digest %.1f GB/s\n",
+                 "bench_kernels: cuda D2D %.1f GB/s, copy_batch %.1f GB/s, digest %.1f GB/s, "
+                 "kv_store %.1f GB/s, kv_load %.1f GB/s\n",
                  j["cuda"]["baseline_copy"]["gbps_p50"].get<double>(),
                  j["cuda"]["copy_batch"]["gbps_p50"].get<double>(),
-                 j["cuda"]["digest_batch"]["gbps_p50"].get<double>());
+                 j["cuda"]["digest_batch"]["gbps_p50"].get<double>(),
+                 j["cuda"].value("kv_store", Json{{"gbps_p50", 0.0}})["gbps_p50"].get<double>(),
+                 j["cuda"].value("kv_load", Json{{"gbps_p50", 0.0}})["gbps_p50"].get<double>());
 #else
     die("CUDA kernels present in a build without PF_HAVE_CUDA");
 #endif

@@ -12,10 +12,15 @@ Runs, side by side on this machine in one go:
   bench_kernels  page copy and digest kernels as a fraction of memcpy / device-to-device
                  bandwidth (host; CUDA where a GPU is)
   fanout_demo    the main job's own measurements (TTFT vs re-prefill, pages, memory)
+  bench_adapters the Python adapters (perf/bench_adapters.py, run with .venv's python when
+                 torch and transformers import, else recorded as skipped): transformers
+                 ProcessForkCache restore vs re-prefill against T, snapshot, fork(12);
+                 Client.kv_store / kv_load vs torch's copy_
 and writes perf/results/<machine>-<date>.json (every number), SVG plots under
 perf/plots/<machine>-<date>/, and the "Harness" section of perf/RESULTS.md (other sections
 are kept). A missing or failing benchmark is recorded with its reason; the exit status is
-non-zero when any benchmark failed.
+non-zero when any benchmark failed (a skipped one, e.g. bench_adapters without torch, is
+recorded under meta.skipped and does not fail the run).
 
 The default matrix keeps a full run to a few minutes on a 2-core machine; --full runs
 every size (bench_fork's whole 1k..128k x 1..128 matrix, larger T for re-prefill, the
@@ -106,6 +111,31 @@ def machine_label(m):
     return "%s, %d cores, %d GiB, %s" % (m["cpu"], m["cores"], m["mem_total_gib"], gpu)
 
 
+def python_for_benches():
+    """The interpreter for Python benchmarks: the repository's .venv if there is one."""
+    venv = os.path.join(ROOT, ".venv", "bin", "python")
+    return venv if os.access(venv, os.X_OK) else sys.executable
+
+
+# Python benchmarks: name -> the imports they need (checked first; missing = skipped).
+PY_BENCHES = {"bench_adapters": "import torch, transformers, processfork, "
+                                "processfork.transformers"}
+
+
+def python_skip_reason(python, name):
+    """None when ``python`` can import what benchmark ``name`` needs, else why not."""
+    try:
+        r = subprocess.run([python, "-c", PY_BENCHES[name]], capture_output=True, text=True,
+                           timeout=300, cwd=ROOT)
+    except (OSError, subprocess.SubprocessError) as e:
+        return "%s: %s" % (python, e)
+    if r.returncode == 0:
+        return None
+    last = (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1]
+    return "%s cannot `%s`: %s" % (os.path.relpath(python, ROOT) if python.startswith(ROOT)
+                                   else python, PY_BENCHES[name], last)
+
+
 def benches(build, full, tmp):
     """(name, argv, json path, timeout s) in run order."""
     p = lambda *a: os.path.join(build, *a)  # noqa: E731
@@ -136,6 +166,11 @@ def benches(build, full, tmp):
         add("bench_kernels", [p("perf", "bench_kernels"), "--pages", "64", "--reps", "10",
                               "--out", "{OUT}"], 300)
     add("fanout_demo", [p("perf", "fanout_demo"), "--json", "{OUT}"], 600)
+    ba = [python_for_benches(), os.path.join(HERE, "bench_adapters.py"), "--out", "{OUT}"]
+    if full:
+        ba += ["--tokens", "256,512,1024,2048,4096", "--reps", "50", "--prefill-reps", "10",
+               "--prefill-reps-max", "5", "--blocks", "128", "--layout-reps", "20"]
+    add("bench_adapters", ba, 1800 if full else 600)
     return lst
 
 
@@ -339,6 +374,30 @@ def make_plots(res, plot_dir, label, date):
                              "at once)" % (dm["config"]["context_tokens"], dm["config"]["workers"]),
                              sub, bars, xlabel="time"):
             made.append(fn)
+    ba = (res.get("bench_adapters") or {}).get("transformers")
+    if ba and ba.get("rows"):
+        series = []
+        for key, name, dashed in (
+                ("restore_first_logits", "from_snapshot + 1-token forward (restore)", False),
+                ("restore_only", "from_snapshot alone (checkout + kv_load)", False),
+                ("reprefill", "re-prefill T tokens (DynamicCache)", True)):
+            pts = []
+            for r in ba["rows"]:
+                p50, p99, lo, hi = st(r.get(key))
+                if p50:
+                    pts.append((r["tokens"], p50, p99, lo, hi))
+            if pts:
+                series.append({"name": name, "points": pts, "dashed": dashed})
+        mo = ba["model"]
+        fn = "adapter_restore_vs_reprefill.svg"
+        if svgplot.line_chart(os.path.join(plot_dir, fn),
+                              "transformers: next-token logits after T tokens, restored from "
+                              "a snapshot vs re-prefilled",
+                              sub + "; Llama %d layers, hidden %d, fp32, %d torch thread(s)" % (
+                                  mo["layers"], mo["hidden"],
+                                  res["bench_adapters"]["machine"]["torch_threads"]),
+                              "prompt length T (tokens)", "latency", series):
+            made.append(fn)
     return made
 
 
@@ -360,7 +419,9 @@ def markdown(res, errors, meta, plot_rel, plots):
     L.append("")
     for name, err in errors.items():
         L.append("- **%s did not run or failed**: %s" % (name, err.splitlines()[0]))
-    if errors:
+    for name, why in (meta.get("skipped") or {}).items():
+        L.append("- **%s skipped**: %s" % (name, why))
+    if errors or meta.get("skipped"):
         L.append("")
     bf = res.get("bench_fanout")
     if bf:
@@ -489,12 +550,98 @@ def markdown(res, errors, meta, plot_rel, plots):
             us(t["child_p50_us"]), us(t["child_max_us"]),
             us(t.get("solo_child_spawn_to_first_token_us")), us(t["reprefill_first_token_us"])))
         L.append("")
+    ba = res.get("bench_adapters")
+    if ba:
+        L += adapters_markdown(ba)
     if plots:
         L.append("Plots: " + ", ".join("[%s](%s/%s)" % (f[:-4], plot_rel, f) for f in plots) +
                  ".")
         L.append("")
     L.append(END)
     return "\n".join(L)
+
+
+def adapters_markdown(ba):
+    L = []
+    bm = ba.get("machine", {})
+    tf = ba.get("transformers")
+    if tf:
+        mo = tf["model"]
+        L.append("### Python adapters: transformers restore vs re-prefill, layout copies "
+                 "(bench_adapters)")
+        L.append("")
+        L.append("`transformers.LlamaForCausalLM` %s, random weights (seed %d): %d layers, "
+                 "hidden %d, %d heads, %d KV heads, vocab %d, fp32, %.1fM parameters; pool "
+                 "`%s` (%s pages), host. torch %s with %d thread(s), transformers %s. "
+                 "**Restore** = `ProcessForkCache.from_snapshot` (checkout + view + one "
+                 "`kv_load` of the pages) + a 1-token forward of token T, timed in process: "
+                 "the path a child runs after its imports, model load and connect; "
+                 "**re-prefill** = a forward of all T tokens with `DynamicCache`. Restored "
+                 "logits equal a DynamicCache run split the same way exactly, and the "
+                 "re-prefill's within fp32 rounding (checked, not timed)." % (
+                     "from a `LlamaConfig`", mo["seed"], mo["layers"], mo["hidden"],
+                     mo["heads"], mo["kv_heads"], mo["vocab"], mo["params"] / 1e6,
+                     tf["geometry"], nbytes(tf["page_bytes"]), bm.get("torch", "?"),
+                     bm.get("torch_threads", 0), ba.get("transformers_version", "?")))
+        L.append("")
+        n = tf["fork_n"]
+        L.append("| T | KV (T-1 tokens) | restore + 1-token forward | of which restore | "
+                 "re-prefill | re-prefill / restore | parent prefill into the cache | "
+                 "first snapshot | snapshot after 1 step | fork(%d) | pages added by fork | "
+                 "%d copies would take |" % (n, n))
+        L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in tf["rows"]:
+            mm = r["memory"]
+            ratio = r["ratio_reprefill_over_restore_p50"]
+            L.append("| %d | %s (%d pages) | %s | %s | %s | %s | %s | %s | %s | %s | "
+                     "%d (%d → %d) | %s |" % (
+                         r["tokens"], nbytes(r["kv_bytes"]), r["pages"],
+                         pm(r["restore_first_logits"]), pm(r["restore_only"]),
+                         pm(r["reprefill"]),
+                         ("%.1f×" if ratio < 10 else "%.0f×") % ratio,
+                         pm(r["pfcache_prefill_store"]), pm(r["snapshot_first"]),
+                         pm(r["snapshot_after_step"]), pm(r["fork"]),
+                         mm["pages_added_by_fork"], mm["used_pages_before_fork"],
+                         mm["used_pages_after_fork"], nbytes(mm["copy_bytes_for_n"])))
+        L.append("")
+        c = tf.get("child")
+        if c:
+            L.append("One real child process (T = %d): spawn to next-token logits %s, of "
+                     "which imports %s, model build %s, connect %s, restore %s, 1-token "
+                     "forward %s; logits equal the in-process restore's%s." % (
+                         c["tokens"], us(c["spawn_to_logits_us"]), us(c["imports_us"]),
+                         us(c["model_us"]), us(c["connect_us"]), us(c["restore_us"]),
+                         us(c["forward_us"]),
+                         "" if c.get("logits_equal_in_process_restore") else " **NOT**"))
+            L.append("")
+    ly = ba.get("layout")
+    if ly:
+        L.append("Layout copies: `Client.kv_store` / `kv_load` of vLLM FlashAttention-shaped "
+                 "CPU tensors (%d layers × `%s` %s, %s) into / out of %d appended pages of %s, "
+                 "next to `dst.copy_(src)` of the same bytes (per layer), %d repetitions; "
+                 "round trip checked equal:" % (
+                     ly["layers"], "(%s)" % ", ".join(map(str, ly["tensor_shape_per_layer"])),
+                     ly["dtype"], nbytes(ly["bytes"]), ly["runs"], nbytes(ly["page_bytes"]),
+                     ly["reps"]))
+        L.append("")
+        L.append("| copy | GB/s median (min..max) | time p50 / p99 | fraction of torch copy_ |")
+        L.append("|---|---:|---:|---:|")
+        base = ly["torch_copy"]["gbps_p50"]
+        for key, name in (("kv_store", "`kv_store` (tensors → pages)"),
+                          ("kv_load", "`kv_load` (pages → tensors)"),
+                          ("torch_copy", "torch `copy_` (baseline)")):
+            d = ly[key]
+            L.append("| %s | %.2f (%.2f..%.2f) | %s | %.0f%% |" % (
+                name, d["gbps_p50"], d["gbps_min"], d["gbps_max"], pm(d["time"]),
+                100 * d["gbps_p50"] / base))
+        L.append("")
+    if tf or ly:
+        L.append("Load average %s at the start, %s at the end: the 2 cores are shared with "
+                 "other builds, so these timings are noisy (see the p99s)." % (
+                     bm.get("loadavg_at_start", "?").rsplit(" ", 2)[0],
+                     bm.get("loadavg_at_end", "?").rsplit(" ", 2)[0]))
+        L.append("")
+    return L
 
 
 def update_results_md(path, section):
@@ -547,11 +694,17 @@ def main():
     stem = args.name or "%s-%s" % (machine_slug(m), now.strftime("%Y-%m-%d"))
     only = set(x for x in args.only.split(",") if x)
     t0 = time.monotonic()
-    res, errors, secs = {}, {}, {}
+    res, errors, secs, skipped = {}, {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="pf-harness-") as tmp:
         for name, argv, path, timeout in benches(build, args.full, tmp):
             if only and name not in only:
                 continue
+            if name in PY_BENCHES:
+                why = python_skip_reason(argv[0], name)
+                if why:
+                    skipped[name] = why
+                    print("harness: %s skipped: %s" % (name, why), file=sys.stderr, flush=True)
+                    continue
             data, s, err = run_one(name, argv, path, timeout, tmp)
             secs[name] = round(s, 1)
             if data is not None:
@@ -567,6 +720,7 @@ def main():
     meta = {"harness": "perf/run_benchmarks.py", "date": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "machine": m, "machine_label": machine_label(m), "full": args.full,
             "command": cmd, "duration_s": round(duration, 1), "seconds": secs,
+            "skipped": skipped,
             "results_file": os.path.relpath(results_file, ROOT), "build_dir": build}
     plot_dir = os.path.join(args.plots_dir, stem)
     plots = make_plots(res, plot_dir, machine_label(m), meta["date"])

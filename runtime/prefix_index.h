@@ -1,5 +1,6 @@
-// PrefixIndex: a radix tree over token ids at page granularity (DESIGN §4 Prefix keys,
-// §5 branch(tokens?), gc/eviction).
+// PrefixIndex: a radix tree over token ids at page granularity, plus a map from prefix key
+// to node (DESIGN §4 Prefix keys, §5 branch(tokens?), gc/eviction; docs/runtime.md
+// "Keyed pages").
 //
 // DESIGN: each node stands for one full page of page_tokens tokens following its parent's
 // prefix, and holds the pool page with that prefix's KV plus its chained key
@@ -7,21 +8,40 @@
 // omit the parent), equal to SGLang HiCache's get_hash_str(token_ids, prior_hash). The
 // index holds ONE pool reference per node's page (the page's meta.in_index is set).
 //
-// Eviction: a node is evictable when it is a leaf and its page has no holder but the
-// index (refs == 1). evict() removes evictable leaves in least-recently-used order (a
-// lookup or insert touches every node on its path); removing a leaf may make its parent
-// evictable. Pages held by a branch or snapshot are never evicted (evicting them would
-// free nothing).
+// Two kinds of node:
+//  - token nodes (tokens known): inserted by commit (insert()), reached by token walks;
+//    they live in their parent's `children`, keyed by their tokens. A token node's parent
+//    is the root or a token node, and its key is checked against its tokens.
+//  - key-only nodes (tokens unknown): inserted by publish() (SGLang writes pages by key);
+//    they live in their chain parent's `key_children`, keyed by their key. A key-only node
+//    whose chain parent is unknown — a first page (no parent key), or a parent key the
+//    index does not hold — hangs under the root's key_children.
+// Every node, of either kind, is in the key map (key -> node), so key lookups find both.
+//
+// Adoption: a token walk (lookup, insert) that finds no child with the next page's tokens
+// computes that page's chained key and consults the key map; a key-only node found there
+// is adopted: its tokens are filled in and it moves under the token map of the node the
+// walk stands on (its own key_children move with it). From then on it is a token node.
+// A token walk therefore reuses pages published by key, and a commit whose page has a
+// key-only node keeps that node's page (like any existing node).
+//
+// Eviction: a node is evictable when it has no children of either kind and its page has no
+// holder but the index (refs == 1; lease holds and branches count as holders). evict()
+// removes evictable leaves in least-recently-used order (a lookup or insert touches every
+// node on its path); removing a leaf may make its parent evictable. Pages held by a branch,
+// snapshot or lease are never evicted (evicting them would free nothing).
 //
 // Not thread-safe: the Runtime serializes every call.
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "runtime/page_pool.h"
@@ -34,32 +54,62 @@ namespace pf::rt {
 std::vector<std::string> prefix_page_keys(std::span<const Token> tokens, std::uint32_t page_tokens);
 // One key: SHA-256(parent || tokens LE); parent == nullptr for the first page.
 Sha256 prefix_page_key(const Sha256* parent, std::span<const Token> tokens);
+// Parses 64 hex digits (either case) into a key; false for anything else.
+bool parse_key_hex(std::string_view hex, Sha256* out);
+
+struct Sha256Hash {
+  std::size_t operator()(const Sha256& k) const noexcept {
+    std::size_t h;
+    std::memcpy(&h, k.data(), sizeof h);  // a cryptographic hash: any 8 bytes are uniform
+    return h;
+  }
+};
 
 class PrefixIndex {
  public:
   struct Node {
     Node* parent = nullptr;
     Sha256 key{};
-    std::vector<Token> tokens;  // this page's tokens (page_tokens of them)
+    std::vector<Token> tokens;  // this page's tokens (page_tokens of them); empty: key-only
     PageId page = 0;
     std::uint64_t last_used = 0;
-    std::map<std::vector<Token>, std::unique_ptr<Node>> children;
+    std::map<std::vector<Token>, std::unique_ptr<Node>> children;  // token nodes
+    std::map<Sha256, std::unique_ptr<Node>> key_children;          // key-only nodes
+    bool key_only() const { return tokens.empty(); }
+    bool leaf() const { return children.empty() && key_children.empty(); }
   };
 
   explicit PrefixIndex(PagePool& pool);
   ~PrefixIndex();  // drops every node's reference
 
   // Pages of the longest cached prefix of whole pages of `tokens` (in order); touches them.
+  // Adopts key-only nodes the walk meets (see above).
   std::vector<PageId> lookup(std::span<const Token> tokens);
   // Records pages[i] as the KV of full page i of `tokens` (tokens.size() must be
-  // pages.size() * page_tokens) where no node exists yet; existing nodes keep their page.
-  // Each new node takes a reference. Returns how many nodes were added.
+  // pages.size() * page_tokens) where no node exists yet; existing nodes (adopted key-only
+  // ones included) keep their page. Each new node takes a reference. Returns how many
+  // nodes were added.
   std::size_t insert(std::span<const Token> tokens, std::span<const PageId> pages);
+
+  // Pages of the longest leading run of `keys` present in the index; touches them.
+  std::vector<PageId> lookup_keys(std::span<const Sha256> keys);
+  // Records pages[i] under keys[i] as key-only nodes chained after parent_key (nullptr:
+  // keys[0] is a first page). A key already present keeps its node and page (pages[i] is
+  // not referenced; the chain continues from the existing node). Each new node takes a
+  // reference. new_key[i] (resized to keys.size()) says which keys were added. The caller
+  // has checked keys are distinct and pages sealed. Returns how many nodes were added.
+  std::size_t publish(std::span<const Sha256> keys, std::span<const PageId> pages,
+                      const Sha256* parent_key, std::vector<bool>* new_key);
+  // Which of `keys` are present (no touch).
+  bool contains(const Sha256& key) const { return by_key_.count(key) != 0; }
+  const Node* find(const Sha256& key) const;
+
   // Pages evict(unbounded) would free now.
   std::size_t evictable_pages() const;
   // Evicts up to max_pages LRU evictable pages; returns how many were freed.
   std::size_t evict(std::size_t max_pages);
   std::size_t size() const { return nodes_; }
+  std::size_t key_map_size() const { return by_key_.size(); }
 
   // Visits every node (parents before children).
   void for_each(const std::function<void(const Node&)>& fn) const;
@@ -67,9 +117,15 @@ class PrefixIndex {
  private:
   std::size_t count_evictable(const Node& n, bool* all) const;
   void drop_subtree(Node& n);
+  // The child of n for the page with `tokens`: a token child, or an adopted key-only node
+  // with that chained key; nullptr when neither exists.
+  Node* child_for(Node& n, const std::vector<Token>& tokens);
+  // Removes n (a leaf) from its parent's map; destroys it.
+  void erase_leaf(Node* n);
 
   PagePool& pool_;
   Node root_;
+  std::unordered_map<Sha256, Node*, Sha256Hash> by_key_;
   std::size_t nodes_ = 0;
   std::uint64_t clock_ = 0;
 };

@@ -35,6 +35,7 @@ Runtime::~Runtime() {
   state_->snapshots.clear();
   for (auto& [id, b] : state_->branches) release_tail(*state_->pool, b);
   state_->branches.clear();
+  while (!state_->holds.empty()) detail::release_holds(*state_, state_->holds.begin()->first);
   state_->index.reset();
 }
 
@@ -346,6 +347,46 @@ Result<UniqueFd> Runtime::export_chunk(std::size_t index, std::uint64_t* serial)
   PF_ASSIGN_OR_RETURN(UniqueFd fd, pool.range().export_chunk(index));
   if (serial != nullptr) *serial = pool.chunk_serials()[index];
   return fd;
+}
+
+Result<std::vector<PageId>> Runtime::lookup_keys(std::span<const Sha256> keys, bool hold,
+                                                 LeaseId lease) {
+  Lock lock(mu_);
+  return after_mutation(detail::lookup_keys(*state_, keys, hold, lease));
+}
+
+Result<std::vector<PageId>> Runtime::alloc_pages(std::size_t n, LeaseId lease) {
+  Lock lock(mu_);
+  return after_mutation(detail::alloc_pages(*state_, n, lease));
+}
+
+Result<std::size_t> Runtime::publish_pages(std::span<const Sha256> keys,
+                                           std::span<const PageId> pages, const Sha256* parent_key,
+                                           LeaseId lease) {
+  Lock lock(mu_);
+  return after_mutation(detail::publish_pages(*state_, keys, pages, parent_key, lease));
+}
+
+Status Runtime::release_pages(std::span<const PageId> pages, LeaseId lease) {
+  Lock lock(mu_);
+  return after_mutation(detail::release_pages(*state_, pages, lease));
+}
+
+std::size_t Runtime::release_holds(LeaseId lease) {
+  Lock lock(mu_);
+  const std::size_t n = detail::release_holds(*state_, lease);
+  // Reported on stderr; nothing to return it to. A lease without holds changed nothing.
+  if (n > 0) after_mutation(Status::ok()).ignore();
+  return n;
+}
+
+std::size_t Runtime::held_pages(LeaseId lease) const {
+  Lock lock(mu_);
+  auto it = state_->holds.find(lease);
+  if (it == state_->holds.end()) return 0;
+  std::size_t n = 0;
+  for (const auto& [page, count] : it->second) n += count;
+  return n;
 }
 
 Status Runtime::verify() const {

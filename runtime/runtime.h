@@ -36,6 +36,7 @@
 #include "kernels/page_kernels.h"
 #include "runtime/geometry.h"
 #include "runtime/page_pool.h"
+#include "runtime/sha256.h"
 #include "runtime/types.h"
 #include "vmm/backend.h"
 #include "vmm/unique_fd.h"
@@ -149,10 +150,10 @@ struct PoolStats {
 
 // The pool's memory as an attached process maps it (ipc/wire.h kHello / kAttach).
 struct PoolLayout {
-  std::uint64_t epoch = 0;           // PagePool::epoch()
+  std::uint64_t epoch = 0;  // PagePool::epoch()
   std::size_t page_bytes = 0;
-  std::size_t chunk_bytes = 0;       // every chunk has this size
-  std::size_t capacity_bytes = 0;    // the VA range to reserve for the whole pool
+  std::size_t chunk_bytes = 0;     // every chunk has this size
+  std::size_t capacity_bytes = 0;  // the VA range to reserve for the whole pool
   std::size_t capacity_pages = 0;
   std::vector<std::uint64_t> chunk_serials;  // one per mapped chunk, by index
 };
@@ -256,6 +257,34 @@ class Runtime {
   // An fd for mapped chunk `index`, for another process to import; the caller owns it.
   // `serial` (optional) receives the chunk's serial. kInvalidArgument for a bad index.
   Result<UniqueFd> export_chunk(std::size_t index, std::uint64_t* serial = nullptr) const;
+
+  // --- keyed pages (docs/runtime.md "Keyed pages") --------------------------------------
+  // Pages are addressed by their prefix key (DESIGN §4). A lease *hold* is one pool
+  // reference a lease (client session) keeps on a page: held pages are never evicted or
+  // reused. Holds end with release_pages, publish_pages (for the published pages) or
+  // release_holds (the lease ended). Every call checks everything before changing anything.
+  //
+  // Pages of the longest leading run of `keys` present in the prefix index (touched for
+  // LRU). With hold, `lease` gets one hold per returned page.
+  Result<std::vector<PageId>> lookup_keys(std::span<const Sha256> keys, bool hold, LeaseId lease);
+  // n fresh exclusive pages held by `lease` (writable by it through its mapping). Grows the
+  // pool, then evicts LRU cached pages, like append; kOutOfMemory changes nothing.
+  Result<std::vector<PageId>> alloc_pages(std::size_t n, LeaseId lease);
+  // Seals pages[i] (digest, as commit) and records it under keys[i], chained after
+  // parent_key (nullptr: keys[0] is a first page). Every page must be an exclusive page
+  // allocated to `lease` and not yet published, listed once; keys must be distinct and as
+  // many as pages (else kInvalidArgument, nothing changed). A key already present keeps its
+  // page; the new page is released. Ends `lease`'s holds on `pages`. Returns how many keys
+  // were new.
+  Result<std::size_t> publish_pages(std::span<const Sha256> keys, std::span<const PageId> pages,
+                                    const Sha256* parent_key, LeaseId lease);
+  // Ends one hold of `lease` per listed page (a page listed k times ends k holds).
+  // kInvalidArgument, nothing changed, when the lease holds fewer.
+  Status release_pages(std::span<const PageId> pages, LeaseId lease);
+  // Ends every hold of `lease` (its connection ended); returns how many references.
+  std::size_t release_holds(LeaseId lease);
+  // References `lease` holds now (each hold counted).
+  std::size_t held_pages(LeaseId lease) const;
 
   // Checks every invariant of DESIGN §2 (see runtime/verifier.h). kInternal on violation.
   Status verify() const;

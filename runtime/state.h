@@ -36,6 +36,11 @@ struct State {
   std::unordered_map<BranchId, Branch> branches;
   std::map<std::string, Snapshot, std::less<>> snapshots;
   std::map<std::string, std::string, std::less<>> refs;
+  // Lease holds (keyed pages): per lease, per page, how many references the lease holds
+  // (each one a pool reference). An exclusive page here (from alloc_pages) is held exactly
+  // once and by nothing else; a sealed one (from lookup_keys) may be held any number of
+  // times. Released by release_pages, publish_pages, or when the lease ends.
+  std::map<LeaseId, std::map<PageId, std::uint32_t>> holds;
   std::uint64_t next_branch = 1;
 
   std::uint32_t pt() const { return pool->geometry().page_tokens; }
@@ -79,6 +84,16 @@ SnapshotInfo info_of(const Snapshot& snap);
 Result<MergeResult> merge(State& s, const Source& from, const Source& into, LeaseId owner);
 Result<DiffResult> diff(const State& s, const Source& a, const Source& b);
 Result<std::vector<LogEntry>> log(const State& s, std::string_view cid_or_ref);
+
+// Keyed pages (keyed_ops.cpp; docs/runtime.md "Keyed pages").
+Result<std::vector<PageId>> lookup_keys(State& s, std::span<const Sha256> keys, bool hold,
+                                        LeaseId lease);
+Result<std::vector<PageId>> alloc_pages(State& s, std::size_t n, LeaseId lease);
+Result<std::size_t> publish_pages(State& s, std::span<const Sha256> keys,
+                                  std::span<const PageId> pages, const Sha256* parent_key,
+                                  LeaseId lease);
+Status release_pages(State& s, std::span<const PageId> pages, LeaseId lease);
+std::size_t release_holds(State& s, LeaseId lease);
 
 PoolStats pool_stats(const State& s);
 Status verify(const State& s);

@@ -94,11 +94,14 @@ Status verify(const State& s) {
     return fail(std::to_string(pool.live_lists()) + " page lists alive, " +
                 std::to_string(lists.size()) + " reachable");
   }
-  // Prefix index: one reference per node, sealed full pages, chained keys.
+  // Prefix index: one reference per node, sealed full pages, chained keys for token
+  // nodes (whose parent is the root or a token node), every node in the key map once.
   Status index_status = Status::ok();
   std::vector<std::uint8_t> indexed(n, 0);
+  std::size_t index_nodes = 0;
   s.index->for_each([&](const PrefixIndex::Node& node) {
     if (!index_status.is_ok()) return;
+    ++index_nodes;
     if (Status st = hold(node.page, "the prefix index"); !st.is_ok()) {
       index_status = st;
       return;
@@ -106,15 +109,46 @@ Status verify(const State& s) {
     in_shared[node.page] = 1;
     if (indexed[node.page]++) index_status = fail(page_str(node.page) + " indexed twice");
     const bool root_child = node.parent == nullptr || node.parent->parent == nullptr;
-    if (node.tokens.size() != P ||
-        node.key != prefix_page_key(root_child ? nullptr : &node.parent->key, node.tokens)) {
+    if (node.key_only()) {
+      const bool placed = node.parent != nullptr && [&] {
+        auto it = node.parent->key_children.find(node.key);
+        return it != node.parent->key_children.end() && it->second.get() == &node;
+      }();
+      if (!placed) {
+        index_status = fail("key-only index node of " + page_str(node.page) +
+                            " is not under its key in its parent");
+      }
+    } else if (node.tokens.size() != P || (!root_child && node.parent->key_only()) ||
+               node.key != prefix_page_key(root_child ? nullptr : &node.parent->key, node.tokens)) {
       index_status = fail("prefix index key of " + page_str(node.page) + " is wrong");
+    }
+    if (s.index->find(node.key) != &node) {
+      index_status = fail("key map does not lead to the index node of " + page_str(node.page));
     }
     if (pool.meta(node.page).state != PageState::kSealed) {
       index_status = fail("indexed " + page_str(node.page) + " is not sealed");
     }
   });
   PF_TRY(index_status);
+  if (index_nodes != s.index->size() || s.index->key_map_size() != index_nodes) {
+    return fail("prefix index counts " + std::to_string(s.index->size()) + " nodes and " +
+                std::to_string(s.index->key_map_size()) + " keys; " + std::to_string(index_nodes) +
+                " reachable");
+  }
+
+  // Lease holds: one reference per hold; an exclusive page (from alloc_pages) is held once,
+  // by one lease and nothing else.
+  std::vector<std::uint8_t> alloc_held(n, 0);
+  for (const auto& [lease, pages] : s.holds) {
+    if (pages.empty()) return fail("lease " + std::to_string(lease) + " has an empty hold list");
+    for (const auto& [p, count] : pages) {
+      if (count == 0) {
+        return fail("lease " + std::to_string(lease) + " holds " + page_str(p) + " 0 times");
+      }
+      for (std::uint32_t i = 0; i < count; ++i) PF_TRY(hold(p, "a lease hold"));
+      if (pool.meta(p).state == PageState::kExclusive) alloc_held[p] += count;
+    }
+  }
 
   std::size_t free_count = 0;
   for (PageId p = 0; p < n; ++p) {
@@ -129,7 +163,8 @@ Status verify(const State& s) {
                   " disagrees with refs/free set");
     }
     free_count += free;
-    if (m.state == PageState::kExclusive && (in_shared[p] || in_tail[p] != 1)) {
+    if (m.state == PageState::kExclusive &&
+        (in_shared[p] || std::uint32_t{in_tail[p]} + alloc_held[p] != 1)) {
       return fail("exclusive " + page_str(p) + " is shared");
     }
     if (in_tail[p] > 1) return fail(page_str(p) + " is in two branch tails");

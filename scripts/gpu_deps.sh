@@ -10,5 +10,9 @@ mkdir -p .gpu-deps
   libcpp-httplib0.11 libbrotli-dev libbrotli1 zlib1g-dev libssl-dev)
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d .gpu-deps blake3
+  -d .gpu-deps blake3 numpy
+# The Python package's build and test tools (perf/gpu_python_check.sh builds the CUDA wheel).
+python3 -m pip download --quiet --only-binary=:all: --python-version 3.12 \
+  --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+  -d .gpu-deps scikit-build-core nanobind pytest
 ls -la .gpu-deps

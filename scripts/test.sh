@@ -8,7 +8,11 @@ scripts/build.sh
 build_dir=${BUILD_DIR:-build}
 scripts/check_no_libcuda.sh "$build_dir"
 ctest --test-dir "$build_dir" --output-on-failure -j "${JOBS:-$(nproc)}"
-# The Python package (docs/python.md): build the wheel into .venv, run its pytest suite.
+# The Python package (docs/python.md): build the wheel into .venv, install the engines the
+# adapters are tested against (scripts/engines.sh: torch, transformers, vLLM and SGLang
+# without their heavy dependencies; PF_ENGINES=0 skips them and their tests skip, saying
+# so), run the pytest suite.
 CMAKE_BUILD_PARALLEL_LEVEL=${JOBS:-$(nproc)} .venv/bin/python -m pip install --quiet \
   --no-build-isolation --disable-pip-version-check .
-.venv/bin/python -m pytest tests/python -q
+scripts/engines.sh
+.venv/bin/python -m pytest tests/python -q -rs

@@ -707,4 +707,117 @@ Result<std::string> Connection::branch_info_json(std::uint64_t branch) {
   return json_op(MsgType::kBranchInfo, json{{"branch", branch}}.dump());
 }
 
+// --- keyed pages (protocol 1.2) ----------------------------------------------------------
+
+namespace {
+Status check_count(std::size_t n, const char* what) {
+  if (n > wire::kMaxKeysPerRequest) {
+    return PF_ERROR(Code::kInvalidArgument, std::to_string(n) + " " + what +
+                                                " in one request; the limit is " +
+                                                std::to_string(wire::kMaxKeysPerRequest));
+  }
+  return Status::ok();
+}
+
+Result<std::vector<std::uint32_t>> read_pages(const std::vector<std::byte>& payload,
+                                              std::size_t most, const char* op) {
+  wire::PayloadReader reader(payload);
+  wire::PagesReply r;
+  std::vector<std::uint32_t> pages;
+  PF_TRY(reader.read(&r, "PagesReply"));
+  if (r.n_pages > most) {
+    return PF_ERROR(Code::kProtocol, std::string("daemon's ") + op + " reply names " +
+                                         std::to_string(r.n_pages) + " pages; at most " +
+                                         std::to_string(most) + " were asked for");
+  }
+  PF_TRY(reader.read_array(r.n_pages, &pages, "page ids"));
+  PF_TRY(reader.finish("PagesReply"));
+  return pages;
+}
+}  // namespace
+
+Status Connection::keyed_pages_supported() const {
+  if (pool_.protocol_minor < 2) {
+    return PF_ERROR(Code::kUnsupported, "keyed pages need protocol 1.2; the daemon speaks " +
+                                            std::to_string(pool_.protocol_major) + "." +
+                                            std::to_string(pool_.protocol_minor));
+  }
+  return Status::ok();
+}
+
+Result<std::vector<std::uint32_t>> Connection::pages_lookup_keys(std::span<const std::uint8_t> keys,
+                                                                 bool hold) {
+  PF_TRY(keyed_pages_supported());
+  if (keys.size() % wire::kKeyBytes != 0) {
+    return PF_ERROR(Code::kInvalidArgument, "keys hold " + std::to_string(keys.size()) +
+                                                " bytes, not a multiple of " +
+                                                std::to_string(wire::kKeyBytes));
+  }
+  const std::size_t n = keys.size() / wire::kKeyBytes;
+  PF_TRY(check_count(n, "keys"));
+  wire::PagesLookupKeysRequest req;
+  req.n_keys = static_cast<std::uint32_t>(n);
+  req.hold = hold ? 1 : 0;
+  wire::PayloadWriter w;
+  w.put(req).put_array(keys);
+  PF_ASSIGN_OR_RETURN(Reply reply, call(MsgType::kPagesLookupKeys, w.bytes()));
+  return read_pages(reply.payload, n, "lookup_keys");
+}
+
+Result<std::vector<std::uint32_t>> Connection::pages_alloc(std::uint32_t n) {
+  PF_TRY(keyed_pages_supported());
+  PF_TRY(check_count(n, "pages"));
+  wire::PagesAllocRequest req;
+  req.n_pages = n;
+  PF_ASSIGN_OR_RETURN(Reply reply, call(MsgType::kPagesAlloc, as_bytes_of(req)));
+  PF_ASSIGN_OR_RETURN(std::vector<std::uint32_t> pages, read_pages(reply.payload, n, "alloc"));
+  if (pages.size() != n) {
+    return PF_ERROR(Code::kProtocol, "asked for " + std::to_string(n) + " pages, daemon gave " +
+                                         std::to_string(pages.size()));
+  }
+  return pages;
+}
+
+Result<std::uint32_t> Connection::pages_publish(std::span<const std::uint8_t> keys,
+                                                std::span<const std::uint32_t> pages,
+                                                const std::uint8_t* parent_key) {
+  PF_TRY(keyed_pages_supported());
+  if (keys.size() != pages.size() * wire::kKeyBytes) {
+    return PF_ERROR(Code::kInvalidArgument, "publish: " + std::to_string(keys.size()) +
+                                                " key bytes for " + std::to_string(pages.size()) +
+                                                " pages (one " + std::to_string(wire::kKeyBytes) +
+                                                "-byte key per page)");
+  }
+  PF_TRY(check_count(pages.size(), "pages"));
+  wire::PagesPublishRequest req;
+  req.n = static_cast<std::uint32_t>(pages.size());
+  if (parent_key != nullptr) {
+    req.has_parent = 1;
+    std::memcpy(req.parent_key, parent_key, wire::kKeyBytes);
+  }
+  wire::PayloadWriter w;
+  w.put(req).put_array(keys).put_array(pages);
+  PF_ASSIGN_OR_RETURN(Reply reply, call(MsgType::kPagesPublish, w.bytes()));
+  wire::PayloadReader reader(reply.payload);
+  wire::PagesPublishReply r;
+  PF_TRY(reader.read(&r, "PagesPublishReply"));
+  PF_TRY(reader.finish("PagesPublishReply"));
+  if (r.new_keys > pages.size()) {
+    return PF_ERROR(Code::kProtocol, "daemon counts " + std::to_string(r.new_keys) +
+                                         " new keys among " + std::to_string(pages.size()));
+  }
+  return r.new_keys;
+}
+
+Status Connection::pages_release(std::span<const std::uint32_t> pages) {
+  PF_TRY(keyed_pages_supported());
+  PF_TRY(check_count(pages.size(), "pages"));
+  wire::PagesReleaseRequest req;
+  req.n_pages = static_cast<std::uint32_t>(pages.size());
+  wire::PayloadWriter w;
+  w.put(req).put_array(pages);
+  PF_ASSIGN_OR_RETURN(Reply reply, call(MsgType::kPagesRelease, w.bytes()));
+  return expect_empty(reply.payload, "release");
+}
+
 }  // namespace pf::client

@@ -213,6 +213,17 @@ class Connection {
   // Protocol 1.1: every branch of the daemon ({branches: [...]}) and one branch's info.
   Result<std::string> branches_json();
   Result<std::string> branch_info_json(std::uint64_t branch);
+  // Protocol 1.2, keyed pages (docs/protocol.md): keys are 32-byte binary prefix keys,
+  // n_keys of them back to back in `keys`. kUnsupported with an older daemon.
+  Result<std::vector<std::uint32_t>> pages_lookup_keys(std::span<const std::uint8_t> keys,
+                                                       bool hold);
+  Result<std::vector<std::uint32_t>> pages_alloc(std::uint32_t n);
+  // parent_key: nullptr or 32 bytes. Returns how many keys were new.
+  Result<std::uint32_t> pages_publish(std::span<const std::uint8_t> keys,
+                                      std::span<const std::uint32_t> pages,
+                                      const std::uint8_t* parent_key);
+  Status pages_release(std::span<const std::uint32_t> pages);
+
   // Any JSON op by type, for tools: request body in, answer body out.
   Result<std::string> json_op(wire::MsgType type, std::string_view request_json);
 
@@ -231,6 +242,7 @@ class Connection {
                             std::size_t max_fds = 0);
   Result<Reply> call(wire::MsgType type, std::span<const std::byte> payload);
   Status attach_locked();
+  Status keyed_pages_supported() const;
   Status hello();
   Status broken(Status why);
   void wait_for_reply() const;

@@ -374,6 +374,101 @@ typedef struct pf_gc_result {
 /* Frees what nothing holds and gives empty trailing chunks back; out may be NULL. */
 PF_API pf_result pf_gc(pf_client* client, uint32_t flags, pf_gc_result* out);
 
+/* ---- KV layout copies (kernels/kv_layout.h, docs/c_api.md "KV layout copies") ----------
+ * Moves KV between pool pages (page-first [layer][K|V][token][kv_head][head_dim]) and an
+ * engine's own per-layer K and V tensors, with the page kernels of the pool's device (host
+ * memcpy, or the CUDA kernel on a cuda:N pool). For layer l, the K row of engine token t and
+ * kv head h starts at
+ *   k_ptrs[l] + (t / block_tokens) * block_stride + (t % block_tokens) * token_stride
+ *             + h * head_stride
+ * (V from v_ptrs[l]) and holds head_dim contiguous elements of the pool's dtype.
+ * No round trip: pages are addressed through this process's mapping of the pool. */
+typedef struct pf_kv_layout {
+  uint32_t struct_size;     /* sizeof(pf_kv_layout) */
+  uint32_t n_layers;        /* must equal the pool's layers */
+  const uint64_t* k_ptrs;   /* [n_layers] addresses (device addresses on a CUDA pool) */
+  const uint64_t* v_ptrs;   /* [n_layers] */
+  uint64_t block_tokens;    /* engine tokens per block (>= 1) */
+  int64_t block_stride;     /* bytes, >= 0 */
+  int64_t token_stride;     /* bytes, >= 0 */
+  int64_t head_stride;      /* bytes, >= 0 */
+  uint32_t elem_bytes;      /* bytes per element: must equal the pool dtype's */
+  uint32_t reserved;        /* 0 */
+} pf_kv_layout;
+
+/* Tokens [engine_token, engine_token + count) of the engine <-> slots
+ * [page_slot, page_slot + count) of page `page`. */
+typedef struct pf_kv_run {
+  uint32_t page;
+  uint32_t page_slot;
+  uint32_t count; /* >= 1 */
+  uint32_t reserved;
+  uint64_t engine_token;
+} pf_kv_run;
+
+typedef enum pf_kv_direction {
+  PF_KV_STORE = 0, /* engine tensors -> pages (only into pages this caller holds exclusively:
+                      append's write runs; sealed pages are immutable, DESIGN §2) */
+  PF_KV_LOAD = 1   /* pages -> engine tensors */
+} pf_kv_direction;
+
+/* Copies layers [layer_begin, layer_end) of every run. `cuda_stream` (a cudaStream_t; NULL =
+ * the library's own stream) orders a CUDA copy after the engine's work; ignored on a host
+ * pool. Blocking: returns when the copy is complete. bytes_copied may be NULL.
+ * PF_INVALID_ARGUMENT for a malformed layout or run (checked before any byte moves: nothing
+ * is copied), PF_UNAVAILABLE when the pool's device kernels cannot run here (a CUDA pool in
+ * a build without CUDA or without a GPU). */
+PF_API pf_result pf_kv_copy(pf_client* client, const pf_kv_layout* layout, const pf_kv_run* runs,
+                            size_t n_runs, uint32_t layer_begin, uint32_t layer_end,
+                            pf_kv_direction direction, void* cuda_stream, uint64_t* bytes_copied);
+/* ---- end of KV layout copies ------------------------------------------------------------ */
+
+/* ---- keyed pages (protocol 1.2; docs/c_api.md "Keyed pages") ---------------------------
+ * Pages addressed by their prefix key (DESIGN §4: key_i = SHA-256(key_{i-1} || the page's
+ * token ids as uint32 little-endian), the first page without a parent; equal to SGLang
+ * HiCache's page hashes). Keys cross this ABI as PF_KEY_BYTES-byte binary digests, n keys
+ * back to back in one array; pf_key_from_hex / pf_key_to_hex convert the 64-digit hex form.
+ * A *hold* is a reference this client's session keeps on a page: a held page is never
+ * evicted or reused. Holds end with pf_pages_release, pf_pages_publish (for the published
+ * pages), or when the session ends (pf_disconnect, or the process dies). Pages published by
+ * key are found by token lookups too (pf_branch_create reuses them). Every call checks all
+ * of its arguments before changing anything; PF_UNSUPPORTED with a daemon older than
+ * protocol 1.2. At most PF_MAX_KEYS_PER_CALL keys or pages per call. */
+#define PF_KEY_BYTES 32
+#define PF_MAX_KEYS_PER_CALL 65536
+/* pf_pages_lookup_keys flag: hold each returned page. */
+#define PF_LOOKUP_HOLD 0x1u
+
+/* Page ids of the longest LEADING run of `keys` (n_keys * PF_KEY_BYTES bytes) present in the
+ * daemon's prefix index: pages[i] holds keys[i] for i < *n_found. With PF_LOOKUP_HOLD this
+ * client holds each returned page. pages_capacity must be >= n_keys (checked before
+ * sending). keys may be NULL when n_keys == 0. */
+PF_API pf_result pf_pages_lookup_keys(pf_client* client, const uint8_t* keys, size_t n_keys,
+                                      uint32_t flags, uint32_t* pages, size_t pages_capacity,
+                                      size_t* n_found);
+/* n fresh exclusive pages held by this client (pages_capacity >= n), to write through
+ * pf_page_ptr (or pf_kv_copy) and then publish. The pool grows, then evicts least recently
+ * used cached pages, as for pf_append; PF_OUT_OF_MEMORY takes nothing. */
+PF_API pf_result pf_pages_alloc(pf_client* client, size_t n, uint32_t* pages,
+                                size_t pages_capacity);
+/* Seals pages[i] (content digest; immutable from now on) and records it under keys[i]
+ * (n keys, n * PF_KEY_BYTES bytes), chained after parent_key (PF_KEY_BYTES bytes, or NULL:
+ * keys[0] is the first page of a sequence). A key already present keeps its page (the new
+ * page is freed). Ends this client's holds on `pages`. *n_new (may be NULL) = how many keys
+ * were new. PF_INVALID_ARGUMENT, nothing changed, when a page is not an unpublished page of
+ * pf_pages_alloc held by this client, or a key or page is listed twice. */
+PF_API pf_result pf_pages_publish(pf_client* client, const uint8_t* keys, const uint32_t* pages,
+                                  size_t n, const uint8_t* parent_key, size_t* n_new);
+/* Ends one hold per listed page (a page listed k times ends k holds). PF_INVALID_ARGUMENT,
+ * nothing changed, when this client holds a page fewer times than listed. */
+PF_API pf_result pf_pages_release(pf_client* client, const uint32_t* pages, size_t n);
+/* Parses 64 hex digits (either case; nothing else, no NUL needed after them) into
+ * PF_KEY_BYTES bytes. Pure; no client. */
+PF_API pf_result pf_key_from_hex(const char* hex, uint8_t* key);
+/* Writes the 64 lowercase hex digits of a key and a NUL (65 bytes) to `hex`. Pure. */
+PF_API pf_result pf_key_to_hex(const uint8_t* key, char* hex);
+/* ---- end of keyed pages ------------------------------------------------------------------ */
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -17,6 +17,7 @@
 // a Branch handle is not synchronized.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -357,6 +358,74 @@ class Client {
     detail::check(pf_gc(client_, drop_cache ? PF_GC_DROP_CACHE : 0u, &g));
     return g;
   }
+
+  // ---- KV layout copies (processfork.h "KV layout copies") ----
+  // Copies layers [layer_begin, layer_end) of `runs` between the engine tensors `layout`
+  // describes and pool pages; returns the bytes copied. Blocking. Store only into pages
+  // this client holds exclusively.
+  std::uint64_t kv_copy(const pf_kv_layout& layout, std::span<const pf_kv_run> runs,
+                        pf_kv_direction direction, std::uint32_t layer_begin = 0,
+                        std::uint32_t layer_end = UINT32_MAX, void* cuda_stream = nullptr) {
+    if (layer_end == UINT32_MAX) layer_end = pool().layers;
+    std::uint64_t bytes = 0;
+    detail::check(pf_kv_copy(client_, &layout, runs.data(), runs.size(), layer_begin, layer_end,
+                             direction, cuda_stream, &bytes));
+    return bytes;
+  }
+
+  // ---- keyed pages (protocol 1.2; processfork.h "keyed pages") ----
+  // Keys are 32-byte binary prefix keys (Key); key_from_hex / key_to_hex convert.
+  using Key = std::array<std::uint8_t, PF_KEY_BYTES>;
+  static_assert(sizeof(Key) == PF_KEY_BYTES, "keys are passed as one contiguous array");
+  static Key key_from_hex(std::string_view hex) {
+    if (hex.size() != 2 * PF_KEY_BYTES) {
+      throw Error(PF_INVALID_ARGUMENT,
+                  "a key is 64 hex digits, got " + std::to_string(hex.size()) + " characters");
+    }
+    Key k{};
+    const std::string text(hex);
+    detail::check(pf_key_from_hex(text.c_str(), k.data()));
+    return k;
+  }
+  static std::string key_to_hex(const Key& key) {
+    char hex[2 * PF_KEY_BYTES + 1] = {};
+    detail::check(pf_key_to_hex(key.data(), hex));
+    return hex;
+  }
+  // Pages of the longest leading run of `keys` present; held by this client if `hold`.
+  std::vector<std::uint32_t> lookup_keys(std::span<const Key> keys, bool hold = true) {
+    std::vector<std::uint32_t> pages(keys.size());
+    std::size_t found = 0;
+    detail::check(pf_pages_lookup_keys(client_, keys.empty() ? nullptr : keys.front().data(),
+                                       keys.size(), hold ? PF_LOOKUP_HOLD : 0u, pages.data(),
+                                       pages.size(), &found));
+    pages.resize(found);
+    return pages;
+  }
+  // n fresh exclusive pages held by this client.
+  std::vector<std::uint32_t> alloc_pages(std::size_t n) {
+    std::vector<std::uint32_t> pages(n);
+    detail::check(pf_pages_alloc(client_, n, pages.data(), pages.size()));
+    return pages;
+  }
+  // Seals pages[i] under keys[i], chained after parent_key (nullptr: first page); returns
+  // how many keys were new. Ends this client's holds on `pages`.
+  std::size_t publish_pages(std::span<const Key> keys, std::span<const std::uint32_t> pages,
+                            const Key* parent_key = nullptr) {
+    if (keys.size() != pages.size()) {
+      throw Error(PF_INVALID_ARGUMENT, "publish_pages: " + std::to_string(keys.size()) +
+                                           " keys for " + std::to_string(pages.size()) + " pages");
+    }
+    std::size_t added = 0;
+    detail::check(pf_pages_publish(client_, keys.empty() ? nullptr : keys.front().data(),
+                                   pages.data(), pages.size(),
+                                   parent_key == nullptr ? nullptr : parent_key->data(), &added));
+    return added;
+  }
+  void release_pages(std::span<const std::uint32_t> pages) {
+    detail::check(pf_pages_release(client_, pages.data(), pages.size()));
+  }
+  // ---- end of keyed pages ----
 
  private:
   // The size query / fill loop of the JSON answers (the answer may change in between).

@@ -17,9 +17,11 @@
 #include <string_view>
 
 #include "shims/client/connection.h"
+#include "shims/client/kv_transfer.h"
 
 struct pf_client {
   std::unique_ptr<pf::client::Connection> conn;
+  std::unique_ptr<pf::client::KVTransfer> kv;  // over *conn; made with it
 };
 
 namespace {
@@ -260,7 +262,8 @@ pf_result pf_connect(const pf_connect_config* config, pf_client** out) {
     options.attach = (cfg.flags & PF_CONNECT_NO_ATTACH) == 0;
     options.spin_us = cfg.spin_us;
     PF_ASSIGN_OR_RETURN(auto conn, Connection::connect(options));
-    *out = new pf_client{std::move(conn)};
+    auto kv = std::make_unique<pf::client::KVTransfer>(*conn);
+    *out = new pf_client{std::move(conn), std::move(kv)};
     return Status::ok();
   });
 }
@@ -641,6 +644,183 @@ pf_result pf_gc(pf_client* client, uint32_t flags, pf_gc_result* out) {
     }
     PF_ASSIGN_OR_RETURN(auto g, client->conn->gc((flags & PF_GC_DROP_CACHE) != 0));
     if (out != nullptr) *out = pf_gc_result{g.evicted_pages, g.released_chunks};
+    return Status::ok();
+  });
+}
+
+}  // extern "C"
+
+// ---- KV layout copies -------------------------------------------------------------------
+
+extern "C" {
+
+pf_result pf_kv_copy(pf_client* client, const pf_kv_layout* layout, const pf_kv_run* runs,
+                     size_t n_runs, uint32_t layer_begin, uint32_t layer_end,
+                     pf_kv_direction direction, void* cuda_stream, uint64_t* bytes_copied) {
+  return boundary([&]() -> Status {
+    PF_TRY(check_client(client));
+    if (layout == nullptr) return invalid("layout is NULL");
+    if (layout->struct_size != sizeof(pf_kv_layout)) {
+      return invalid("layout->struct_size is " + std::to_string(layout->struct_size) +
+                     "; set it to sizeof(pf_kv_layout) (" + std::to_string(sizeof(pf_kv_layout)) +
+                     ")");
+    }
+    if (layout->reserved != 0) return invalid("layout->reserved must be 0");
+    if (layout->k_ptrs == nullptr || layout->v_ptrs == nullptr) {
+      return invalid("layout->k_ptrs or layout->v_ptrs is NULL");
+    }
+    if (runs == nullptr && n_runs != 0) return invalid("runs is NULL but n_runs is not 0");
+    if (direction != PF_KV_STORE && direction != PF_KV_LOAD) {
+      return invalid("direction is neither PF_KV_STORE nor PF_KV_LOAD");
+    }
+    std::vector<pf::client::KVPageRun> page_runs;
+    page_runs.reserve(n_runs);
+    for (size_t i = 0; i < n_runs; ++i) {
+      if (runs[i].reserved != 0)
+        return invalid("runs[" + std::to_string(i) + "].reserved must be 0");
+      page_runs.push_back({runs[i].page, runs[i].page_slot, runs[i].count, runs[i].engine_token});
+    }
+    const pf::client::KVLayoutDesc desc{{layout->k_ptrs, layout->n_layers},
+                                        {layout->v_ptrs, layout->n_layers},
+                                        layout->block_tokens,
+                                        layout->block_stride,
+                                        layout->token_stride,
+                                        layout->head_stride,
+                                        layout->elem_bytes};
+    PF_ASSIGN_OR_RETURN(
+        std::uint64_t bytes,
+        client->kv->copy(desc, page_runs, layer_begin, layer_end,
+                         direction == PF_KV_STORE ? pf::kernels::KVDirection::kEngineToPages
+                                                  : pf::kernels::KVDirection::kPagesToEngine,
+                         cuda_stream));
+    if (bytes_copied != nullptr) *bytes_copied = bytes;
+    return Status::ok();
+  });
+}
+
+}  // extern "C"
+
+// ---- keyed pages (protocol 1.2) -----------------------------------------------------------
+
+static_assert(PF_KEY_BYTES == pf::wire::kKeyBytes);
+static_assert(PF_MAX_KEYS_PER_CALL == pf::wire::kMaxKeysPerRequest);
+
+namespace {
+
+Status check_key_count(std::size_t n, const char* what) {
+  if (n > PF_MAX_KEYS_PER_CALL) {
+    return invalid(std::to_string(n) + " " + what + " in one call; at most " +
+                   std::to_string(PF_MAX_KEYS_PER_CALL) + " (PF_MAX_KEYS_PER_CALL)");
+  }
+  return Status::ok();
+}
+
+Status check_pages_buffer(const uint32_t* pages, std::size_t capacity, std::size_t needed) {
+  if (needed == 0) return Status::ok();
+  if (pages == nullptr) return invalid("pages is NULL");
+  if (capacity < needed) {
+    return invalid("pages array holds " + std::to_string(capacity) + "; " + std::to_string(needed) +
+                   " needed");
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+extern "C" {
+
+pf_result pf_pages_lookup_keys(pf_client* client, const uint8_t* keys, size_t n_keys,
+                               uint32_t flags, uint32_t* pages, size_t pages_capacity,
+                               size_t* n_found) {
+  return boundary([&]() -> Status {
+    PF_TRY(check_client(client));
+    PF_TRY(check_out(n_found, "n_found"));
+    *n_found = 0;
+    if (keys == nullptr && n_keys != 0) return invalid("keys is NULL but n_keys is not 0");
+    if ((flags & ~PF_LOOKUP_HOLD) != 0) {
+      return invalid("flags has unknown bits " + std::to_string(flags & ~PF_LOOKUP_HOLD));
+    }
+    PF_TRY(check_key_count(n_keys, "keys"));
+    PF_TRY(check_pages_buffer(pages, pages_capacity, n_keys));
+    PF_ASSIGN_OR_RETURN(auto found, client->conn->pages_lookup_keys({keys, n_keys * PF_KEY_BYTES},
+                                                                    (flags & PF_LOOKUP_HOLD) != 0));
+    std::copy(found.begin(), found.end(), pages);
+    *n_found = found.size();
+    return Status::ok();
+  });
+}
+
+pf_result pf_pages_alloc(pf_client* client, size_t n, uint32_t* pages, size_t pages_capacity) {
+  return boundary([&]() -> Status {
+    PF_TRY(check_client(client));
+    PF_TRY(check_key_count(n, "pages"));
+    PF_TRY(check_pages_buffer(pages, pages_capacity, n));
+    PF_ASSIGN_OR_RETURN(auto got, client->conn->pages_alloc(static_cast<std::uint32_t>(n)));
+    std::copy(got.begin(), got.end(), pages);
+    return Status::ok();
+  });
+}
+
+pf_result pf_pages_publish(pf_client* client, const uint8_t* keys, const uint32_t* pages, size_t n,
+                           const uint8_t* parent_key, size_t* n_new) {
+  return boundary([&]() -> Status {
+    PF_TRY(check_client(client));
+    if (n != 0 && (keys == nullptr || pages == nullptr)) {
+      return invalid("keys or pages is NULL but n is not 0");
+    }
+    PF_TRY(check_key_count(n, "pages"));
+    PF_ASSIGN_OR_RETURN(std::uint32_t added, client->conn->pages_publish({keys, n * PF_KEY_BYTES},
+                                                                         {pages, n}, parent_key));
+    if (n_new != nullptr) *n_new = added;
+    return Status::ok();
+  });
+}
+
+pf_result pf_pages_release(pf_client* client, const uint32_t* pages, size_t n) {
+  return boundary([&]() -> Status {
+    PF_TRY(check_client(client));
+    if (pages == nullptr && n != 0) return invalid("pages is NULL but n is not 0");
+    PF_TRY(check_key_count(n, "pages"));
+    return client->conn->pages_release({pages, n});
+  });
+}
+
+pf_result pf_key_from_hex(const char* hex, uint8_t* key) {
+  return boundary([&]() -> Status {
+    PF_TRY(check_out(hex, "hex"));
+    PF_TRY(check_out(key, "key"));
+    auto nibble = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      return -1;
+    };
+    std::uint8_t out[PF_KEY_BYTES];
+    for (std::size_t i = 0; i < PF_KEY_BYTES; ++i) {
+      // Stops at the first non-digit (a NUL included), so a short string is never overread.
+      const int hi = nibble(hex[2 * i]);
+      const int lo = hi < 0 ? -1 : nibble(hex[2 * i + 1]);
+      if (hi < 0 || lo < 0) {
+        return invalid("a key is 64 hex digits; character " +
+                       std::to_string(hi < 0 ? 2 * i : 2 * i + 1) + " is not one");
+      }
+      out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+    }
+    std::memcpy(key, out, PF_KEY_BYTES);
+    return Status::ok();
+  });
+}
+
+pf_result pf_key_to_hex(const uint8_t* key, char* hex) {
+  return boundary([&]() -> Status {
+    PF_TRY(check_out(key, "key"));
+    PF_TRY(check_out(hex, "hex"));
+    static constexpr char kDigits[] = "0123456789abcdef";
+    for (std::size_t i = 0; i < PF_KEY_BYTES; ++i) {
+      hex[2 * i] = kDigits[key[i] >> 4];
+      hex[2 * i + 1] = kDigits[key[i] & 0xf];
+    }
+    hex[2 * PF_KEY_BYTES] = '\0';
     return Status::ok();
   });
 }

@@ -38,7 +38,9 @@ struct PfError {
   std::string message;
 };
 
-[[noreturn]] void fail(pf_result r) { throw PfError{static_cast<int>(r), pf_last_error_message(nullptr)}; }
+[[noreturn]] void fail(pf_result r) {
+  throw PfError{static_cast<int>(r), pf_last_error_message(nullptr)};
+}
 inline void check(pf_result r) {
   if (r != PF_OK) fail(r);
 }
@@ -170,20 +172,25 @@ class Client {
   Array page_view(nb::handle self, std::uint32_t page, bool require_host) {
     const pf_pool_info i = info();
     if (require_host && i.device_memory != 0) {
-      throw PfError{PF_UNSUPPORTED,
-                    "page(): the pool is device memory (" +
-                        std::string(i.device, strnlen(i.device, sizeof i.device)) +
-                        "); use page_view()/page_torch() (DLPack) instead"};
+      throw PfError{PF_UNSUPPORTED, "page(): the pool is device memory (" +
+                                        std::string(i.device, strnlen(i.device, sizeof i.device)) +
+                                        "); use page_view()/page_torch() (DLPack) instead"};
     }
     void* p = page_ptr(page);
     nb::dlpack::dtype dt;
     switch (i.dtype) {
-      case PF_DTYPE_BF16: dt = nb::dtype<std::uint16_t>(); break;  // no bf16 in NumPy
+      case PF_DTYPE_BF16:
+        dt = nb::dtype<std::uint16_t>();
+        break;  // no bf16 in NumPy
       case PF_DTYPE_FP16:
         dt = {static_cast<std::uint8_t>(nb::dlpack::dtype_code::Float), 16, 1};
         break;
-      case PF_DTYPE_FP32: dt = nb::dtype<float>(); break;
-      default: dt = nb::dtype<std::uint8_t>(); break;  // fp8 formats: raw bytes
+      case PF_DTYPE_FP32:
+        dt = nb::dtype<float>();
+        break;
+      default:
+        dt = nb::dtype<std::uint8_t>();
+        break;  // fp8 formats: raw bytes
     }
     const std::size_t shape[5] = {i.layers, 2, i.page_tokens, i.kv_heads, i.head_dim};
     int device_type = nb::device::cpu::value;
@@ -215,7 +222,8 @@ NB_MODULE(_core, m) {
     }
   });
 
-  m.def("result_string", [](int code) { return std::string(pf_result_string(static_cast<pf_result>(code))); });
+  m.def("result_string",
+        [](int code) { return std::string(pf_result_string(static_cast<pf_result>(code))); });
   m.def("abi_version", &pf_abi_version);
   m.def("version", [] { return std::string(pf_version_string()); });
   m.attr("MAX_FORK") = PF_MAX_FORK;
@@ -260,88 +268,105 @@ NB_MODULE(_core, m) {
            [](Client& c, const std::vector<std::uint32_t>& tokens) {
              pf_new_branch b{};
              c.call([&](pf_client* p) {
-               return pf_branch_create(p, tokens.empty() ? nullptr : tokens.data(), tokens.size(), &b);
+               return pf_branch_create(p, tokens.empty() ? nullptr : tokens.data(), tokens.size(),
+                                       &b);
              });
              return std::make_tuple(b.branch, b.n_tokens, b.reused_tokens);
            })
-      .def("append",
-           [](Client& c, std::uint64_t branch, const std::vector<std::uint32_t>& tokens) {
-             std::vector<pf_write_run> runs(pf_append_max_runs(c.live(), tokens.size()));
-             pf_append_result r{};
-             c.call([&](pf_client* p) {
-               return pf_append(p, branch, tokens.empty() ? nullptr : tokens.data(), tokens.size(),
-                                runs.data(), runs.size(), &r);
-             });
-             std::vector<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t, std::uint64_t>> out;
-             for (std::size_t k = 0; k < r.n_runs; ++k) {
-               out.emplace_back(runs[k].page, runs[k].first_slot, runs[k].count, runs[k].first_token);
-             }
-             return std::make_tuple(r.first_token, r.pages_added, r.copied_page != 0, std::move(out));
-           })
-      .def("commit", [](Client& c, std::uint64_t b) { c.call([&](pf_client* p) { return pf_commit(p, b); }); })
+      .def(
+          "append",
+          [](Client& c, std::uint64_t branch, const std::vector<std::uint32_t>& tokens) {
+            std::vector<pf_write_run> runs(pf_append_max_runs(c.live(), tokens.size()));
+            pf_append_result r{};
+            c.call([&](pf_client* p) {
+              return pf_append(p, branch, tokens.empty() ? nullptr : tokens.data(), tokens.size(),
+                               runs.data(), runs.size(), &r);
+            });
+            std::vector<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t, std::uint64_t>> out;
+            for (std::size_t k = 0; k < r.n_runs; ++k) {
+              out.emplace_back(runs[k].page, runs[k].first_slot, runs[k].count,
+                               runs[k].first_token);
+            }
+            return std::make_tuple(r.first_token, r.pages_added, r.copied_page != 0,
+                                   std::move(out));
+          })
+      .def("commit", [](Client& c,
+                        std::uint64_t b) { c.call([&](pf_client* p) { return pf_commit(p, b); }); })
       .def("truncate",
            [](Client& c, std::uint64_t b, std::uint64_t n) {
              c.call([&](pf_client* p) { return pf_truncate(p, b, n); });
            })
       .def("branch_free",
-           [](Client& c, std::uint64_t b) { c.call([&](pf_client* p) { return pf_branch_free(p, b); }); })
-      .def("detach", [](Client& c, std::uint64_t b) { c.call([&](pf_client* p) { return pf_detach(p, b); }); })
-      .def("branch_view",
-           [](Client& c, std::uint64_t b, bool with_tokens) {
-             pf_branch_info info{};
-             std::vector<std::uint32_t> pages, tokens;
-             for (;;) {  // the branch may grow between the size query and the read
-               c.call([&](pf_client* p) { return pf_branch_view(p, b, &info, nullptr, 0, nullptr, 0); });
-               pages.resize(info.n_pages);
-               tokens.resize(with_tokens ? info.n_tokens : 0);
-               pf_result r;
-               std::string msg;
-               {
-                 nb::gil_scoped_release nogil;
-                 r = pf_branch_view(c.live(), b, &info, pages.data(), pages.size(),
-                                    with_tokens ? tokens.data() : nullptr, tokens.size());
-                 if (r != PF_OK) msg = pf_last_error_message(nullptr);
-               }
-               if (r == PF_INVALID_ARGUMENT &&
-                   (info.n_pages > pages.size() || (with_tokens && info.n_tokens > tokens.size()))) {
-                 continue;
-               }
-               if (r != PF_OK) throw PfError{static_cast<int>(r), msg};
-               break;
-             }
-             pages.resize(info.n_pages);
-             if (with_tokens) tokens.resize(info.n_tokens);
-             nb::dict d;
-             d["branch"] = info.branch;
-             d["owner"] = info.owner;
-             d["n_tokens"] = info.n_tokens;
-             d["n_pages"] = info.n_pages;
-             d["fill_in_last_page"] = info.fill_in_last_page;
-             d["pages"] = pages;
-             if (with_tokens) d["tokens"] = tokens;
-             return d;
-           },
-           "branch"_a, "with_tokens"_a = false)
-      .def("snapshot",
-           [](Client& c, std::uint64_t b, std::optional<std::string> name) {
-             pf_snapshot_result r{};
-             c.call([&](pf_client* p) { return pf_snapshot(p, b, name ? name->c_str() : nullptr, &r); });
-             return std::make_tuple(std::string(r.cid), r.n_tokens, r.n_pages, r.created != 0);
-           },
-           "branch"_a, "name"_a.none() = nb::none())
+           [](Client& c, std::uint64_t b) {
+             c.call([&](pf_client* p) { return pf_branch_free(p, b); });
+           })
+      .def("detach", [](Client& c,
+                        std::uint64_t b) { c.call([&](pf_client* p) { return pf_detach(p, b); }); })
+      .def(
+          "branch_view",
+          [](Client& c, std::uint64_t b, bool with_tokens) {
+            pf_branch_info info{};
+            std::vector<std::uint32_t> pages, tokens;
+            for (;;) {  // the branch may grow between the size query and the read
+              c.call([&](pf_client* p) {
+                return pf_branch_view(p, b, &info, nullptr, 0, nullptr, 0);
+              });
+              pages.resize(info.n_pages);
+              tokens.resize(with_tokens ? info.n_tokens : 0);
+              pf_result r;
+              std::string msg;
+              {
+                nb::gil_scoped_release nogil;
+                r = pf_branch_view(c.live(), b, &info, pages.data(), pages.size(),
+                                   with_tokens ? tokens.data() : nullptr, tokens.size());
+                if (r != PF_OK) msg = pf_last_error_message(nullptr);
+              }
+              if (r == PF_INVALID_ARGUMENT &&
+                  (info.n_pages > pages.size() || (with_tokens && info.n_tokens > tokens.size()))) {
+                continue;
+              }
+              if (r != PF_OK) throw PfError{static_cast<int>(r), msg};
+              break;
+            }
+            pages.resize(info.n_pages);
+            if (with_tokens) tokens.resize(info.n_tokens);
+            nb::dict d;
+            d["branch"] = info.branch;
+            d["owner"] = info.owner;
+            d["n_tokens"] = info.n_tokens;
+            d["n_pages"] = info.n_pages;
+            d["fill_in_last_page"] = info.fill_in_last_page;
+            d["pages"] = pages;
+            if (with_tokens) d["tokens"] = tokens;
+            return d;
+          },
+          "branch"_a, "with_tokens"_a = false)
+      .def(
+          "snapshot",
+          [](Client& c, std::uint64_t b, std::optional<std::string> name) {
+            pf_snapshot_result r{};
+            c.call([&](pf_client* p) {
+              return pf_snapshot(p, b, name ? name->c_str() : nullptr, &r);
+            });
+            return std::make_tuple(std::string(r.cid), r.n_tokens, r.n_pages, r.created != 0);
+          },
+          "branch"_a, "name"_a.none() = nb::none())
       .def("fork",
            [](Client& c, const Source& source, std::uint32_t n) {
              SourceHolder s(source);
              std::vector<pf_branch_id> ids(n);
              char cid[PF_CID_BYTES] = {};
-             c.call([&](pf_client* p) { return pf_fork(p, &s.src, n, ids.data(), ids.size(), cid, sizeof cid); });
+             c.call([&](pf_client* p) {
+               return pf_fork(p, &s.src, n, ids.data(), ids.size(), cid, sizeof cid);
+             });
              return std::make_pair(std::move(ids), std::string(cid));
            })
       .def("checkout",
            [](Client& c, const std::string& name) {
              pf_branch_id id = 0;
              char cid[PF_CID_BYTES] = {};
-             c.call([&](pf_client* p) { return pf_checkout(p, name.c_str(), &id, cid, sizeof cid); });
+             c.call(
+                 [&](pf_client* p) { return pf_checkout(p, name.c_str(), &id, cid, sizeof cid); });
              return std::make_pair(id, std::string(cid));
            })
       .def("merge",
@@ -355,7 +380,8 @@ NB_MODULE(_core, m) {
                pf_client* p = c.live();
                {
                  nb::gil_scoped_release nogil;
-                 rc = pf_merge(p, &f.src, &i.src, &r, tokens.empty() ? nullptr : tokens.data(), tokens.size());
+                 rc = pf_merge(p, &f.src, &i.src, &r, tokens.empty() ? nullptr : tokens.data(),
+                               tokens.size());
                  if (rc != PF_OK) msg = pf_last_error_message(nullptr);
                }
                if (rc == PF_INVALID_ARGUMENT && r.n_recompute_tokens > tokens.size()) {
@@ -417,21 +443,147 @@ NB_MODULE(_core, m) {
            [](Client& c, const std::string& cid) {
              c.call([&](pf_client* p) { return pf_unpin(p, cid.c_str()); });
            })
-      .def("gc",
-           [](Client& c, bool drop_cache) {
-             pf_gc_result g{};
-             c.call([&](pf_client* p) { return pf_gc(p, drop_cache ? PF_GC_DROP_CACHE : 0u, &g); });
-             return std::make_pair(g.evicted_pages, g.released_chunks);
-           },
-           "drop_cache"_a = false)
+      .def(
+          "gc",
+          [](Client& c, bool drop_cache) {
+            pf_gc_result g{};
+            c.call([&](pf_client* p) { return pf_gc(p, drop_cache ? PF_GC_DROP_CACHE : 0u, &g); });
+            return std::make_pair(g.evicted_pages, g.released_chunks);
+          },
+          "drop_cache"_a = false)
       .def("page_ptr",
-           [](Client& c, std::uint32_t page) { return reinterpret_cast<std::uintptr_t>(c.page_ptr(page)); })
+           [](Client& c, std::uint32_t page) {
+             return reinterpret_cast<std::uintptr_t>(c.page_ptr(page));
+           })
       .def("page_array",
            [](nb::handle self, std::uint32_t page) {
              return nb::cast<Client&>(self).page_view<nb::ndarray<nb::numpy>>(self, page, true);
            })
       .def("page_dlpack",
            [](nb::handle self, std::uint32_t page) {
-             return nb::cast<Client&>(self).page_view<nb::ndarray<nb::array_api>>(self, page, false);
-           });
+             return nb::cast<Client&>(self).page_view<nb::ndarray<nb::array_api>>(self, page,
+                                                                                  false);
+           })
+      // ---- KV layout copies (pf_kv_copy) ------------------------------------------------
+      // runs: int64 [n, 4] rows of (page, page_slot, engine_token, count). Blocking, GIL
+      // released; returns the bytes copied.
+      .def(
+          "kv_copy",
+          [](Client& c, const std::vector<std::uint64_t>& k_ptrs,
+             const std::vector<std::uint64_t>& v_ptrs, std::uint64_t block_tokens,
+             std::int64_t block_stride, std::int64_t token_stride, std::int64_t head_stride,
+             std::uint32_t elem_bytes,
+             nb::ndarray<const std::int64_t, nb::shape<-1, 4>, nb::c_contig, nb::device::cpu> runs,
+             std::uint32_t layer_begin, std::uint32_t layer_end, bool store,
+             std::uintptr_t stream) {
+            if (k_ptrs.size() != v_ptrs.size()) {
+              throw PfError{PF_INVALID_ARGUMENT, "kv copy: k_ptrs and v_ptrs differ in length"};
+            }
+            std::vector<pf_kv_run> rs(runs.shape(0));
+            const std::int64_t* r = runs.data();
+            for (std::size_t i = 0; i < rs.size(); ++i, r += 4) {
+              if (r[0] < 0 || r[0] > UINT32_MAX || r[1] < 0 || r[1] > UINT32_MAX || r[2] < 0 ||
+                  r[3] < 0 || r[3] > UINT32_MAX) {
+                throw PfError{PF_INVALID_ARGUMENT,
+                              "kv copy: run " + std::to_string(i) +
+                                  " has a negative or out-of-range page, slot, token or count"};
+              }
+              rs[i] =
+                  pf_kv_run{static_cast<std::uint32_t>(r[0]), static_cast<std::uint32_t>(r[1]),
+                            static_cast<std::uint32_t>(r[3]), 0, static_cast<std::uint64_t>(r[2])};
+            }
+            pf_kv_layout layout{};
+            layout.struct_size = sizeof layout;
+            layout.n_layers = static_cast<std::uint32_t>(k_ptrs.size());
+            layout.k_ptrs = k_ptrs.data();
+            layout.v_ptrs = v_ptrs.data();
+            layout.block_tokens = block_tokens;
+            layout.block_stride = block_stride;
+            layout.token_stride = token_stride;
+            layout.head_stride = head_stride;
+            layout.elem_bytes = elem_bytes;
+            std::uint64_t bytes = 0;
+            c.call([&](pf_client* p) {
+              return pf_kv_copy(p, &layout, rs.data(), rs.size(), layer_begin, layer_end,
+                                store ? PF_KV_STORE : PF_KV_LOAD, reinterpret_cast<void*>(stream),
+                                &bytes);
+            });
+            return bytes;
+          },
+          "k_ptrs"_a, "v_ptrs"_a, "block_tokens"_a, "block_stride"_a, "token_stride"_a,
+          "head_stride"_a, "elem_bytes"_a, "runs"_a, "layer_begin"_a, "layer_end"_a, "store"_a,
+          "stream"_a = 0);
+
+  // ---- keyed pages (pf_pages_*, protocol 1.2) -------------------------------------------
+  // Methods of Client, added to the class object after its definition. Keys arrive as one
+  // bytes object of n * PF_KEY_BYTES binary keys (processfork/_client.py converts and checks
+  // the hex form). Every call is a round trip: GIL released.
+  {
+    nb::object cls = m.attr("Client");
+    auto key_bytes = [](const nb::bytes& keys) {
+      if (keys.size() % PF_KEY_BYTES != 0) {
+        throw PfError{PF_INVALID_ARGUMENT, "keys: " + std::to_string(keys.size()) +
+                                               " bytes is not a whole number of " +
+                                               std::to_string(PF_KEY_BYTES) + "-byte keys"};
+      }
+      const auto* p = static_cast<const std::uint8_t*>(static_cast<const void*>(keys.c_str()));
+      return std::vector<std::uint8_t>(p, p + keys.size());
+    };
+    nb::cpp_function_def(
+        [key_bytes](Client& c, const nb::bytes& keys, bool hold) {
+          const std::vector<std::uint8_t> k = key_bytes(keys);
+          const std::size_t n = k.size() / PF_KEY_BYTES;
+          std::vector<std::uint32_t> pages(n);
+          std::size_t found = 0;
+          c.call([&](pf_client* p) {
+            return pf_pages_lookup_keys(p, n == 0 ? nullptr : k.data(), n,
+                                        hold ? PF_LOOKUP_HOLD : 0u, pages.data(), pages.size(),
+                                        &found);
+          });
+          pages.resize(found);
+          return pages;
+        },
+        nb::scope(cls), nb::name("pages_lookup_keys"), nb::is_method(), "keys"_a, "hold"_a);
+    nb::cpp_function_def(
+        [](Client& c, std::size_t n) {
+          std::vector<std::uint32_t> pages(n);
+          c.call([&](pf_client* p) { return pf_pages_alloc(p, n, pages.data(), pages.size()); });
+          return pages;
+        },
+        nb::scope(cls), nb::name("pages_alloc"), nb::is_method(), "n"_a);
+    nb::cpp_function_def(
+        [key_bytes](Client& c, const nb::bytes& keys, const std::vector<std::uint32_t>& pages,
+                    std::optional<nb::bytes> parent_key) {
+          const std::vector<std::uint8_t> k = key_bytes(keys);
+          std::vector<std::uint8_t> parent;
+          if (parent_key) {
+            parent = key_bytes(*parent_key);
+            if (parent.size() != PF_KEY_BYTES) {
+              throw PfError{PF_INVALID_ARGUMENT, "parent_key must be one key"};
+            }
+          }
+          if (k.size() != pages.size() * PF_KEY_BYTES) {
+            throw PfError{PF_INVALID_ARGUMENT,
+                          "publish: " + std::to_string(k.size() / PF_KEY_BYTES) + " keys for " +
+                              std::to_string(pages.size()) + " pages"};
+          }
+          std::size_t added = 0;
+          c.call([&](pf_client* p) {
+            return pf_pages_publish(p, k.empty() ? nullptr : k.data(),
+                                    pages.empty() ? nullptr : pages.data(), pages.size(),
+                                    parent_key ? parent.data() : nullptr, &added);
+          });
+          return added;
+        },
+        nb::scope(cls), nb::name("pages_publish"), nb::is_method(), "keys"_a, "pages"_a,
+        "parent_key"_a.none());
+    nb::cpp_function_def(
+        [](Client& c, const std::vector<std::uint32_t>& pages) {
+          c.call([&](pf_client* p) {
+            return pf_pages_release(p, pages.empty() ? nullptr : pages.data(), pages.size());
+          });
+        },
+        nb::scope(cls), nb::name("pages_release"), nb::is_method(), "pages"_a);
+  }
+  // ---- end of keyed pages ------------------------------------------------------------------
 }

@@ -6,6 +6,9 @@
 //                                          somewhere mid-stream
 //   pf_lease_client SOCKET partial         holds a branch, then sends half of an append
 //   pf_lease_client SOCKET keep            a detached branch and a snapshotted one
+//   pf_lease_client SOCKET keyed N         keyed pages (protocol 1.2): N allocated pages,
+//                                          the first published under a key and held again
+//                                          through a key lookup; prints the page ids
 //
 // Prints "ready <details>" on stdout once its state is in place, then waits to be killed.
 #include <sys/socket.h>
@@ -187,6 +190,32 @@ int main(int argc, char** argv) {
     const std::uint64_t doomed = create();
     append(doomed, 900, 5);
     ready_and_wait(std::to_string(detached) + " " + snap.cid + " " + std::to_string(doomed));
+  }
+  if (mode == "keyed" && argc == 4) {
+    const auto n = static_cast<std::uint32_t>(std::atoi(argv[3]));
+    wire::PagesAllocRequest alloc;
+    alloc.n_pages = n;
+    wire::PayloadWriter aw;
+    aw.put(alloc);
+    const auto body = call(MsgType::kPagesAlloc, aw);
+    std::vector<std::uint32_t> pages(first<wire::PagesReply>(body).n_pages);
+    std::memcpy(pages.data(), body.data() + sizeof(wire::PagesReply), pages.size() * 4);
+    std::uint8_t key[wire::kKeyBytes];
+    for (std::uint32_t i = 0; i < wire::kKeyBytes; ++i) key[i] = static_cast<std::uint8_t>(i + 1);
+    wire::PagesPublishRequest pub;
+    pub.n = 1;
+    wire::PayloadWriter pw;
+    pw.put(pub).put_array(std::span<const std::uint8_t>(key)).put(pages[0]);
+    call(MsgType::kPagesPublish, pw);
+    wire::PagesLookupKeysRequest look;
+    look.n_keys = 1;
+    look.hold = 1;
+    wire::PayloadWriter lw;
+    lw.put(look).put_array(std::span<const std::uint8_t>(key));
+    call(MsgType::kPagesLookupKeys, lw);
+    std::string ids;
+    for (std::uint32_t p : pages) ids += std::to_string(p) + " ";
+    ready_and_wait(ids);
   }
   die("unknown mode " + mode);
 }

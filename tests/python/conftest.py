@@ -1,7 +1,7 @@
 """Fixtures for the processfork package's tests: a real daemon run as a subprocess.
 
 The CLI binary comes from $PF_CLI, else the one bundled with the installed package
-(processfork.cli_path()). Each daemon is host-only, tiny geometry, 64 MiB, HTTP off.
+(processfork.cli_path()). Daemons default to the host device, tiny geometry, 64 MiB, HTTP off.
 """
 from __future__ import annotations
 
@@ -26,12 +26,17 @@ class Daemon:
         return processfork.connect(self.socket, **kw)
 
 
-def start_daemon(where: Path) -> Daemon:
+def start_daemon(where: Path, geometry: str = "tiny", capacity: str = "64MiB",
+                 chunk: str = "2MiB", http: str = "off", device: str = "host") -> Daemon:
+    """Starts `processfork serve` on ``device`` ("host" or "cuda:N") in ``where`` and waits
+    until it is ready. ``geometry``: a preset or "layers=..,kv_heads=..,head_dim=..,dtype=..,
+    page_tokens=.." (docs/cli.md); ``http``: "off" or "127.0.0.1:PORT"."""
     sock = where / "pf.sock"
     ready = where / "ready"
     log = where / "daemon.log"
-    cmd = [processfork.cli_path(), "serve", "--device", "host", "--geometry", "tiny",
-           "--capacity", "64MiB", "--chunk", "2MiB", "--socket", str(sock), "--http", "off",
+    cli = os.environ.get("PF_CLI") or processfork.cli_path()
+    cmd = [cli, "serve", "--device", device, "--geometry", geometry,
+           "--capacity", capacity, "--chunk", chunk, "--socket", str(sock), "--http", http,
            "--ready-file", str(ready)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -41,6 +46,32 @@ def start_daemon(where: Path) -> Daemon:
             proc.kill()
             pytest.fail(f"daemon did not start ({cmd}):\n{log.read_text()}")
         time.sleep(0.02)
+    return Daemon(proc, str(sock), log)
+
+
+def start_cuda_daemon(where: Path, geometry: str, capacity: str = "256MiB") -> Daemon:
+    """A daemon serving a cuda:0 pool, for the GPU tests. The CLI is $PF_CLI, else the one
+    bundled with the installed package: the CUDA wheel's (perf/gpu_python_check.sh) serves
+    CUDA pools, the CPU wheel's does not — then the test skips, saying so; with $PF_CLI set
+    a daemon that does not start fails the test."""
+    sock, ready, log = where / "pf.sock", where / "ready", where / "daemon.log"
+    cmd = [os.environ.get("PF_CLI") or processfork.cli_path(), "serve", "--device", "cuda:0",
+           "--geometry", geometry, "--capacity", capacity, "--chunk", "2MiB", "--socket",
+           str(sock), "--http", "off", "--ready-file", str(ready)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            text = log.read_text()
+            if not os.environ.get("PF_CLI"):
+                pytest.skip("the installed processfork CLI cannot serve cuda:0 (a CPU wheel; "
+                            "build the CUDA wheel with perf/gpu_python_check.sh or set PF_CLI "
+                            f"to a PF_CUDA=ON build): {text.strip()[-300:]}")
+            pytest.fail(f"CUDA daemon did not start ({cmd}):\n{text}")
+        time.sleep(0.05)
     return Daemon(proc, str(sock), log)
 
 

@@ -286,8 +286,8 @@ TEST(RuntimeFormats, RuntimeExportsChunksThatAnotherMappingSeesIdentically) {
   ASSERT_TRUE(other.value()->grow_imported(fd.value().get(), layout.chunk_bytes).is_ok());
   const PageId page = app->runs[0].page;
   const auto bytes = pattern(r.page_bytes(), 5);
-  ASSERT_TRUE(be->copy_to_mapped(r.base() + page * r.page_bytes(), bytes.data(), bytes.size())
-                  .is_ok());
+  ASSERT_TRUE(
+      be->copy_to_mapped(r.base() + page * r.page_bytes(), bytes.data(), bytes.size()).is_ok());
   EXPECT_EQ(std::memcmp(static_cast<std::byte*>(other.value()->base()) + page * r.page_bytes(),
                         bytes.data(), bytes.size()),
             0);

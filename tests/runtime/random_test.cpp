@@ -4,6 +4,12 @@
 // from the model. The verifier runs after every mutating op (verify_each_op) and again
 // explicitly. Each sequence ends by freeing everything: then every page must be free.
 //
+// Keyed pages join the mix: pages published by key (DESIGN §4 keys of model tokens, KV
+// written like an engine's) for two leases, lookups by key with and without holds (every
+// page found must hold exactly the KV its key stands for), releases and lease ends. After
+// every token branch creation, a key lookup of the same tokens must find exactly as many
+// pages as the token walk reused (adoption makes the two agree).
+//
 // Scale: PF_RANDOM_SEQUENCES (default 400 per seed) sequences of 60 operations per seed.
 #include <gtest/gtest.h>
 
@@ -13,6 +19,7 @@
 #include <random>
 
 #include "runtime/manifest.h"
+#include "runtime/prefix_index.h"
 #include "tests/runtime/runtime_test_util.h"
 
 namespace pf::rt::testing {
@@ -20,6 +27,7 @@ namespace {
 
 constexpr std::size_t kOpsPerSequence = 60;
 constexpr std::size_t kMaxBranches = 12;
+constexpr LeaseId kLeases = 2;  // keyed-page leases 1..kLeases
 
 std::size_t sequences_per_seed() {
   if (const char* e = std::getenv("PF_RANDOM_SEQUENCES")) return std::strtoul(e, nullptr, 10);
@@ -36,7 +44,8 @@ std::uint64_t common_prefix(const std::vector<Token>& a, const std::vector<Token
 struct Coverage {
   std::size_t ops = 0, appends = 0, out_of_pages = 0, cow_copies = 0, reused = 0, forks = 0,
               checkouts = 0, fast_forwards = 0, three_ways = 0, snapshots = 0, dedup = 0,
-              truncates = 0, frees = 0, evicted = 0, unpins = 0;
+              truncates = 0, frees = 0, evicted = 0, unpins = 0, published = 0, kept_existing = 0,
+              key_hits = 0, holds = 0, releases = 0, lease_ends = 0, refused = 0;
 };
 Coverage g_cov;
 
@@ -84,8 +93,8 @@ class Sequence {
   }
 
   void one_op() {
-    const std::size_t op = pick(14);
-    if (branches_.empty() && op != 0 && op != 1 && op != 6) {
+    const std::size_t op = pick(17);
+    if (branches_.empty() && op != 0 && op != 1 && op != 6 && op < 14) {
       create_empty();
       return;
     }
@@ -132,7 +141,115 @@ class Sequence {
         (void)r;
         break;
       }
+      case 14:
+        publish_keyed();
+        break;
+      case 15:
+        lookup_keyed();
+        break;
+      case 16:
+        release_keyed();
+        break;
     }
+  }
+
+  std::vector<Sha256> keys_of(const std::vector<Token>& tokens) {
+    std::vector<Sha256> out;
+    Sha256 key{};
+    for (std::size_t i = 0; (i + 1) * P_ <= tokens.size(); ++i) {
+      key = prefix_page_key(i == 0 ? nullptr : &key, std::span(tokens).subspan(i * P_, P_));
+      out.push_back(key);
+    }
+    return out;
+  }
+
+  // Like a storage backend: publishes the pages [from, n) of some tokens (often extending a
+  // branch's, so existing keys and adoption happen) on freshly allocated, written pages.
+  void publish_keyed() {
+    std::vector<Token> tokens;
+    if (!branches_.empty() && coin(0.6)) {
+      tokens = branches_[any_branch()];
+      tokens.resize(tokens.size() / P_ * P_);
+    }
+    tokens = concat(tokens, random_tokens(P_ * (1 + pick(3))));
+    const std::size_t n = tokens.size() / P_;
+    const std::size_t from = pick(n);
+    const LeaseId lease = 1 + pick(kLeases);
+    auto pages = rt_.alloc_pages(n - from, lease);
+    if (!pages.is_ok()) {
+      ASSERT_EQ(pages.status().code(), Code::kOutOfMemory) << pages.status().to_string();
+      ++g_cov.out_of_pages;
+      return;
+    }
+    AppendResult ar;
+    for (std::size_t i = 0; i < pages->size(); ++i) {
+      ar.runs.push_back({(*pages)[i], 0, P_, (from + i) * P_});
+    }
+    write_runs(rt_, ar, prefix_seeds(tokens));
+    const auto keys = keys_of(tokens);
+    const std::vector<Sha256> mine(keys.begin() + from, keys.end());
+    const Sha256* parent = from > 0 && coin(0.8) ? &keys[from - 1] : nullptr;
+    auto added = rt_.publish_pages(mine, *pages, parent, lease);
+    ASSERT_TRUE(added.is_ok()) << added.status().to_string();
+    g_cov.published += *added;
+    g_cov.kept_existing += mine.size() - *added;
+    if (coin(0.1)) {  // a second publish of the same pages is refused (they are not held)
+      ASSERT_EQ(rt_.publish_pages(mine, *pages, parent, lease).status().code(),
+                Code::kInvalidArgument);
+      ++g_cov.refused;
+    }
+  }
+
+  // Looks up the keys of a branch's or snapshot's tokens; every page found must hold the KV
+  // of the tokens its key stands for.
+  void lookup_keyed() {
+    if (branches_.empty() && snaps_.empty()) return;
+    const std::vector<Token> tokens = any_source().second;
+    const auto keys = keys_of(tokens);
+    const LeaseId lease = 1 + pick(kLeases);
+    const bool hold = coin(0.6);
+    auto found = rt_.lookup_keys(keys, hold, lease);
+    ASSERT_TRUE(found.is_ok());
+    ASSERT_LE(found->size(), keys.size());
+    const auto seeds = prefix_seeds(tokens);
+    const Geometry& g = rt_.geometry();
+    for (std::size_t i = 0; i < found->size(); ++i) {
+      const auto page = read_page(rt_, (*found)[i]);
+      for (std::uint32_t slot = 0; slot < P_; ++slot) {
+        const auto row = token_row(g, seeds[i * P_ + slot], 1, Half::kV);
+        ASSERT_EQ(std::memcmp(page.data() + g.offset(1, Half::kV, slot), row.data(), row.size()), 0)
+            << "page " << (*found)[i] << " found by key " << i << " holds other KV";
+      }
+    }
+    g_cov.key_hits += !found->empty();
+    if (hold) {
+      held_[lease].insert(held_[lease].end(), found->begin(), found->end());
+      g_cov.holds += found->size();
+    }
+  }
+
+  void release_keyed() {
+    const LeaseId lease = 1 + pick(kLeases);
+    std::vector<PageId>& mine = held_[lease];
+    if (coin(0.1)) {  // a page this lease does not hold: refused
+      const PageId bogus = 100000 + static_cast<PageId>(pick(5));
+      ASSERT_EQ(rt_.release_pages(std::vector<PageId>{bogus}, lease).code(),
+                Code::kInvalidArgument);
+      ++g_cov.refused;
+    }
+    if (mine.empty()) return;
+    if (coin(0.25)) {  // the lease ends
+      ASSERT_EQ(rt_.release_holds(lease), mine.size());
+      mine.clear();
+      ++g_cov.lease_ends;
+      return;
+    }
+    std::shuffle(mine.begin(), mine.end(), rng_);
+    const std::size_t k = 1 + pick(mine.size());
+    const std::vector<PageId> drop(mine.end() - k, mine.end());
+    ASSERT_TRUE(rt_.release_pages(drop, lease).is_ok());
+    mine.resize(mine.size() - k);
+    g_cov.releases += k;
   }
 
   void create_empty() {
@@ -150,6 +267,14 @@ class Sequence {
     ASSERT_TRUE(nb.is_ok());
     ASSERT_EQ(nb->reused_tokens % P_, 0u);
     ASSERT_LE(nb->reused_tokens, want.size());
+    // Keys and tokens agree: the token walk (adopting pages published by key) reached
+    // exactly as far as a lookup of the tokens' keys does.
+    auto by_key = rt_.lookup_keys(keys_of(want), false, 0);
+    ASSERT_TRUE(by_key.is_ok());
+    ASSERT_EQ(by_key->size() * P_, nb->reused_tokens);
+    std::vector<PageId> reused_pages = rt_.branch_view(nb->id)->pages;
+    reused_pages.resize(by_key->size());
+    ASSERT_EQ(*by_key, reused_pages);
     branches_[nb->id] = std::vector<Token>(want.begin(), want.begin() + nb->reused_tokens);
     g_cov.reused += nb->reused_tokens > 0;
   }
@@ -295,12 +420,14 @@ class Sequence {
       ASSERT_TRUE(branch_bytes_match(rt_, id, tokens));
     }
     ASSERT_EQ(rt_.snapshots().size(), snaps_.size());
+    for (LeaseId l = 1; l <= kLeases; ++l) ASSERT_EQ(rt_.held_pages(l), held_[l].size());
   }
 
   void finish() {
     for (const auto& r : rt_.refs()) ASSERT_TRUE(rt_.delete_ref(r.name).is_ok());
     for (BranchId id : rt_.branches()) ASSERT_TRUE(rt_.free_branch(id).is_ok());
     for (const auto& s : rt_.snapshots()) ASSERT_TRUE(rt_.unpin(s.cid).is_ok());
+    for (LeaseId l = 1; l <= kLeases; ++l) ASSERT_EQ(rt_.release_holds(l), held_[l].size());
     rt_.gc(true);
     const PoolStats st = rt_.pool_stats();
     ASSERT_EQ(st.used_pages, 0u) << "everything freed, yet pages are held";
@@ -314,6 +441,7 @@ class Sequence {
   const std::uint32_t P_;
   std::map<BranchId, std::vector<Token>> branches_;
   std::map<std::string, std::vector<Token>> snaps_;
+  std::map<LeaseId, std::vector<PageId>> held_;  // keyed-page holds (a page once per hold)
 };
 
 class RuntimeRandom : public ::testing::TestWithParam<std::uint64_t> {};
@@ -334,10 +462,12 @@ TEST_P(RuntimeRandom, OperationSequencesMatchTheModel) {
       "seed %llu: %zu sequences, %zu ops: %zu appends (%zu copy-on-write, %zu out of "
       "pages), %zu prefix reuses, %zu forks, %zu checkouts, %zu snapshots (%zu "
       "identical), %zu fast-forward + %zu three-way merges, %zu truncates, %zu frees, "
-      "%zu pages evicted, %zu unpins\n",
+      "%zu pages evicted, %zu unpins; keyed: %zu published, %zu kept existing, %zu key "
+      "lookups found pages, %zu holds, %zu released, %zu lease ends, %zu refused\n",
       static_cast<unsigned long long>(GetParam()), n, c.ops, c.appends, c.cow_copies,
       c.out_of_pages, c.reused, c.forks, c.checkouts, c.snapshots, c.dedup, c.fast_forwards,
-      c.three_ways, c.truncates, c.frees, c.evicted, c.unpins);
+      c.three_ways, c.truncates, c.frees, c.evicted, c.unpins, c.published, c.kept_existing,
+      c.key_hits, c.holds, c.releases, c.lease_ends, c.refused);
   if (n >= 100) {  // every interesting path must have been reached
     EXPECT_GT(c.cow_copies, 0u);
     EXPECT_GT(c.out_of_pages, 0u);
@@ -348,6 +478,12 @@ TEST_P(RuntimeRandom, OperationSequencesMatchTheModel) {
     EXPECT_GT(c.evicted, 0u);
     EXPECT_GT(c.unpins, 0u);
     EXPECT_GT(c.checkouts, 0u);
+    EXPECT_GT(c.published, 0u);
+    EXPECT_GT(c.kept_existing, 0u);
+    EXPECT_GT(c.key_hits, 0u);
+    EXPECT_GT(c.holds, 0u);
+    EXPECT_GT(c.releases, 0u);
+    EXPECT_GT(c.lease_ends, 0u);
   }
 }
 

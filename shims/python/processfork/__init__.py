@@ -27,6 +27,7 @@ from processfork._client import (
     connect,
 )
 from processfork._cli import cli_path
+from processfork._layout import DTYPE_BYTES, KVLayout, KVRuns
 from processfork._errors import (
     AlreadyExists,
     Conflict,
@@ -48,7 +49,7 @@ __version__: str = _core.version()
 __all__ = [
     "DEFAULT_TIMEOUT_MS", "MAX_FORK", "AppendResult", "Branch", "BranchView", "Client",
     "GcResult", "MergeResult", "PageView", "PoolInfo", "PoolStats", "Snapshot", "Source",
-    "WriteRun", "connect", "cli_path",
+    "WriteRun", "connect", "cli_path", "DTYPE_BYTES", "KVLayout", "KVRuns",
     "Error", "AlreadyExists", "Conflict", "DriverError", "InternalError", "InvalidArgument",
     "NotFound", "OutOfMemory", "PermissionDenied", "ProtocolError", "SystemFailure",
     "Unavailable", "Unsupported", "__version__",

@@ -8,13 +8,15 @@ talks to the daemon releases the GIL while it waits.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 
 from processfork import _core
-from processfork._errors import InvalidArgument
+from processfork._errors import InvalidArgument, Unsupported
+from processfork._layout import KVLayout, KVRuns, runs_array
 
 __all__ = [
     "DEFAULT_TIMEOUT_MS", "MAX_FORK", "Branch", "BranchView", "Client", "GcResult", "MergeResult",
@@ -421,6 +423,168 @@ class Client:
         if self.pool().dtype == "bf16":
             t = t.view(torch.bfloat16)
         return t
+
+
+    # ---- KV layout copies -------------------------------------------------------------
+    def kv_store(self, layout: KVLayout, runs: KVRuns, *, layers: range | None = None,
+                 stream: int = 0) -> int:
+        """Copies KV from the engine's tensors into pool pages (docs/python.md, "KV layout
+        copies").
+
+        ``runs``: rows of ``(page, page_slot, engine_token, count)`` (an int array of shape
+        (n, 4) or tuples): engine tokens [engine_token, engine_token+count) go to slots
+        [page_slot, page_slot+count) of ``page``, for every layer (or ``layers``, a range
+        with step 1). Store only into pages this session holds exclusively (the pages of
+        :meth:`append`'s write runs): sealed pages are shared and immutable.
+        Blocking (GIL released); on a CUDA pool the copy is ordered on ``stream`` (a
+        ``cudaStream_t`` as int, e.g. ``torch.cuda.current_stream().cuda_stream``; 0 = the
+        library's own stream). Returns the bytes copied.
+
+        Raises:
+            InvalidArgument: layout and pool disagree (layers, dtype, device), a run is out
+                of range (page, slots, engine tokens past ``layout.capacity_tokens``).
+            Unavailable: the pool's device kernels cannot run in this process.
+        """
+        return self._kv_copy(layout, runs, layers, stream, store=True)
+
+    def kv_load(self, layout: KVLayout, runs: KVRuns, *, layers: range | None = None,
+                stream: int = 0) -> int:
+        """Copies KV from pool pages into the engine's tensors; the mirror of
+        :meth:`kv_store` (any page this session holds may be read)."""
+        return self._kv_copy(layout, runs, layers, stream, store=False)
+
+    def _kv_copy(self, layout: KVLayout, runs: KVRuns, layers: range | None, stream: int,
+                 store: bool) -> int:
+        if not isinstance(layout, KVLayout):
+            raise TypeError(f"expected a KVLayout, got {type(layout).__name__}")
+        info = self.pool()
+        if layout.layers != info.layers:
+            raise InvalidArgument(f"kv copy: the layout has {layout.layers} layers, the pool "
+                                  f"{info.layers}")
+        if layout.dtype != info.dtype:
+            raise InvalidArgument(f"kv copy: the engine's dtype is {layout.dtype}, the pool's "
+                                  f"{info.dtype} (nothing converts between them)")
+        pool_device = "cpu" if not info.device_memory else info.device
+        if layout.device != pool_device:
+            raise (Unsupported if layout.device.startswith("cuda") or info.device_memory
+                   else InvalidArgument)(
+                f"kv copy: the engine's tensors are on {layout.device} but the pool's pages are "
+                f"on {info.device}; both must be on the same device")
+        if layers is None:
+            layers = range(info.layers)
+        if not isinstance(layers, range) or layers.step != 1 or len(layers) == 0:
+            raise InvalidArgument(f"kv copy: layers must be a non-empty range with step 1, got "
+                                  f"{layers!r}")
+        arr = runs_array(runs)
+        if layout.capacity_tokens and arr.shape[0]:
+            end = int((arr[:, 2] + arr[:, 3]).max())
+            if end > layout.capacity_tokens or int(arr[:, 2].min()) < 0:
+                raise InvalidArgument(f"kv copy: runs reach engine token {end}, beyond the "
+                                      f"layout's {layout.capacity_tokens} tokens")
+        return self._c.kv_copy(list(layout.k_ptrs), list(layout.v_ptrs), layout.block_tokens,
+                               layout.block_stride, layout.token_stride, layout.head_stride,
+                               layout.elem_bytes, arr, layers.start, layers.stop, store,
+                               int(stream))
+
+    # ---- keyed pages ----------------------------------------------------------------
+    # Pages addressed by their prefix key (DESIGN §4; docs/python.md "Keyed pages"): for
+    # the page of tokens T after a prefix whose last page has key P,
+    #   key = sha256(P_bytes + struct.pack(f"<{len(T)}I", *T)).hexdigest()
+    # (no P for a sequence's first page) -- SGLang HiCache's page hash. Keys are 64
+    # lowercase hex digits; malformed keys raise InvalidArgument before any round trip.
+    # A *hold* is a reference this session keeps on a page: held pages are never evicted or
+    # reused; holds end with release_pages(), publish_pages() (for the published pages), or
+    # when the session ends (close(), or the process dies). Pages published by key are
+    # found by token lookups too: branch(tokens) reuses them. At most MAX_KEYS_PER_CALL
+    # keys or pages per call. Each call is one round trip (GIL released).
+    def lookup_keys(self, keys: Sequence[str], *, hold: bool = True) -> list[int]:
+        """Page ids of the longest LEADING run of ``keys`` present in the daemon's prefix
+        index (``result[i]`` holds ``keys[i]``). With ``hold=True`` this session holds each
+        returned page until :meth:`release_pages` or the session ends; read it (page views,
+        :meth:`kv_load`) only while held."""
+        if not isinstance(hold, (bool, np.bool_)):
+            raise InvalidArgument(f"lookup_keys: hold must be a bool, got {hold!r}")
+        return list(self._c.pages_lookup_keys(_key_bytes(keys, "lookup_keys"), bool(hold)))
+
+    def alloc_pages(self, n: int) -> list[int]:
+        """``n`` fresh exclusive pages held by this session, to write (:meth:`kv_store`,
+        :meth:`page`) and then :meth:`publish_pages`. The pool grows, then evicts least
+        recently used cached pages, as for :meth:`append`.
+
+        Raises:
+            OutOfMemory: the pool cannot supply ``n`` pages (nothing is allocated).
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) \
+                or not 0 <= n <= MAX_KEYS_PER_CALL:
+            raise InvalidArgument(f"alloc_pages: n must be an int in 0..{MAX_KEYS_PER_CALL}, "
+                                  f"got {n!r}")
+        return list(self._c.pages_alloc(int(n)))
+
+    def publish_pages(self, keys: Sequence[str], pages: Sequence[int],
+                      parent_key: str | None = None) -> int:
+        """Seals ``pages`` (content digest; immutable from now on) and records ``pages[i]``
+        under ``keys[i]`` in the prefix index, chained after ``parent_key`` (None: the first
+        page of a sequence). Keys already present keep their page (the new page is freed).
+        Ends this session's holds on ``pages``; returns how many keys were new.
+
+        Raises:
+            InvalidArgument: malformed keys, ``len(keys) != len(pages)``, a key or page
+                listed twice, or a page that is not an unpublished :meth:`alloc_pages` page
+                of this session (nothing changes).
+        """
+        key_bytes = _key_bytes(keys, "publish_pages")
+        page_ids = _page_ids(pages, "publish_pages")
+        if len(page_ids) * _KEY_BYTES != len(key_bytes):
+            raise InvalidArgument(f"publish_pages: {len(key_bytes) // _KEY_BYTES} keys for "
+                                  f"{len(page_ids)} pages (one key per page)")
+        parent = (None if parent_key is None
+                  else _key_bytes([parent_key], "publish_pages parent_key"))
+        return int(self._c.pages_publish(key_bytes, page_ids, parent))
+
+    def release_pages(self, pages: Sequence[int]) -> None:
+        """Ends one hold per listed page (from :meth:`lookup_keys` or :meth:`alloc_pages`).
+
+        Raises:
+            InvalidArgument: this session holds a page fewer times than it is listed
+                (nothing changes).
+        """
+        self._c.pages_release(_page_ids(pages, "release_pages"))
+
+
+# ---- keyed pages: argument checks ----------------------------------------------------
+MAX_KEYS_PER_CALL = 65536
+_KEY_BYTES = 32
+_HEX_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def _key_bytes(keys: Sequence[str], what: str) -> bytes:
+    """The binary form of hex prefix keys, checked (InvalidArgument)."""
+    if isinstance(keys, (str, bytes)):
+        raise InvalidArgument(f"{what}: keys must be a sequence of hex strings, not a single "
+                              f"{type(keys).__name__}")
+    out = []
+    for i, k in enumerate(keys):
+        if not isinstance(k, str) or _HEX_KEY.fullmatch(k) is None:
+            raise InvalidArgument(f"{what}: key {i} is not 64 lowercase hex digits: {k!r}")
+        out.append(bytes.fromhex(k))
+    if len(out) > MAX_KEYS_PER_CALL:
+        raise InvalidArgument(f"{what}: {len(out)} keys; at most {MAX_KEYS_PER_CALL} per call")
+    return b"".join(out)
+
+
+def _page_ids(pages: Sequence[int], what: str) -> list[int]:
+    """Page ids as a list of ints in 0..2**32-1, checked (InvalidArgument)."""
+    if isinstance(pages, np.ndarray):
+        pages = pages.ravel().tolist()
+    out = []
+    for p in pages:
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, np.integer)) \
+                or not 0 <= p < 2**32:
+            raise InvalidArgument(f"{what}: {p!r} is not a page id")
+        out.append(int(p))
+    if len(out) > MAX_KEYS_PER_CALL:
+        raise InvalidArgument(f"{what}: {len(out)} pages; at most {MAX_KEYS_PER_CALL} per call")
+    return out
 
 
 def connect(socket: str | None = None, timeout_ms: int = DEFAULT_TIMEOUT_MS, *,

@@ -1,0 +1,383 @@
+"""processfork.transformers: a real transformers Llama generating on a ProcessForkCache.
+
+Every test runs a real ``transformers.LlamaForCausalLM`` (random weights from a fixed
+seed, _transformers_model.py) against a real daemon whose pool has the model's geometry
+(fp32, page_tokens=4 so that every prompt crosses page boundaries). The reference is the
+same model on transformers' own ``DynamicCache``.
+
+Exactness: on CPU fp32 the adapter does the same arithmetic in the same order as
+DynamicCache (the K/V bytes are copied, never recomputed or converted), so logits are
+compared with ``torch.equal``. The fork test gets exact equality too because each child's
+forwards have the same shapes as the uninterrupted run's (one token per forward: the
+restored cache holds every token but the last generated one).
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer
+
+import processfork
+from processfork.transformers import (
+    ProcessForkCache,
+    ProcessForkCacheError,
+    ProcessForkLayer,
+    geometry_for,
+    model_geometry,
+)
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _transformers_model import PAGE_TOKENS, ForceToken, ForwardLog, prompt_ids, tiny_llama  # noqa: E402
+from conftest import start_cuda_daemon, start_daemon, stop_daemon  # noqa: E402
+
+HERE = Path(__file__).parent
+CHILD = HERE / "_transformers_child.py"
+
+
+# ---- fixtures --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model():
+    return tiny_llama("cpu")
+
+
+@pytest.fixture(scope="module")
+def llama_daemon(model):
+    geometry = geometry_for(model, page_tokens=PAGE_TOKENS)
+    assert geometry == "layers=3,kv_heads=2,head_dim=16,dtype=fp32,page_tokens=4"
+    with tempfile.TemporaryDirectory(prefix="pftf-") as tmp:
+        d = start_daemon(Path(tmp), geometry=geometry)
+        yield d
+        stop_daemon(d)
+
+
+@pytest.fixture
+def pf(llama_daemon):
+    with llama_daemon.connect() as c:
+        yield c
+
+
+def dynamic_generate(model, ids, **kw):
+    return model.generate(ids, past_key_values=DynamicCache(config=model.config),
+                          output_logits=True, return_dict_in_generate=True, **kw)
+
+
+def assert_pages_hold(client, cache_branch, layers_kv, n_tokens):
+    """The branch's pages hold exactly ``layers_kv[l] = (K, V)`` (each (1, kv_heads, seq,
+    head_dim), transformers' layout) for tokens [0, n_tokens)."""
+    view = client.view(cache_branch)
+    assert view.n_tokens == n_tokens
+    pt = client.pool().page_tokens
+    for t in range(n_tokens):
+        page = client.page_torch(view.pages[t // pt])  # [layer, K|V, slot, kv_head, head_dim]
+        for layer, (k, v) in enumerate(layers_kv):
+            assert torch.equal(page[layer, 0, t % pt], k[0, :, t, :]), (layer, t)
+            assert torch.equal(page[layer, 1, t % pt], v[0, :, t, :]), (layer, t)
+
+
+# ---- 1. conformance --------------------------------------------------------------------
+def _params(fn):
+    return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+
+def test_subclasses_the_real_cache_classes_with_their_signatures():
+    assert issubclass(ProcessForkCache, Cache)
+    assert issubclass(ProcessForkLayer, CacheLayerMixin)
+    assert not inspect.isabstract(ProcessForkLayer)
+    checked = set()
+    for cls, bases in ((ProcessForkCache, (Cache,)), (ProcessForkLayer, (DynamicLayer, CacheLayerMixin))):
+        for name, fn in vars(cls).items():
+            if name.startswith("_") or not callable(fn):
+                continue
+            for base in bases:
+                if callable(getattr(base, name, None)):
+                    assert _params(fn) == _params(getattr(base, name)), f"{cls.__name__}.{name}"
+                    checked.add(f"{cls.__name__}.{name}")
+                    break
+    assert {"ProcessForkCache.update", "ProcessForkCache.crop", "ProcessForkCache.reset",
+            "ProcessForkLayer.update", "ProcessForkLayer.lazy_initialization",
+            "ProcessForkLayer.get_mask_sizes", "ProcessForkLayer.get_seq_length",
+            "ProcessForkLayer.get_max_length", "ProcessForkLayer.crop",
+            "ProcessForkLayer.reorder_cache"} <= checked
+
+
+def test_geometry_helper_follows_the_config(model):
+    g = model_geometry(model)
+    assert (g.layers, g.kv_heads, g.head_dim, g.dtype) == (3, 2, 16, "fp32")
+    assert geometry_for(model.config, page_tokens=16, dtype=torch.bfloat16) == \
+        "layers=3,kv_heads=2,head_dim=16,dtype=bf16,page_tokens=16"
+    with pytest.raises(processfork.InvalidArgument, match="page_tokens"):
+        geometry_for(model, page_tokens=0)
+
+
+# ---- 2. generate matches DynamicCache; 3. the pages hold DynamicCache's K/V ---------------
+def test_generate_matches_dynamic_cache_exactly_and_pages_hold_its_kv(pf, model):
+    ids = prompt_ids(11)
+    ref_cache = DynamicCache(config=model.config)
+    ref = model.generate(ids, past_key_values=ref_cache, max_new_tokens=9,
+                         output_logits=True, return_dict_in_generate=True)
+    with ProcessForkCache(pf, model) as cache:
+        out = model.generate(ids, past_key_values=cache, max_new_tokens=9,
+                             output_logits=True, return_dict_in_generate=True)
+        assert out.sequences.tolist() == ref.sequences.tolist()
+        assert len(out.logits) == len(ref.logits) == 9
+        for a, b in zip(out.logits, ref.logits):
+            assert torch.equal(a, b)  # same math, same order, copied bytes: exact
+        n = ids.shape[1] + 9 - 1  # the last generated token is never fed back
+        assert cache.get_seq_length() == ref_cache.get_seq_length() == n
+        assert cache.tokens == ref.sequences[0, :n].tolist()
+        assert pf.view(cache.branch, tokens=True).tokens == cache.tokens
+        assert pf.view(cache.branch).n_pages == -(-n // PAGE_TOKENS)
+        layers_kv = [(layer.keys, layer.values) for layer in ref_cache.layers]
+        assert_pages_hold(pf, cache.branch, layers_kv, n)
+        # the dense working copy is the same as DynamicCache's too
+        for mine, theirs in zip(cache.layers, ref_cache.layers):
+            assert torch.equal(mine.keys, theirs.keys) and torch.equal(mine.values, theirs.values)
+
+
+def test_continue_from_snapshot_with_full_input_ids(pf, model):
+    """generate(input_ids=<all ids>, past_key_values=restored cache) skips the cached part,
+    as with DynamicCache, and gives the uninterrupted run's tokens and logits."""
+    ids = prompt_ids(9)
+    ref = dynamic_generate(model, ids, max_new_tokens=12)
+    with ProcessForkCache(pf, model) as cache:
+        first = model.generate(ids, past_key_values=cache, max_new_tokens=5)
+        snap = cache.snapshot(name="half-way")
+    assert snap.n_tokens == ids.shape[1] + 5 - 1
+    restored = ProcessForkCache.from_snapshot(pf, snap.cid, model)
+    with restored:
+        assert restored.tokens == first[0, :-1].tolist()
+        forwards = ForwardLog(model)
+        out = model.generate(input_ids=first, past_key_values=restored, max_new_tokens=7,
+                             output_logits=True, return_dict_in_generate=True)
+        forwards.remove()
+        assert forwards.seen == [1] * 7  # only the uncached last token, then one per step
+        assert out.sequences.tolist() == ref.sequences.tolist()
+        for a, b in zip(out.logits, ref.logits[5:]):
+            assert torch.equal(a, b)
+    pf.unpin(snap.cid)
+
+
+def test_two_caches_on_one_model_interleave(pf, model):
+    """The token hook dispatches on the forward's past_key_values: several live caches
+    (branches) on one model do not see each other's steps."""
+    a_ids, b_ids = prompt_ids(6), prompt_ids(13)
+    ref_a = dynamic_generate(model, a_ids, max_new_tokens=4)
+    ref_b = dynamic_generate(model, b_ids, max_new_tokens=4)
+    with ProcessForkCache(pf, model) as a, ProcessForkCache(pf, model) as b:
+        a1 = model.generate(a_ids, past_key_values=a, max_new_tokens=2)
+        b1 = model.generate(b_ids, past_key_values=b, max_new_tokens=2)
+        a2 = model.generate(a1, past_key_values=a, max_new_tokens=2)
+        b2 = model.generate(b1, past_key_values=b, max_new_tokens=2)
+        dyn = DynamicCache(config=model.config)
+        model.generate(a_ids, past_key_values=dyn, max_new_tokens=4)  # no ProcessFork step
+        assert a2.tolist() == ref_a.sequences.tolist()
+        assert b2.tolist() == ref_b.sequences.tolist()
+        assert a.tokens == a2[0, :-1].tolist() and b.tokens == b2[0, :-1].tolist()
+
+
+def test_prefix_reuse_across_caches_loads_pages_instead_of_recomputing(pf, model):
+    ids = prompt_ids(14)
+    ref = dynamic_generate(model, ids, max_new_tokens=3)
+    with ProcessForkCache(pf, model) as writer:
+        model.generate(ids, past_key_values=writer, max_new_tokens=1)
+        writer.commit()  # full pages go to the prefix index
+        with ProcessForkCache.from_prefix(pf, ids[0].tolist(), model) as reader:
+            reused = (ids.shape[1] // PAGE_TOKENS) * PAGE_TOKENS
+            assert reader.tokens == ids[0, :reused].tolist()
+            assert pf.view(reader.branch).pages == pf.view(writer.branch).pages[:reused // PAGE_TOKENS]
+            forwards = ForwardLog(model)
+            out = model.generate(ids, past_key_values=reader, max_new_tokens=3,
+                                 output_logits=True, return_dict_in_generate=True)
+            forwards.remove()
+            assert forwards.seen == [ids.shape[1] - reused, 1, 1]
+            assert out.sequences.tolist() == ref.sequences.tolist()
+            # The 2 uncached prompt tokens run in a 2-token forward here and inside a
+            # 14-token forward in the reference: a different matmul shape, so their K/V and
+            # every later logit may differ in the last bits (BLAS blocking), not more.
+            # The reused 12 tokens' KV is loaded bit for bit (checked below).
+            for a, b in zip(out.logits, ref.logits):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            for mine, theirs in zip(reader.layers, writer.layers):
+                assert torch.equal(mine.keys[:, :, :reused], theirs.keys[:, :, :reused])
+                assert torch.equal(mine.values[:, :, :reused], theirs.values[:, :, :reused])
+
+
+def test_crop_and_reset_shrink_the_branch(pf, model):
+    ids = prompt_ids(10)
+    ref_cache = DynamicCache(config=model.config)
+    model.generate(ids, past_key_values=ref_cache, max_new_tokens=4)
+    with ProcessForkCache(pf, model) as cache:
+        out = model.generate(ids, past_key_values=cache, max_new_tokens=4)
+        n = out.shape[1] - 1
+        cache.crop(-5)
+        assert cache.get_seq_length() == n - 5 and len(cache.tokens) == n - 5
+        assert pf.view(cache.branch).n_tokens == n - 5
+        ref_cache.crop(-5)
+        assert_pages_hold(pf, cache.branch, [(l.keys, l.values) for l in ref_cache.layers], n - 5)
+        # generation goes on from the cropped state like DynamicCache does
+        again = model.generate(out[:, :n - 4], past_key_values=cache, max_new_tokens=3)
+        assert again.tolist() == model.generate(
+            out[:, :n - 4], past_key_values=ref_cache, max_new_tokens=3).tolist()
+        cache.reset()
+        assert cache.get_seq_length() == 0 and cache.tokens == []
+        assert pf.view(cache.branch).n_tokens == 0
+
+
+# ---- 4. the fork test: three processes continue one generation --------------------------
+def _run_fork_test(daemon, model, device: str, exact: bool, tmp: Path) -> None:
+    gen, steps = 6, 5
+    prompt = prompt_ids(11, device)
+    with daemon.connect() as pf:
+        cache = ProcessForkCache(pf, model)
+        full = model.generate(prompt, past_key_values=cache, max_new_tokens=gen)
+        snap = cache.snapshot(name="fork-point")
+        used_before = pf.stats().used_pages
+        kids = cache.fork(2, detach=True)
+        assert pf.stats().used_pages == used_before  # the fork added 0 pages
+        greedy = int(dynamic_generate(model, full, max_new_tokens=1).sequences[0, -1])
+        forced = [t for t in (5, 77, 120, 42) if t != greedy][:3]
+        sources = [("branch", str(kids[0].id)), ("branch", str(kids[1].id)), ("snapshot", snap.cid)]
+        ids_arg = ",".join(str(t) for t in full[0].tolist())
+        procs, outs = [], []
+        for i, ((mode, source), force) in enumerate(zip(sources, forced)):
+            out = tmp / f"child{i}.pt"
+            outs.append(out)
+            procs.append(subprocess.Popen(
+                [sys.executable, str(CHILD), daemon.socket, mode, source, ids_arg, str(force),
+                 str(steps), str(out), device],
+                cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        for p in procs:
+            log, _ = p.communicate(timeout=300)
+            assert p.returncode == 0, log.decode()
+        for out, force in zip(outs, forced):
+            got = torch.load(out)
+            ref = dynamic_generate(model, prompt, max_new_tokens=gen + 1 + steps,
+                                   logits_processor=[ForceToken(full.shape[1], force)])
+            assert got["restored"] == full[0, :-1].tolist()  # loaded, with its token ids
+            assert got["seen"] == [1] * (1 + steps)  # first forward: only the uncached token
+            assert got["sequence"] == ref.sequences[0].tolist()
+            assert got["sequence"][full.shape[1]] == force
+            assert got["in_sync"] and got["branch_tokens"] == full.shape[1] + steps
+            want = torch.stack(ref.logits[gen:]).cpu()
+            assert got["logits"].shape == want.shape
+            if exact:
+                assert torch.equal(got["logits"], want)
+            else:
+                torch.testing.assert_close(got["logits"], want, rtol=1e-5, atol=1e-5)
+        assert len({tuple(torch.load(o)["sequence"]) for o in outs}) == 3  # three branches
+        # the children freed what they adopted (no branch but the parent's is left in the
+        # daemon); the parent's state is untouched
+        assert [b["branch"] for b in pf.branches()] == [cache.branch.id]
+        assert pf.view(cache.branch, tokens=True).tokens == full[0, :-1].tolist()
+        cache.close()
+        pf.unpin(snap.cid)
+
+
+def test_fork_into_three_processes_matches_uninterrupted_runs(llama_daemon, model, tmp_path):
+    _run_fork_test(llama_daemon, model, "cpu", exact=True, tmp=tmp_path)
+
+
+# ---- 5. bad input ----------------------------------------------------------------------
+def test_geometry_mismatch_is_refused(pf):
+    before = len(pf.branches())
+    with pytest.raises(processfork.InvalidArgument, match=r"layers: pool 3 != model 2"):
+        ProcessForkCache(pf, tiny_llama(layers=2))
+    with pytest.raises(processfork.InvalidArgument, match=r"dtype: pool fp32 != model fp16"):
+        ProcessForkCache(pf, tiny_llama().half())
+    assert len(pf.branches()) == before  # nothing was created
+
+
+def test_batch_of_two_is_refused(pf, model):
+    with ProcessForkCache(pf, model) as cache:
+        with pytest.raises(ValueError, match="batch size 2"):
+            model.generate(torch.cat([prompt_ids(5)] * 2), past_key_values=cache, max_new_tokens=2)
+        with pytest.raises(ValueError, match="one sequence"):
+            model.generate(prompt_ids(5), past_key_values=cache, max_new_tokens=2,
+                           num_beams=2)
+        assert pf.view(cache.branch).n_tokens == cache.get_seq_length()
+
+
+def test_closed_client_and_closed_cache(llama_daemon, model):
+    c = llama_daemon.connect()
+    c.close()
+    with pytest.raises(processfork.Unavailable, match="closed"):
+        ProcessForkCache(c, model)
+    with pytest.raises(processfork.Unavailable):
+        ProcessForkCache.from_snapshot(c, "nothing", model)
+    with llama_daemon.connect() as c2:
+        cache = ProcessForkCache(c2, model)
+        cache.close()
+        cache.close()  # idempotent
+        with pytest.raises(ProcessForkCacheError, match="closed"):
+            model.generate(prompt_ids(4), past_key_values=cache, max_new_tokens=1)
+
+
+def test_other_bad_input(llama_daemon, pf, model):
+    with pytest.raises(processfork.NotFound):
+        ProcessForkCache.from_snapshot(pf, "no-such-ref", model)
+    with pytest.raises(TypeError):
+        ProcessForkCache("not a client", model)
+    with ProcessForkCache(pf, model) as cache:
+        k = torch.zeros(1, 2, 1, 16)
+        with pytest.raises(ValueError, match="outside a forward"):
+            cache.update(k, k, 0)
+        with pytest.raises(ValueError, match="input_ids"):
+            model(inputs_embeds=torch.zeros(1, 3, 64), past_key_values=cache)
+    # another session's branch cannot be adopted (it is not detached)
+    with llama_daemon.connect() as other:
+        b = other.branch()
+        with pytest.raises(processfork.Conflict, match="another client"):
+            ProcessForkCache.from_branch(pf, b, model)
+
+
+def test_pool_error_degrades_without_breaking_generate(pf, model, caplog):
+    """A ProcessFork failure mid-generation (here: the branch freed behind the cache's
+    back) is logged; generation completes from the dense KV; sharing then raises."""
+    ids = prompt_ids(7)
+    ref = dynamic_generate(model, ids, max_new_tokens=6)
+    cache = ProcessForkCache(pf, model)
+    model.generate(ids, past_key_values=cache, max_new_tokens=1)
+    pf.free(cache.branch)
+    with caplog.at_level(logging.WARNING, logger="processfork.transformers"):
+        out = model.generate(ids, past_key_values=cache, max_new_tokens=6)
+    assert out.tolist() == ref.sequences.tolist()
+    assert not cache.in_sync and isinstance(cache.pool_error, processfork.NotFound)
+    assert "no longer written" in caplog.text
+    with pytest.raises(ProcessForkCacheError, match="pool error") as e:
+        cache.snapshot()
+    assert e.value.__cause__ is cache.pool_error
+    with pytest.raises(ProcessForkCacheError):
+        cache.fork(2)
+    cache.close()
+    # strict=True raises the ProcessFork error itself
+    strict = ProcessForkCache(pf, model, strict=True)
+    pf.free(strict.branch)
+    with pytest.raises(processfork.NotFound):
+        model.generate(ids, past_key_values=strict, max_new_tokens=1)
+    strict.close()
+
+
+# ---- 6. GPU ----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_fork_on_cuda_pool_matches_uninterrupted_runs(tmp_path):
+    model = tiny_llama("cuda")
+    with tempfile.TemporaryDirectory(prefix="pftc-") as tmp:
+        d = start_cuda_daemon(Path(tmp), geometry_for(model, page_tokens=PAGE_TOKENS))
+        try:
+            with d.connect() as c:
+                assert c.pool().device_memory
+            # GPU kernels (cuBLAS, SDPA) may choose different algorithms for the strided
+            # dense views than for DynamicCache's contiguous tensors: tight allclose.
+            _run_fork_test(d, model, "cuda", exact=False, tmp=tmp_path)
+        finally:
+            stop_daemon(d)
