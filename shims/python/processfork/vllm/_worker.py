@@ -6,9 +6,10 @@ DESIGN
 
   Loads (``start_load_kv``): for each :class:`LoadSpec`, one ``Client.kv_load`` moves
   every layer of the listed pages into the listed blocks. On CUDA the copy is
-  enqueued on the current stream, the stream vLLM's forward then runs on, so the
-  attention kernels see the loaded KV without a host synchronisation; the pages stay
-  held by the scheduler's branch until the request finishes. On CPU it is blocking.
+  enqueued on the current stream, the stream vLLM's forward then runs on, so it is
+  ordered after the engine's earlier work (``kv_copy`` then synchronizes that stream
+  before returning: every copy is blocking); the pages stay held by the scheduler's
+  branch until the request finishes.
   A load that cannot run (daemon down, page gone) adds its blocks to
   ``get_block_ids_with_load_errors()``, vLLM's contract for failed loads.
 
@@ -17,7 +18,8 @@ DESIGN
   first :class:`SaveSpec` of a request opens ``branch(tokens)`` (reusing whatever
   the daemon already holds) and appends the rest; later specs append to it. The
   copies run layer by layer from ``save_kv_layer`` (vLLM calls it after each
-  attention layer wrote its KV; on CUDA they overlap the rest of the forward) and
+  attention layer wrote its KV; each copy is ordered on the current stream and blocks
+  until done) and
   ``wait_for_save`` copies any layer not yet copied (all of them when CUDA graphs
   skipped the per-layer hooks), waits for the stream, then commits: the pages are
   sealed and enter the prefix index only after their bytes are complete. The

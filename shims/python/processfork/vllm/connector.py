@@ -123,23 +123,23 @@ class ProcessForkConnector(KVConnectorBase_V1):
         return meta if isinstance(meta, ProcessForkConnectorMetadata) else None
 
     def start_load_kv(self, forward_context: "ForwardContext", **kwargs: Any) -> None:
-        """Enqueues this step's loads (all layers) on the current stream, before the
-        forward reads them (vLLM calls this before the forward for synchronous
-        loads). Failed loads are reported by :meth:`get_block_ids_with_load_errors`."""
+        """Copies this step's loads (all layers) into the blocks before the forward reads
+        them, ordered on the current stream and complete on return (vLLM calls this
+        before the forward for synchronous loads). Failed loads are reported by
+        :meth:`get_block_ids_with_load_errors`."""
         meta = self._meta()
         if self._worker is not None and meta is not None and meta.loads:
             self._worker.start_load_kv(meta)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
-        """Returns at once: :meth:`start_load_kv` enqueued every layer's copy ahead of
-        the forward on the same CUDA stream (blocking on CPU), so stream order already
-        makes layer ``layer_name``'s KV visible to its attention kernel."""
+        """Returns at once: :meth:`start_load_kv` already copied every layer (the copies
+        are blocking), so layer ``layer_name``'s KV is in place for its attention kernel."""
         return None
 
     def save_kv_layer(self, layer_name: str, kv_layer: torch.Tensor,
                       attn_metadata: "AttentionMetadata", **kwargs: Any) -> None:
-        """Copies this layer's newly full prompt blocks into their pages (enqueued on
-        the current stream on CUDA, so the copy overlaps the next layers)."""
+        """Copies this layer's newly full prompt blocks into their pages (ordered on the
+        current stream on CUDA; complete on return)."""
         meta = self._meta()
         if self._worker is not None and meta is not None and meta.saves:
             self._worker.save_layer(meta, layer_name)
