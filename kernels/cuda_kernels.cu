@@ -35,23 +35,11 @@
 #include "kernels/batch_checks.h"
 #include "kernels/blake3.h"
 #include "kernels/blake3_core.h"
+#include "kernels/cuda_check.cuh"
 #include "kernels/page_kernels.h"
 
 namespace pf::kernels {
 namespace {
-
-#define PF_CUDA_TRY(expr)                                                                     \
-  do {                                                                                        \
-    const cudaError_t pf_cuda_err_ = (expr);                                                  \
-    if (pf_cuda_err_ != cudaSuccess) {                                                        \
-      return PF_ERROR(::pf::Code::kDriver, std::string(#expr) +                               \
-                                               " failed: " + cudaGetErrorName(pf_cuda_err_) + \
-                                               ": " + cudaGetErrorString(pf_cuda_err_));      \
-    }                                                                                         \
-  } while (0)
-
-// Checks a kernel launch (configuration errors are reported here, faults at the next sync).
-#define PF_CUDA_LAUNCHED() PF_CUDA_TRY(cudaGetLastError())
 
 constexpr int kThreadsPerBlock = 128;
 constexpr int kReduceThreads = 256;

@@ -21,21 +21,11 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda_check.cuh"
 #include "perf/engine/engine.h"
 
 namespace pf::engine {
 namespace {
-
-#define PF_CUDA_TRY(expr)                                                                     \
-  do {                                                                                        \
-    const cudaError_t pf_cuda_err_ = (expr);                                                  \
-    if (pf_cuda_err_ != cudaSuccess) {                                                        \
-      return PF_ERROR(::pf::Code::kDriver, std::string(#expr) +                               \
-                                               " failed: " + cudaGetErrorName(pf_cuda_err_) + \
-                                               ": " + cudaGetErrorString(pf_cuda_err_));      \
-    }                                                                                         \
-  } while (0)
-#define PF_CUDA_LAUNCHED() PF_CUDA_TRY(cudaGetLastError())
 
 constexpr std::size_t kBlock = 16;
 constexpr int kThreads = 256;
