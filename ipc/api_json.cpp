@@ -81,8 +81,8 @@ Result<bool> get_opt_bool(const Json& body, const char* key, bool fallback) {
   return it->get<bool>();
 }
 
-Result<std::vector<rt::Token>> get_opt_tokens(const Json& body, const char* key) {
-  std::vector<rt::Token> tokens;
+Result<std::vector<std::uint32_t>> get_opt_tokens(const Json& body, const char* key) {
+  std::vector<std::uint32_t> tokens;
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return tokens;
   if (!it->is_array()) return bad(field(key) + " must be an array of token ids");
@@ -93,20 +93,20 @@ Result<std::vector<rt::Token>> get_opt_tokens(const Json& body, const char* key)
   tokens.reserve(it->size());
   for (const Json& t : *it) {
     std::uint64_t v = 0;
-    if (!as_u64(t, &v) || v > std::numeric_limits<rt::Token>::max()) {
+    if (!as_u64(t, &v) || v > std::numeric_limits<std::uint32_t>::max()) {
       return bad(field(key) + " must hold integers in 0..4294967295");
     }
-    tokens.push_back(static_cast<rt::Token>(v));
+    tokens.push_back(static_cast<std::uint32_t>(v));
   }
   return tokens;
 }
 
-Result<rt::Source> get_source(const Json& body, const char* key) {
+Result<msg::Source> get_source(const Json& body, const char* key) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return bad("missing " + field(key));
   std::uint64_t id = 0;
-  if (as_u64(*it, &id)) return rt::Source(rt::BranchId{id});
-  if (it->is_string()) return rt::Source(it->get<std::string>());
+  if (as_u64(*it, &id)) return msg::Source::of_branch(id);
+  if (it->is_string()) return msg::Source::of_name(it->get<std::string>());
   return bad(field(key) + " must be a branch id (integer) or a CID / ref name (string)");
 }
 
@@ -116,15 +116,15 @@ Result<ForkRequest> get_fork_request(const Json& body) {
   PF_ASSIGN_OR_RETURN(std::optional<std::uint64_t> branch, get_opt_u64(body, "branch"));
   if (cid && branch) return bad("give either 'cid' or 'branch', not both");
   if (!cid && !branch) return bad("missing field 'cid' or 'branch'");
-  req.source = cid ? rt::Source(std::move(*cid)) : rt::Source(rt::BranchId{*branch});
+  req.source = cid ? msg::Source::of_name(std::move(*cid)) : msg::Source::of_branch(*branch);
   auto it = body.find("n");
   if (it == body.end() || it->is_null()) return bad("missing field 'n'");
   std::uint64_t n = 0;
   if (!it->is_number_integer()) return bad("field 'n' must be an integer");
-  if (!as_u64(*it, &n) || n < 1 || n > rt::kMaxForkChildren) {
-    return bad("field 'n' must be in 1.." + std::to_string(rt::kMaxForkChildren));
+  if (!as_u64(*it, &n) || n < 1 || n > wire::kMaxForkChildren) {
+    return bad("field 'n' must be in 1.." + std::to_string(wire::kMaxForkChildren));
   }
-  req.n = static_cast<std::size_t>(n);
+  req.head.n = static_cast<std::uint32_t>(n);
   return req;
 }
 
@@ -136,120 +136,6 @@ Result<std::uint64_t> parse_id(std::string_view text, const char* what) {
     return bad(std::string(what) + " must be a decimal integer, got '" + std::string(text) + "'");
   }
   return v;
-}
-
-Json health_json(const PoolIdentity& id) {
-  return Json{{"status", "ok"},
-              {"version", id.version},
-              {"backend", id.backend},
-              {"device", id.device},
-              {"protocol",
-               std::to_string(wire::kVersionMajor) + "." + std::to_string(wire::kVersionMinor)}};
-}
-
-Json geometry_json(const rt::Geometry& g) {
-  return Json{{"layers", g.layers},
-              {"kv_heads", g.kv_heads},
-              {"head_dim", g.head_dim},
-              {"dtype", std::string(rt::dtype_name(g.dtype))},
-              {"page_tokens", g.page_tokens}};
-}
-
-Json pool_json(const PoolIdentity& id, const rt::Geometry& g, const rt::PoolStats& s,
-               std::uint64_t epoch) {
-  return Json{{"backend", id.backend},
-              {"device", id.device},
-              {"geometry", geometry_json(g)},
-              {"page_bytes", s.page_bytes},
-              {"chunk_bytes", s.chunk_bytes},
-              {"chunks", s.chunks},
-              {"epoch", epoch},
-              {"capacity_pages", s.capacity_pages},
-              {"mapped_pages", s.mapped_pages},
-              {"used_pages", s.used_pages},
-              {"free_pages", s.free_pages},
-              {"exclusive_pages", s.exclusive_pages},
-              {"sealed_pages", s.sealed_pages},
-              {"shared_pages", s.shared_pages},
-              {"cached_pages", s.cached_pages},
-              {"branches", s.branches},
-              {"snapshots", s.snapshots}};
-}
-
-Json new_branch_json(const rt::NewBranch& b) {
-  return Json{{"branch", b.id.value}, {"n_tokens", b.n_tokens}, {"reused_tokens", b.reused_tokens}};
-}
-
-Json branch_json(const rt::BranchInfo& info) {
-  return Json{{"branch", info.id.value},
-              {"n_tokens", info.n_tokens},
-              {"n_pages", info.n_pages},
-              {"fill_in_last_page", info.fill_in_last_page},
-              {"base", info.parents.empty() ? Json(nullptr) : Json(info.parents.front())},
-              {"parents", info.parents},
-              {"owner", info.owner}};
-}
-
-Json snapshot_json(const rt::SnapshotInfo& s) {
-  return Json{{"cid", s.cid},
-              {"name", s.name},
-              {"n_tokens", s.n_tokens},
-              {"n_pages", s.n_pages},
-              {"created", s.created}};
-}
-
-Json snapshot_entry_json(const rt::SnapshotInfo& s) {
-  return Json{{"cid", s.cid},
-              {"name", s.name},
-              {"n_tokens", s.n_tokens},
-              {"n_pages", s.n_pages},
-              {"parents", s.parents}};
-}
-
-Json fork_json(const rt::ForkResult& f) {
-  Json branches = Json::array();
-  for (rt::BranchId b : f.branches) branches.push_back(b.value);
-  return Json{{"branches", std::move(branches)}, {"source", optional_cid(f.source)}};
-}
-
-Json checkout_json(rt::BranchId branch, std::string_view cid) {
-  return Json{{"branch", branch.value}, {"cid", cid}};
-}
-
-Json merge_json(const rt::MergeResult& m) {
-  return Json{{"outcome", std::string(rt::merge_outcome_name(m.outcome))},
-              {"branch", m.branch.value},
-              {"cid", m.cid},
-              {"base", optional_cid(m.base)},
-              {"common_tokens", m.common_tokens},
-              {"recompute_tokens", m.recompute_tokens}};
-}
-
-Json diff_json(const rt::DiffResult& d) {
-  return Json{{"common_tokens", d.common_tokens},
-              {"shared_pages", d.shared_pages},
-              {"a_only_pages", d.a_only_pages},
-              {"b_only_pages", d.b_only_pages}};
-}
-
-Json log_json(const std::vector<rt::LogEntry>& entries) {
-  Json out = Json::array();
-  for (const rt::LogEntry& e : entries) {
-    out.push_back(Json{{"cid", e.cid},
-                       {"name", e.name},
-                       {"parents", e.parents},
-                       {"n_tokens", e.n_tokens},
-                       {"known", e.known}});
-  }
-  return Json{{"entries", std::move(out)}};
-}
-
-Json ref_json(std::string_view name, std::string_view cid) {
-  return Json{{"name", name}, {"cid", cid}};
-}
-
-Json gc_json(const rt::GcResult& g) {
-  return Json{{"evicted_pages", g.evicted_pages}, {"released_chunks", g.released_chunks}};
 }
 
 std::string dump(const Json& j) {

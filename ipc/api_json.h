@@ -1,11 +1,10 @@
-// The JSON shapes of the control API (DESIGN §6), shared by both front ends: the HTTP
-// control port renders its answers with these functions and the Unix socket's JSON ops
-// (ipc/wire.h kMerge..kBranchInfo) return the very same bytes. docs/http.md lists every
-// shape with an example.
+// The JSON edge of the control API (DESIGN §6): HTTP requests become request messages
+// (ipc/messages.h) and reply messages become HTTP answers. JSON exists nowhere else: the
+// Unix socket carries the same messages in binary. docs/http.md lists every shape.
 //
 // Contract: request parsers are strict about types (a string where an integer belongs, a
 // float, a negative id, a token outside uint32 are kInvalidArgument naming the field) and
-// ignore unknown fields. Renderers are pure functions of runtime results. Nothing here
+// ignore unknown fields. Renderers are pure functions of reply messages. Nothing here
 // touches the runtime.
 #pragma once
 
@@ -15,8 +14,8 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/runtime.h"
-#include "vmm/status.h"
+#include "base/status.h"
+#include "ipc/ops.h"
 
 namespace pf::ipc::api {
 
@@ -34,40 +33,46 @@ Result<std::string> get_string(const Json& body, const char* key);
 Result<std::optional<std::string>> get_opt_string(const Json& body, const char* key);
 Result<bool> get_opt_bool(const Json& body, const char* key, bool fallback);
 // Token ids (unsigned integers < 2^32), at most wire::kMaxTokensPerRequest. Absent = [].
-Result<std::vector<rt::Token>> get_opt_tokens(const Json& body, const char* key);
+Result<std::vector<std::uint32_t>> get_opt_tokens(const Json& body, const char* key);
 // A source: an integer is a branch id, a string a CID or ref name.
-Result<rt::Source> get_source(const Json& body, const char* key);
-// fork's {cid | branch, n}: exactly one of cid/branch; n in 1..rt::kMaxForkChildren.
-struct ForkRequest {
-  rt::Source source;
-  std::size_t n = 0;
-};
+Result<msg::Source> get_source(const Json& body, const char* key);
+// fork's {cid | branch, n}: exactly one of cid/branch; n in 1..wire::kMaxForkChildren.
+using ForkRequest = msg::Fork;
 Result<ForkRequest> get_fork_request(const Json& body);
 // Parses a decimal branch id from a URL path segment or query value ("12").
 Result<std::uint64_t> parse_id(std::string_view text, const char* what);
 
-// --- answers ----------------------------------------------------------------------------
-struct PoolIdentity {
-  std::string backend;
-  std::string device;
-  std::string version;
-};
+// Each HTTP op's request (DESIGN §6) from its JSON object: the body, with path parameters
+// ({branch}, {cid}, {name}) and query parameters already merged in by the HTTP server.
+// Declared for every row of ipc/ops.def; defined for the rows with an HTTP route.
+#define PF_OP(op, ...) \
+  template <>          \
+  Status from_json<Op::k##op>(const Json& body, RequestOf<Op::k##op>* out);
+template <Op op>
+Status from_json(const Json& body, RequestOf<op>* out);
+#include "ipc/ops.def"
+#undef PF_OP
 
-Json health_json(const PoolIdentity& id);
-Json geometry_json(const rt::Geometry& g);
-Json pool_json(const PoolIdentity& id, const rt::Geometry& g, const rt::PoolStats& s,
-               std::uint64_t epoch);
-Json new_branch_json(const rt::NewBranch& b);
-Json branch_json(const rt::BranchInfo& info);
-Json snapshot_json(const rt::SnapshotInfo& s);        // POST snapshot's answer
-Json snapshot_entry_json(const rt::SnapshotInfo& s);  // one entry of GET /v1/snapshots
-Json fork_json(const rt::ForkResult& f);
-Json checkout_json(rt::BranchId branch, std::string_view cid);
-Json merge_json(const rt::MergeResult& m);
-Json diff_json(const rt::DiffResult& d);
-Json log_json(const std::vector<rt::LogEntry>& entries);
-Json ref_json(std::string_view name, std::string_view cid);
-Json gc_json(const rt::GcResult& g);
+// --- answers ----------------------------------------------------------------------------
+// The body of each HTTP answer (DESIGN §6 shapes; docs/http.md), from the reply message.
+// An empty string (msg::Empty) is answered as 204. The manifest is its canonical bytes.
+std::string answer_body(const msg::Empty&);
+std::string answer_body(const msg::NewBranch& m);
+std::string answer_body(const msg::BranchInfo& m);
+std::string answer_body(const msg::Branches& m);
+std::string answer_body(const msg::SnapshotAnswer& m);
+std::string answer_body(const msg::Forked& m);
+std::string answer_body(const msg::CheckedOut& m);
+std::string answer_body(const msg::Merged& m);
+std::string answer_body(const msg::Diffed& m);
+std::string answer_body(const msg::Log& m);
+std::string answer_body(const msg::Manifest& m);
+std::string answer_body(const msg::Snapshots& m);
+std::string answer_body(const msg::RefEntry& m);
+std::string answer_body(const msg::Refs& m);
+std::string answer_body(const msg::PoolAnswer& m);
+std::string answer_body(const msg::GcAnswer& m);
+std::string answer_body(const msg::Health& m);
 
 // Compact serialization (sorted keys, no whitespace): the bytes both front ends send.
 std::string dump(const Json& j);

@@ -26,11 +26,12 @@
 #include <string>
 #include <vector>
 
+#include "base/log.h"
+#include "base/page_format.h"
+#include "base/socket_path.h"
 #include "ipc/http_server.h"
-#include "ipc/log.h"
 #include "ipc/service.h"
 #include "ipc/uds_server.h"
-#include "runtime/geometry.h"
 #include "runtime/runtime.h"
 #include "vmm/registry.h"
 
@@ -189,12 +190,6 @@ struct SignalScope {
 
 }  // namespace
 
-std::string default_socket_path() {
-  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
-  if (xdg != nullptr && xdg[0] != '\0') return std::string(xdg) + "/processfork.sock";
-  return "/tmp/processfork-" + std::to_string(getuid()) + ".sock";
-}
-
 Result<std::size_t> parse_size(std::string_view text) {
   std::size_t digits = 0;
   while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
@@ -314,7 +309,7 @@ int serve_main(int argc, char** argv) {
 
   {
     Service service(**runtime,
-                    api::PoolIdentity{std::string(backend->name()), backend->device(), PF_VERSION});
+                    PoolIdentity{std::string(backend->name()), backend->device(), PF_VERSION});
     Result<std::unique_ptr<UdsServer>> uds = UdsServer::start(
         service, UdsOptions{.path = config.socket_path, .max_clients = config.max_clients});
     if (!uds.is_ok()) return start_failure("socket " + config.socket_path, uds.status());

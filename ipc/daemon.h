@@ -11,7 +11,8 @@
 #include <cstddef>
 #include <string>
 
-#include "vmm/status.h"
+#include "base/socket_path.h"
+#include "base/status.h"
 
 namespace pf::ipc {
 
@@ -33,9 +34,6 @@ struct DaemonConfig {
   // mutating operation (slow; for tests and debugging). Always on in debug builds.
   bool verify = false;
 };
-
-// $XDG_RUNTIME_DIR/processfork.sock, else /tmp/processfork-$UID.sock.
-std::string default_socket_path();
 
 // Sizes like "4GiB", "64MiB", "512KiB", "1048576" (bytes). kInvalidArgument otherwise.
 Result<std::size_t> parse_size(std::string_view text);

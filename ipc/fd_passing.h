@@ -18,8 +18,8 @@
 #include <span>
 #include <vector>
 
-#include "vmm/status.h"
-#include "vmm/unique_fd.h"
+#include "base/status.h"
+#include "base/unique_fd.h"
 
 namespace pf::ipc {
 

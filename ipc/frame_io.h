@@ -12,9 +12,9 @@
 #include <span>
 #include <vector>
 
+#include "base/status.h"
+#include "base/unique_fd.h"
 #include "ipc/wire.h"
-#include "vmm/status.h"
-#include "vmm/unique_fd.h"
 
 namespace pf::ipc {
 

@@ -8,9 +8,11 @@
 #include <cctype>
 #include <charconv>
 #include <chrono>
+#include <memory>
 #include <thread>
 
-#include "ipc/log.h"
+#include "base/log.h"
+#include "ipc/api_json.h"
 
 namespace pf::ipc {
 
@@ -83,7 +85,7 @@ void send_error(httplib::Response& res, const Status& s) {
   send_error(res, api::http_status(s.code()), api::error_code_name(s.code()), s.message());
 }
 
-// A query value or path segment naming a source: all digits = a branch id, else CID/ref.
+// A query value naming a source: all digits = a branch id, else a CID or ref name.
 Json source_value(const std::string& text) {
   const bool digits = !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
     return std::isdigit(static_cast<unsigned char>(c));
@@ -92,6 +94,43 @@ Json source_value(const std::string& text) {
     if (Result<std::uint64_t> id = api::parse_id(text, "branch id"); id.is_ok()) return *id;
   }
   return text;
+}
+
+// A route of ipc/ops.def as httplib sees it: "{branch}" matches one path segment, "{cid}"
+// and "{name}" the rest of the path (CIDs and ref names may hold '/'); "?a&b" lists the
+// required query parameters.
+struct RouteSpec {
+  std::string pattern;                   // httplib regex
+  std::vector<std::string> path_params;  // JSON field per capture group
+  std::vector<std::string> query_params;
+};
+
+RouteSpec route_spec(std::string_view route) {
+  RouteSpec spec;
+  std::string_view path = route;
+  if (const std::size_t q = route.find('?'); q != std::string_view::npos) {
+    path = route.substr(0, q);
+    std::string_view rest = route.substr(q + 1);
+    while (!rest.empty()) {
+      const std::size_t amp = rest.find('&');
+      spec.query_params.emplace_back(rest.substr(0, amp));
+      rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+    }
+  }
+  while (!path.empty()) {
+    const std::size_t open = path.find('{');
+    if (open == std::string_view::npos) {
+      spec.pattern.append(path);
+      break;
+    }
+    const std::size_t close = path.find('}', open);
+    spec.pattern.append(path.substr(0, open));
+    std::string param(path.substr(open + 1, close - open - 1));
+    spec.pattern.append(param == "branch" ? "([^/]+)" : "(.+)");
+    spec.path_params.push_back(std::move(param));
+    path = path.substr(close + 1);
+  }
+  return spec;
 }
 
 }  // namespace
@@ -107,128 +146,103 @@ struct HttpServer::Impl {
 
   Impl(Service& s, HttpOptions o) : service(s), options(std::move(o)) {}
 
-  // Runs op with `request` and answers ok_status (204 when the answer is empty).
-  void answer(httplib::Response& res, Op op, const Json& request, int ok_status) {
-    Result<std::string> r = service.call(op, kHttpLease, request);
-    if (!r.is_ok()) {
-      send_error(res, r.status());
+  // Serves one row of ipc/ops.def: builds its JSON request from the body (POST, PUT), the
+  // path and the query, parses it into the request message, runs it and renders the reply.
+  template <Op op>
+  void serve(const RouteSpec& spec, const httplib::Request& req, httplib::Response& res) {
+    using Traits = OpTraits<op>;
+    Json body = Json::object();
+    if constexpr (Traits::method == HttpMethod::kPOST || Traits::method == HttpMethod::kPUT) {
+      Result<Json> parsed = api::parse_body(req.body);
+      if (!parsed.is_ok()) {
+        // Counted as a failed op, like the same mistake over the socket.
+        service.count_failed(op);
+        send_error(res, parsed.status());
+        return;
+      }
+      body = std::move(*parsed);
+    }
+    for (std::size_t i = 0; i < spec.path_params.size(); ++i) {
+      const std::string value = req.matches[i + 1].str();
+      if (spec.path_params[i] == "branch") {
+        Result<std::uint64_t> id = api::parse_id(value, "branch id");
+        if (!id.is_ok()) {
+          send_error(res, id.status());
+          return;
+        }
+        body[spec.path_params[i]] = *id;
+      } else {
+        body[spec.path_params[i]] = value;
+      }
+    }
+    for (const std::string& key : spec.query_params) {
+      if (!req.has_param(key)) {
+        service.count_failed(op);
+        send_error(res, 400, "invalid_argument", "missing query parameter '" + key + "'");
+        return;
+      }
+      body[key] = source_value(req.get_param_value(key));
+    }
+    RequestOf<op> request;
+    if (Status s = api::from_json<op>(body, &request); !s.is_ok()) {
+      service.count_failed(op);
+      send_error(res, s);
       return;
     }
-    if (r->empty()) {
+    Result<ReplyOf<op>> reply = service.call<op>(kHttpLease, request);
+    if (!reply.is_ok()) {
+      send_error(res, reply.status());
+      return;
+    }
+    std::string answer = api::answer_body(*reply);
+    if (answer.empty()) {
       res.status = 204;
       return;
     }
-    res.status = ok_status;
-    res.set_content(*r, kJson);
+    res.status = Traits::ok_status;
+    res.set_content(std::move(answer), kJson);
   }
 
-  // POST/PUT body → op.
-  void answer_body(const httplib::Request& req, httplib::Response& res, Op op, int ok_status,
-                   Json extra = Json::object()) {
-    Result<Json> body = api::parse_body(req.body);
-    if (!body.is_ok()) {
-      // Counted as a failed op, like the same mistake over the socket.
-      OpTimer t(service.metrics(), op);
-      send_error(res, body.status());
-      return;
+  // Registers one route pattern for op.
+  template <Op op>
+  void add_route(const std::string& route) {
+    auto spec = std::make_shared<RouteSpec>(route_spec(route));
+    auto handler = [this, spec](const httplib::Request& req, httplib::Response& res) {
+      serve<op>(*spec, req, res);
+    };
+    switch (OpTraits<op>::method) {
+      case HttpMethod::kGET:
+        server.Get(spec->pattern, handler);
+        break;
+      case HttpMethod::kPOST:
+        server.Post(spec->pattern, handler);
+        break;
+      case HttpMethod::kPUT:
+        server.Put(spec->pattern, handler);
+        break;
+      case HttpMethod::kDELETE:
+        server.Delete(spec->pattern, handler);
+        break;
+      case HttpMethod::kNONE:
+        break;
     }
-    for (auto& [k, v] : extra.items()) (*body)[k] = v;
-    answer(res, op, *body, ok_status);
-  }
-
-  // A branch id from the path: 400 when it is not a decimal integer.
-  bool path_branch(const httplib::Request& req, httplib::Response& res, Json* out) {
-    Result<std::uint64_t> id = api::parse_id(req.matches[1].str(), "branch id");
-    if (!id.is_ok()) {
-      send_error(res, id.status());
-      return false;
-    }
-    *out = Json{{"branch", *id}};
-    return true;
   }
 
   void routes();
 };
 
 void HttpServer::Impl::routes() {
-  using httplib::Request;
-  using httplib::Response;
-  httplib::Server& s = server;
-
-  s.Get("/v1/health",
-        [this](const Request&, Response& res) { answer(res, Op::kHealth, Json::object(), 200); });
-  s.Get("/v1/pool",
-        [this](const Request&, Response& res) { answer(res, Op::kPool, Json::object(), 200); });
-  s.Post("/v1/branches", [this](const Request& req, Response& res) {
-    answer_body(req, res, Op::kBranchCreate, 201);
+  // Every row of ipc/ops.def with an HTTP route; /v1/processfork/* also without /v1 (the
+  // SGLang spelling, DESIGN §6).
+  for_each_op([this]<Op op>() {
+    if constexpr (OpTraits<op>::method != HttpMethod::kNONE) {
+      const std::string route(OpTraits<op>::route);
+      add_route<op>(route);
+      constexpr std::string_view kV1 = "/v1/processfork/";
+      if (route.starts_with(kV1)) add_route<op>(route.substr(3));
+    }
   });
-  s.Get("/v1/branches",
-        [this](const Request&, Response& res) { answer(res, Op::kBranches, Json::object(), 200); });
-  s.Get(R"(/v1/branches/([^/]+))", [this](const Request& req, Response& res) {
-    Json body;
-    if (path_branch(req, res, &body)) answer(res, Op::kBranchInfo, body, 200);
-  });
-  s.Delete(R"(/v1/branches/([^/]+))", [this](const Request& req, Response& res) {
-    Json body;
-    if (path_branch(req, res, &body)) answer(res, Op::kBranchFree, body, 204);
-  });
-
-  for (const std::string prefix : {"/v1/processfork", "/processfork"}) {
-    s.Post(prefix + "/snapshot", [this](const Request& req, Response& res) {
-      answer_body(req, res, Op::kSnapshot, 201);
-    });
-    s.Post(prefix + "/fork",
-           [this](const Request& req, Response& res) { answer_body(req, res, Op::kFork, 201); });
-    s.Post(prefix + "/checkout", [this](const Request& req, Response& res) {
-      answer_body(req, res, Op::kCheckout, 201);
-    });
-    s.Post(prefix + "/merge",
-           [this](const Request& req, Response& res) { answer_body(req, res, Op::kMerge, 201); });
-    s.Get(prefix + R"(/log/(.+))", [this](const Request& req, Response& res) {
-      answer(res, Op::kLog, Json{{"cid", req.matches[1].str()}}, 200);
-    });
-    s.Get(prefix + "/diff", [this](const Request& req, Response& res) {
-      for (const char* key : {"a", "b"}) {
-        if (!req.has_param(key)) {
-          OpTimer t(service.metrics(), Op::kDiff);
-          send_error(res, 400, "invalid_argument",
-                     std::string("missing query parameter '") + key + "'");
-          return;
-        }
-      }
-      answer(res, Op::kDiff,
-             Json{{"a", source_value(req.get_param_value("a"))},
-                  {"b", source_value(req.get_param_value("b"))}},
-             200);
-    });
-  }
-
-  s.Get("/v1/snapshots", [this](const Request&, Response& res) {
-    answer(res, Op::kSnapshots, Json::object(), 200);
-  });
-  s.Get(R"(/v1/snapshots/(.+))", [this](const Request& req, Response& res) {
-    answer(res, Op::kManifest, Json{{"cid", req.matches[1].str()}}, 200);
-  });
-  s.Delete(R"(/v1/snapshots/(.+))", [this](const Request& req, Response& res) {
-    answer(res, Op::kUnpin, Json{{"cid", req.matches[1].str()}}, 204);
-  });
-
-  s.Get("/v1/refs",
-        [this](const Request&, Response& res) { answer(res, Op::kRefs, Json::object(), 200); });
-  s.Get(R"(/v1/refs/(.+))", [this](const Request& req, Response& res) {
-    answer(res, Op::kRefGet, Json{{"name", req.matches[1].str()}}, 200);
-  });
-  s.Put(R"(/v1/refs/(.+))", [this](const Request& req, Response& res) {
-    answer_body(req, res, Op::kRefSet, 200, Json{{"name", req.matches[1].str()}});
-  });
-  s.Delete(R"(/v1/refs/(.+))", [this](const Request& req, Response& res) {
-    answer(res, Op::kRefDelete, Json{{"name", req.matches[1].str()}}, 204);
-  });
-
-  s.Post("/v1/gc",
-         [this](const Request& req, Response& res) { answer_body(req, res, Op::kGc, 200); });
-
-  s.Get("/metrics", [this](const Request&, Response& res) {
+  server.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.status = 200;
     res.set_content(service.metrics_text(), "text/plain; version=0.0.4; charset=utf-8");
   });

@@ -20,8 +20,8 @@
 #include <string>
 #include <string_view>
 
+#include "base/status.h"
 #include "ipc/service.h"
-#include "vmm/status.h"
 
 namespace pf::ipc {
 

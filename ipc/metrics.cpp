@@ -1,78 +1,9 @@
 #include "ipc/metrics.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace pf::ipc {
-
-std::string_view op_name(Op op) {
-  switch (op) {
-    case Op::kHello:
-      return "hello";
-    case Op::kAttach:
-      return "attach";
-    case Op::kBranchCreate:
-      return "branch_create";
-    case Op::kAppend:
-      return "append";
-    case Op::kCommit:
-      return "commit";
-    case Op::kTruncate:
-      return "truncate";
-    case Op::kBranchFree:
-      return "branch_free";
-    case Op::kDetach:
-      return "detach";
-    case Op::kBranchView:
-      return "branch_view";
-    case Op::kBranchInfo:
-      return "branch_info";
-    case Op::kBranches:
-      return "branches";
-    case Op::kSnapshot:
-      return "snapshot";
-    case Op::kFork:
-      return "fork";
-    case Op::kCheckout:
-      return "checkout";
-    case Op::kMerge:
-      return "merge";
-    case Op::kDiff:
-      return "diff";
-    case Op::kLog:
-      return "log";
-    case Op::kManifest:
-      return "manifest";
-    case Op::kSnapshots:
-      return "snapshots";
-    case Op::kUnpin:
-      return "unpin";
-    case Op::kRefSet:
-      return "ref_set";
-    case Op::kRefGet:
-      return "ref_get";
-    case Op::kRefDelete:
-      return "ref_delete";
-    case Op::kRefs:
-      return "refs";
-    case Op::kPool:
-      return "pool";
-    case Op::kGc:
-      return "gc";
-    case Op::kHealth:
-      return "health";
-    case Op::kPagesLookupKeys:
-      return "pages_lookup_keys";
-    case Op::kPagesAlloc:
-      return "pages_alloc";
-    case Op::kPagesPublish:
-      return "pages_publish";
-    case Op::kPagesRelease:
-      return "pages_release";
-    case Op::kCount:
-      break;
-  }
-  return "unknown";
-}
 
 void OpMetrics::record(Op op, bool ok, std::chrono::nanoseconds elapsed) {
   Row& row = rows_[static_cast<std::size_t>(op)];
@@ -128,6 +59,86 @@ void OpMetrics::render(std::string* out) const {
     metric_line(out, "processfork_op_duration_seconds_count", "op=\"" + op + "\"",
                 total < cumulative ? cumulative : total);
   }
+}
+
+std::string prometheus_text(const rt::PoolStats& s, std::uint64_t epoch, std::size_t live_leases,
+                            const DaemonCounters& c, const OpMetrics& ops) {
+  std::string out;
+  out.reserve(32 << 10);
+
+  metric_header(&out, "processfork_pages", "gauge",
+                "Pool pages by state (shared and cached are subsets of sealed; free counts "
+                "unmapped capacity too).");
+  metric_line(&out, "processfork_pages", "state=\"free\"", std::uint64_t{s.free_pages});
+  metric_line(&out, "processfork_pages", "state=\"exclusive\"", std::uint64_t{s.exclusive_pages});
+  metric_line(&out, "processfork_pages", "state=\"sealed\"", std::uint64_t{s.sealed_pages});
+  metric_line(&out, "processfork_pages", "state=\"shared\"", std::uint64_t{s.shared_pages});
+  metric_line(&out, "processfork_pages", "state=\"cached\"", std::uint64_t{s.cached_pages});
+  metric_header(&out, "processfork_pool_capacity_pages", "gauge", "Pages the pool may hold.");
+  metric_line(&out, "processfork_pool_capacity_pages", "", std::uint64_t{s.capacity_pages});
+  metric_header(&out, "processfork_pool_used_pages", "gauge", "Pages not free.");
+  metric_line(&out, "processfork_pool_used_pages", "", std::uint64_t{s.used_pages});
+  metric_header(&out, "processfork_pool_mapped_pages", "gauge",
+                "Pages inside the chunks mapped now.");
+  metric_line(&out, "processfork_pool_mapped_pages", "", std::uint64_t{s.mapped_pages});
+  metric_header(&out, "processfork_pool_chunks", "gauge", "Physical chunks mapped.");
+  metric_line(&out, "processfork_pool_chunks", "", std::uint64_t{s.chunks});
+  metric_header(&out, "processfork_pool_epoch", "gauge",
+                "Changes whenever the set of mapped chunks changes.");
+  metric_line(&out, "processfork_pool_epoch", "", epoch);
+  metric_header(&out, "processfork_page_bytes", "gauge", "Bytes per page.");
+  metric_line(&out, "processfork_page_bytes", "", std::uint64_t{s.page_bytes});
+  metric_header(&out, "processfork_branches", "gauge", "Live branches.");
+  metric_line(&out, "processfork_branches", "", std::uint64_t{s.branches});
+  metric_header(&out, "processfork_snapshots", "gauge", "Pinned snapshots.");
+  metric_line(&out, "processfork_snapshots", "", std::uint64_t{s.snapshots});
+  metric_header(&out, "processfork_prefix_index_nodes", "gauge", "Prefix index nodes.");
+  metric_line(&out, "processfork_prefix_index_nodes", "", std::uint64_t{s.index_nodes});
+
+  metric_header(&out, "processfork_cow_copied_pages_total", "counter",
+                "Pages copied by copy-on-write appends.");
+  const std::uint64_t cow = c.cow_pages.load(std::memory_order_relaxed);
+  metric_line(&out, "processfork_cow_copied_pages_total", "", cow);
+  metric_header(&out, "processfork_cow_copied_bytes_total", "counter",
+                "Bytes copied by copy-on-write appends (the only page copies there are).");
+  metric_line(&out, "processfork_cow_copied_bytes_total", "", cow * s.page_bytes);
+
+  metric_header(&out, "processfork_clients_connected", "gauge",
+                "Unix-socket clients connected now.");
+  metric_line(&out, "processfork_clients_connected", "",
+              static_cast<std::uint64_t>(
+                  std::max<std::int64_t>(0, c.clients.load(std::memory_order_relaxed))));
+  metric_header(&out, "processfork_leases_active", "gauge", "Leases held by live connections.");
+  metric_line(&out, "processfork_leases_active", "", std::uint64_t{live_leases});
+  metric_header(&out, "processfork_leases_total", "counter", "Leases granted.");
+  metric_line(&out, "processfork_leases_total", "",
+              c.leases_opened.load(std::memory_order_relaxed));
+  metric_header(&out, "processfork_lease_branches_freed_total", "counter",
+                "Branches freed because their lease's connection ended.");
+  metric_line(&out, "processfork_lease_branches_freed_total", "",
+              c.lease_branches_freed.load(std::memory_order_relaxed));
+  metric_header(&out, "processfork_lease_page_holds_released_total", "counter",
+                "Keyed-page holds ended because their lease's connection ended.");
+  metric_line(&out, "processfork_lease_page_holds_released_total", "",
+              c.lease_holds_released.load(std::memory_order_relaxed));
+  metric_header(&out, "processfork_protocol_errors_total", "counter",
+                "Unix-socket protocol violations (each answered or the connection dropped).");
+  metric_line(&out, "processfork_protocol_errors_total", "",
+              c.protocol_errors.load(std::memory_order_relaxed));
+  metric_header(&out, "processfork_connections_refused_total", "counter",
+                "Unix-socket connections refused, by reason.");
+  metric_line(&out, "processfork_connections_refused_total", "reason=\"uid\"",
+              c.refused_uid.load(std::memory_order_relaxed));
+  metric_line(&out, "processfork_connections_refused_total", "reason=\"limit\"",
+              c.refused_limit.load(std::memory_order_relaxed));
+  metric_header(&out, "processfork_http_requests_total", "counter",
+                "HTTP requests answered, by status class.");
+  for (int cls = 1; cls <= 5; ++cls) {
+    metric_line(&out, "processfork_http_requests_total", "code=\"" + std::to_string(cls) + "xx\"",
+                c.http_by_class[cls].load(std::memory_order_relaxed));
+  }
+  ops.render(&out);
+  return out;
 }
 
 void metric_header(std::string* out, std::string_view name, std::string_view type,

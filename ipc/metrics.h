@@ -1,5 +1,5 @@
-// Operation counters and latency histograms for GET /metrics (DESIGN §6), and the op names
-// both front ends share.
+// Operation counters and latency histograms, and the Prometheus text of GET /metrics
+// (DESIGN §6). Op names come from the op table (ipc/ops.h).
 //
 // Contract: record() is lock-free (relaxed atomics) and safe from any thread; render()
 // reads a consistent-enough snapshot (each counter atomically, not all of them at once),
@@ -13,47 +13,10 @@
 #include <string>
 #include <string_view>
 
+#include "ipc/ops.h"
+#include "runtime/runtime.h"
+
 namespace pf::ipc {
-
-// Every operation either front end performs (one metrics row each).
-enum class Op : int {
-  kHello,
-  kAttach,
-  kBranchCreate,
-  kAppend,
-  kCommit,
-  kTruncate,
-  kBranchFree,
-  kDetach,
-  kBranchView,
-  kBranchInfo,
-  kBranches,
-  kSnapshot,
-  kFork,
-  kCheckout,
-  kMerge,
-  kDiff,
-  kLog,
-  kManifest,
-  kSnapshots,
-  kUnpin,
-  kRefSet,
-  kRefGet,
-  kRefDelete,
-  kRefs,
-  kPool,
-  kGc,
-  kHealth,
-  kPagesLookupKeys,
-  kPagesAlloc,
-  kPagesPublish,
-  kPagesRelease,
-  kCount,
-};
-inline constexpr std::size_t kOpCount = static_cast<std::size_t>(Op::kCount);
-
-// "branch_create", "append", ... (the `op` label).
-std::string_view op_name(Op op);
 
 class OpMetrics {
  public:
@@ -97,6 +60,24 @@ class OpTimer {
   std::chrono::steady_clock::time_point start_;
   bool done_ = false;
 };
+
+// The daemon's own counters and gauges (lock-free; shown in /metrics).
+struct DaemonCounters {
+  std::atomic<std::int64_t> clients{0};
+  std::atomic<std::uint64_t> leases_opened{0};
+  std::atomic<std::uint64_t> lease_branches_freed{0};
+  std::atomic<std::uint64_t> lease_holds_released{0};
+  std::atomic<std::uint64_t> cow_pages{0};
+  std::atomic<std::uint64_t> protocol_errors{0};
+  std::atomic<std::uint64_t> refused_uid{0};
+  std::atomic<std::uint64_t> refused_limit{0};
+  std::array<std::atomic<std::uint64_t>, 6> http_by_class{};  // index: status / 100
+};
+
+// GET /metrics: the pool's gauges, the daemon's counters and every op's counters and
+// latency histogram, in Prometheus text format.
+std::string prometheus_text(const rt::PoolStats& pool, std::uint64_t epoch, std::size_t live_leases,
+                            const DaemonCounters& counters, const OpMetrics& ops);
 
 // Prometheus text helpers: "# HELP name help\n# TYPE name type\n".
 void metric_header(std::string* out, std::string_view name, std::string_view type,

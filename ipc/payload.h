@@ -11,7 +11,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "vmm/status.h"
+#include "base/status.h"
 
 namespace pf::wire {
 

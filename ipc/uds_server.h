@@ -33,8 +33,8 @@
 #include <memory>
 #include <string>
 
+#include "base/status.h"
 #include "ipc/service.h"
-#include "vmm/status.h"
 
 namespace pf::ipc {
 

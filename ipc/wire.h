@@ -17,22 +17,23 @@
 //    reply's pool_epoch with the epoch it mapped; when they differ it sends kAttach again
 //    before touching any page id of that reply (a grown pool has new chunks; a shrunk one
 //    fewer). Page ids a reply hands out always lie inside the chunks of that epoch.
-//  - Fast-path ops (branch, append, commit, snapshot, fork, checkout, ...) use the packed
-//    structs below with trailing arrays. Introspection ops (merge, diff, log, refs, pool,
-//    gc, ...) carry a JSON request and the JSON answer of the HTTP API (DESIGN §6), so both
-//    front ends render one shape.
+//  - Every operation is a row of ipc/ops.def; its request and reply are binary messages
+//    (ipc/messages.h). Fast-path messages are the packed heads below with trailing arrays;
+//    the others (merge, diff, log, refs, pool, gc, ...) are packed field lists. JSON exists
+//    only at the HTTP edge (ipc/api_json.h).
 //  - Every struct is packed and static_assert-sized; integers are little-endian (the
 //    protocol is same-host only). Limits below are enforced by the daemon before parsing.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 
 namespace pf::wire {
 
 inline constexpr std::uint32_t kMagic = 0x314b4650;  // "PFK1" in memory order
-inline constexpr std::uint16_t kVersionMajor = 1;    // incompatible changes bump this
-inline constexpr std::uint16_t kVersionMinor = 2;    // compatible additions bump this
+inline constexpr std::uint16_t kVersionMajor = 2;    // incompatible changes bump this
+inline constexpr std::uint16_t kVersionMinor = 0;    // compatible additions bump this
 inline constexpr std::uint32_t kMaxPayload = 16u << 20;
 inline constexpr std::uint32_t kMaxTokensPerRequest = 1u << 20;
 inline constexpr std::uint32_t kMaxNameBytes = 256;
@@ -41,44 +42,29 @@ inline constexpr std::uint32_t kMaxChunksPerAttachReply = 253;  // SCM_MAX_FD
 // Keyed pages (1.2): keys or page ids in one request, and the bytes of one prefix key.
 inline constexpr std::uint32_t kMaxKeysPerRequest = 1u << 16;
 inline constexpr std::uint32_t kKeyBytes = 32;  // SHA-256, binary on the wire
+inline constexpr std::uint32_t kMaxForkChildren = 1024;
 
+// Message types, one per row of ipc/ops.def (kHello = 1 never changes).
 enum class MsgType : std::uint16_t {
-  kHello = 1,  // never renumbered
-  kAttach = 2,
-  // fast path
-  kBranchCreate = 10,
-  kAppend = 11,
-  kCommit = 12,
-  kTruncate = 13,
-  kBranchFree = 14,
-  kDetach = 15,
-  kBranchView = 16,
-  kSnapshot = 17,
-  kFork = 18,
-  kCheckout = 19,
-  // JSON ops: request and reply bodies are JSON (DESIGN §6 shapes)
-  kMerge = 40,
-  kDiff = 41,
-  kLog = 42,
-  kManifest = 43,
-  kSnapshots = 44,
-  kUnpin = 45,
-  kRefSet = 46,
-  kRefGet = 47,
-  kRefDelete = 48,
-  kRefs = 49,
-  kPool = 50,
-  kGc = 51,
-  kHealth = 52,
-  // added in 1.1 (JSON ops, like the above)
-  kBranches = 53,    // {} -> the answer of GET /v1/branches
-  kBranchInfo = 54,  // {"branch": id} -> the answer of GET /v1/branches/{id}
-  // added in 1.2: keyed pages (packed, like the fast path; docs/protocol.md)
-  kPagesLookupKeys = 60,
-  kPagesAlloc = 61,
-  kPagesPublish = 62,
-  kPagesRelease = 63,
+#define PF_OP(op, name, msg, ...) k##op = msg,
+#include "ipc/ops.def"
+#undef PF_OP
 };
+
+// Operations per protocol minor of this major: adding a row to ipc/ops.def without bumping
+// kVersionMinor (and appending the new count here) fails to compile.
+inline constexpr std::size_t kOpsByMinor[] = {31};
+inline constexpr std::size_t kOpRows = 0
+#define PF_OP(...) +1
+#include "ipc/ops.def"
+#undef PF_OP
+    ;
+static_assert(kOpRows == kOpsByMinor[kVersionMinor],
+              "ipc/ops.def changed: bump wire::kVersionMinor and append the new op count to "
+              "kOpsByMinor (docs/protocol.md, \"Adding an operation\")");
+
+// A 32-byte binary SHA-256 prefix key (DESIGN §4).
+using Key = std::array<std::uint8_t, 32>;
 
 // Flags in FrameHeader::flags.
 inline constexpr std::uint16_t kFlagReply = 1;
@@ -269,8 +255,9 @@ struct ForkReply {
   char source[kCidBytes] = {};  // empty when forked from a branch
   std::uint32_t n = 0;
   std::uint32_t reserved = 0;
+  std::uint64_t n_tokens = 0;  // every child's length
 };
-static_assert(sizeof(ForkReply) == 80);
+static_assert(sizeof(ForkReply) == 88);
 
 // Trailed by name_bytes of CID or ref name.
 struct CheckoutRequest {
@@ -282,8 +269,9 @@ static_assert(sizeof(CheckoutRequest) == 8);
 struct CheckoutReply {
   std::uint64_t branch = 0;
   char cid[kCidBytes] = {};
+  std::uint64_t n_tokens = 0;  // the new branch's length
 };
-static_assert(sizeof(CheckoutReply) == 80);
+static_assert(sizeof(CheckoutReply) == 88);
 
 // --- keyed pages (1.2) ----------------------------------------------------------------
 // Keys are 32-byte binary SHA-256 prefix keys (DESIGN §4). Page ids that a request names

@@ -10,7 +10,7 @@
 
 #include <string>
 
-#include "vmm/status.h"
+#include "base/status.h"
 
 #define PF_CUDA_TRY(expr)                                                                     \
   do {                                                                                        \

@@ -28,7 +28,7 @@
 #include <cstdint>
 #include <span>
 
-#include "vmm/status.h"
+#include "base/status.h"
 
 namespace pf::kernels {
 

@@ -4,6 +4,8 @@
 #include <charconv>
 #include <string>
 
+#include "base/device_name.h"
+
 namespace pf::kernels {
 
 std::string Digest::hex() const {
@@ -22,20 +24,13 @@ Result<std::unique_ptr<PageKernels>> kernels_for(const vmm::Backend& backend) {
   }
   // Device memory: the backend names its device "cuda:N".
   const std::string device = backend.device();
-  constexpr std::string_view kPrefix = "cuda:";
-  int ordinal = -1;
-  if (device.size() > kPrefix.size() && device.compare(0, kPrefix.size(), kPrefix) == 0) {
-    const char* first = device.data() + kPrefix.size();
-    const char* last = device.data() + device.size();
-    auto [end, ec] = std::from_chars(first, last, ordinal);
-    if (ec != std::errc() || end != last || ordinal < 0) ordinal = -1;
-  }
-  if (ordinal < 0) {
+  Result<DeviceName> parsed = parse_device_name(device);
+  if (!parsed.is_ok() || parsed->kind != DeviceName::Kind::kCuda) {
     return PF_ERROR(Code::kUnsupported, "no page kernels for device memory of backend '" +
                                             std::string(backend.name()) + "' on device '" + device +
                                             "' (expected \"cuda:N\")");
   }
-  return make_cuda_kernels(ordinal);
+  return make_cuda_kernels(parsed->ordinal);
 }
 
 }  // namespace pf::kernels

@@ -26,7 +26,7 @@
 
 #include "kernels/kv_layout.h"
 #include "vmm/backend.h"
-#include "vmm/status.h"
+#include "base/status.h"
 
 namespace pf::kernels {
 

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "vmm/status.h"
+#include "base/status.h"
 
 namespace pf::demo {
 

@@ -11,7 +11,7 @@
 
 #include "perf/engine/engine.h"
 #include "runtime/types.h"
-#include "vmm/status.h"
+#include "base/status.h"
 
 namespace pf::demo {
 

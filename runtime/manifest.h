@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/geometry.h"
+#include "base/page_format.h"
 #include "runtime/types.h"
 
 namespace pf::rt {

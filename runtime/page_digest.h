@@ -13,7 +13,7 @@
 #include <span>
 
 #include "kernels/page_kernels.h"
-#include "runtime/geometry.h"
+#include "base/page_format.h"
 #include "runtime/types.h"
 
 namespace pf::rt {

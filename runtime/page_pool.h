@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "kernels/page_kernels.h"
-#include "runtime/geometry.h"
+#include "base/page_format.h"
 #include "runtime/types.h"
 #include "vmm/backend.h"
 #include "vmm/mapped_range.h"

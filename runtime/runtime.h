@@ -33,13 +33,13 @@
 #include <string_view>
 #include <vector>
 
+#include "base/page_format.h"
+#include "base/unique_fd.h"
 #include "kernels/page_kernels.h"
-#include "runtime/geometry.h"
 #include "runtime/page_pool.h"
 #include "runtime/sha256.h"
 #include "runtime/types.h"
 #include "vmm/backend.h"
-#include "vmm/unique_fd.h"
 
 namespace pf::rt {
 
@@ -101,7 +101,8 @@ struct SnapshotInfo {
 
 struct ForkResult {
   std::vector<BranchId> branches;
-  std::string source;  // the CID forked from; empty when forked from a branch
+  std::string source;          // the CID forked from; empty when forked from a branch
+  std::uint64_t n_tokens = 0;  // every child's length
 };
 
 enum class MergeOutcome { kFastForward, kThreeWay };

@@ -142,6 +142,7 @@ Result<ForkResult> fork(State& s, const Source& source, std::size_t n, LeaseId o
     c.parents = parents;
     out.branches.push_back(c.id);
   }
+  out.n_tokens = base_tokens;
   return out;
 }
 

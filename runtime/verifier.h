@@ -15,7 +15,7 @@
 //    snapshot's manifest digests match its pages; every CID is the SHA-256 of its bytes.
 #pragma once
 
-#include "vmm/status.h"
+#include "base/status.h"
 
 namespace pf::rt::detail {
 struct State;

@@ -21,7 +21,7 @@
 #include <string>
 #include <string_view>
 
-#include "vmm/status.h"
+#include "base/status.h"
 
 namespace pf::vmm {
 

@@ -28,7 +28,7 @@
 #include <memory>
 
 #include "vmm/backend.h"
-#include "vmm/status.h"
+#include "base/status.h"
 
 namespace pf::vmm {
 

@@ -27,7 +27,7 @@
 #include <string>
 #include <string_view>
 
-#include "vmm/status.h"
+#include "base/status.h"
 
 #if defined(CUDA_API_PER_THREAD_DEFAULT_STREAM)
 #error \

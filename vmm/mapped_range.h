@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "vmm/backend.h"
-#include "vmm/unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace pf::vmm {
 

@@ -4,6 +4,7 @@
 #include <mutex>
 #include <utility>
 
+#include "base/device_name.h"
 #include "vmm/fault_backend.h"
 #include "vmm/host_backend.h"
 #if defined(PF_HAVE_CUDA)
@@ -83,21 +84,14 @@ Result<BackendChoice> open_backend(std::string_view spec) {
     }
     return BackendChoice{make_host_backend(), "auto: chose host (built without CUDA)"};
   }
+  // "host", "cuda:N"; any other "name" or "name:N" is looked up as a registered backend.
   std::string_view name = spec;
   int ordinal = 0;
-  if (auto colon = spec.find(':'); colon != std::string_view::npos) {
-    name = spec.substr(0, colon);
-    std::string_view digits = spec.substr(colon + 1);
-    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), ordinal);
-    if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size() ||
-        ordinal < 0) {
-      return PF_ERROR(Code::kInvalidArgument,
-                      "malformed device spec '" + std::string(spec) + "' (want host or cuda:N)");
-    }
-  }
-  if (name == "host" && name.size() != spec.size()) {
-    return PF_ERROR(Code::kInvalidArgument,
-                    "malformed device spec '" + std::string(spec) + "' (host takes no ordinal)");
+  if (Result<DeviceName> device = parse_device_name(spec); device.is_ok()) {
+    name = device->kind == DeviceName::Kind::kHost ? "host" : "cuda";
+    ordinal = device->ordinal;
+  } else if (spec.starts_with("host") || spec.find(':') != std::string_view::npos) {
+    return device.take_status();
   }
   BackendFactory factory = find_factory(name);
   if (factory == nullptr) {

@@ -7,6 +7,8 @@
 #include <string>
 #include <utility>
 
+#include "base/device_name.h"
+
 namespace pf::engine {
 
 PageArena& PageArena::operator=(PageArena&& o) noexcept {
@@ -66,29 +68,18 @@ Status Engine::check_geometry(const rt::Geometry& g) const {
 
 Result<std::unique_ptr<Engine>> make_engine(const ModelConfig& cfg, std::string_view device) {
   PF_TRY(cfg.validate());
-  if (device == "host") return make_host_engine(cfg);
   if (device == "auto") {
     Result<std::unique_ptr<Engine>> cuda = make_cuda_engine(cfg, 0);
     if (cuda.is_ok()) return cuda;
     return make_host_engine(cfg);
   }
-  if (device == "cuda") return make_cuda_engine(cfg, 0);
-  if (device.substr(0, 5) == "cuda:") {
-    int ordinal = 0;
-    const std::string_view digits = device.substr(5);
-    if (digits.empty() || digits.size() > 3) {
-      return PF_ERROR(Code::kInvalidArgument, "bad device '" + std::string(device) + "'");
-    }
-    for (char ch : digits) {
-      if (ch < '0' || ch > '9') {
-        return PF_ERROR(Code::kInvalidArgument, "bad device '" + std::string(device) + "'");
-      }
-      ordinal = ordinal * 10 + (ch - '0');
-    }
-    return make_cuda_engine(cfg, ordinal);
+  Result<DeviceName> parsed = parse_device_name(device, /*allow_bare_cuda=*/true);
+  if (!parsed.is_ok()) {
+    return PF_ERROR(Code::kInvalidArgument,
+                    "unknown engine device '" + std::string(device) + "' (host, cuda[:N], auto)");
   }
-  return PF_ERROR(Code::kInvalidArgument,
-                  "unknown engine device '" + std::string(device) + "' (host, cuda[:N], auto)");
+  if (parsed->kind == DeviceName::Kind::kHost) return make_host_engine(cfg);
+  return make_cuda_engine(cfg, parsed->ordinal);
 }
 
 rt::Token sample_greedy(std::span<const float> logits) {

@@ -29,9 +29,9 @@
 
 #include "perf/engine/model.h"
 #include "perf/engine/paged_kv.h"
-#include "runtime/geometry.h"
+#include "base/page_format.h"
 #include "runtime/types.h"
-#include "vmm/status.h"
+#include "base/status.h"
 
 namespace pf::engine {
 

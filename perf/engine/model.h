@@ -15,8 +15,8 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/geometry.h"
-#include "vmm/status.h"
+#include "base/page_format.h"
+#include "base/status.h"
 
 namespace pf::engine {
 

@@ -19,9 +19,9 @@
 #include <span>
 #include <vector>
 
-#include "runtime/geometry.h"
+#include "base/page_format.h"
 #include "runtime/types.h"
-#include "vmm/status.h"
+#include "base/status.h"
 
 namespace pf::engine {
 

@@ -65,6 +65,14 @@ processfork::Source parse_source(const std::string& text);
 processfork::Client connect(const GlobalOptions& g);
 // Prints a JSON document (one line) to stdout.
 void print_json(const Json& j);
+// A JSON answer of the library (pf_diff, pf_log, ...) as a document; throws on bad text.
+Json parse_answer(const std::string& text);
+// A string field of an answer ("" when absent or null).
+std::string str(const Json& j, const char* key);
+std::string human_bytes(std::uint64_t bytes);
+std::string dtype_name(std::uint32_t dtype);
+// "1, 2, 3" of a JSON list of ids.
+std::string join_ids(const Json& list);
 
 int cmd_status(const GlobalOptions& g, Args& a);
 int cmd_branch(const GlobalOptions& g, Args& a);

@@ -30,11 +30,12 @@
 #include <string_view>
 #include <vector>
 
+#include "base/status.h"
+#include "base/unique_fd.h"
 #include "ipc/frame_io.h"
+#include "ipc/ops.h"
 #include "ipc/wire.h"
 #include "shims/client/pool_mapping.h"
-#include "vmm/status.h"
-#include "vmm/unique_fd.h"
 
 namespace pf::client {
 
@@ -77,85 +78,6 @@ struct MappingInfo {
   std::byte* base = nullptr;
 };
 
-struct NewBranch {
-  std::uint64_t branch = 0;
-  std::uint64_t n_tokens = 0;
-  std::uint64_t reused_tokens = 0;
-};
-
-struct WriteRun {
-  std::uint32_t page = 0;
-  std::uint32_t first_slot = 0;
-  std::uint32_t count = 0;
-  std::uint64_t first_token = 0;
-};
-
-struct AppendResult {
-  std::uint64_t first_token = 0;
-  std::uint32_t pages_added = 0;
-  bool copied_page = false;
-  std::vector<WriteRun> runs;
-};
-
-struct BranchView {
-  std::uint64_t branch = 0;
-  std::uint64_t owner = 0;  // lease id; 0 = detached
-  std::uint64_t n_tokens = 0;
-  std::uint32_t fill_in_last_page = 0;
-  std::vector<std::uint32_t> pages;
-  std::vector<std::uint32_t> tokens;  // only when asked for
-};
-
-struct SnapshotResult {
-  std::string cid;
-  std::uint64_t n_tokens = 0;
-  std::uint64_t n_pages = 0;
-  bool created = false;
-};
-
-// Where fork/merge/diff start: a branch, or a snapshot named by CID or ref.
-struct Source {
-  bool is_branch = true;
-  std::uint64_t branch = 0;
-  std::string name;
-  static Source of_branch(std::uint64_t id) { return Source{true, id, {}}; }
-  static Source of_name(std::string cid_or_ref) { return Source{false, 0, std::move(cid_or_ref)}; }
-};
-
-struct ForkResult {
-  std::string source;  // the CID forked from; empty when forked from a branch
-  std::vector<std::uint64_t> branches;
-};
-
-struct CheckoutResult {
-  std::uint64_t branch = 0;
-  std::string cid;
-};
-
-struct MergeResult {
-  bool fast_forward = true;
-  std::uint64_t branch = 0;
-  std::string cid;
-  std::string base;
-  std::uint64_t common_tokens = 0;
-  std::vector<std::uint32_t> recompute_tokens;
-};
-
-struct PoolStats {
-  std::uint64_t capacity_pages = 0;
-  std::uint64_t used_pages = 0;
-  std::uint64_t shared_pages = 0;
-  std::uint64_t cached_pages = 0;
-  std::uint64_t free_pages = 0;
-  std::uint64_t page_bytes = 0;
-  std::uint64_t chunk_bytes = 0;
-};
-
-struct GcResult {
-  std::uint64_t evicted_pages = 0;
-  std::uint64_t released_chunks = 0;
-};
-
 class Connection {
  public:
   // Connects, says HELLO (protocol major must match) and, with options.attach, maps the
@@ -181,51 +103,20 @@ class Connection {
   // Upper bound on the write runs append() can return for n tokens.
   std::size_t max_runs(std::size_t n_tokens) const;
 
-  // --- fast path ----------------------------------------------------------------------
-  Result<NewBranch> branch_create(std::span<const std::uint32_t> tokens);
-  Result<AppendResult> append(std::uint64_t branch, std::span<const std::uint32_t> tokens);
-  Status commit(std::uint64_t branch);
-  Status truncate(std::uint64_t branch, std::uint64_t n_tokens);
-  Status branch_free(std::uint64_t branch);
-  Status detach(std::uint64_t branch);
-  Result<BranchView> branch_view(std::uint64_t branch, bool with_tokens);
-  Result<SnapshotResult> snapshot(std::uint64_t branch, std::string_view name);
-  Result<ForkResult> fork(const Source& source, std::uint32_t n);
-  Result<CheckoutResult> checkout(std::string_view cid_or_ref);
-
-  // --- JSON ops (the DESIGN §6 answers, as text) --------------------------------------
-  Result<std::string> merge_json(const Source& from, const Source& into);
-  Result<MergeResult> merge(const Source& from, const Source& into);
-  Result<std::string> diff_json(const Source& a, const Source& b);
-  Result<std::string> log_json(std::string_view cid_or_ref);
-  Result<std::string> manifest_json(std::string_view cid_or_ref);
-  Result<std::string> snapshots_json();
-  Status unpin(std::string_view cid);
-  Status ref_set(std::string_view name, std::string_view cid_or_ref);
-  Result<std::string> ref_get(std::string_view name);
-  Status ref_delete(std::string_view name);
-  Result<std::string> refs_json();
-  Result<std::string> pool_json();
-  Result<PoolStats> pool_stats();
-  Result<std::string> gc_json(bool drop_cache);
-  Result<GcResult> gc(bool drop_cache);
-  Result<std::string> health_json();
-  // Protocol 1.1: every branch of the daemon ({branches: [...]}) and one branch's info.
-  Result<std::string> branches_json();
-  Result<std::string> branch_info_json(std::uint64_t branch);
-  // Protocol 1.2, keyed pages (docs/protocol.md): keys are 32-byte binary prefix keys,
-  // n_keys of them back to back in `keys`. kUnsupported with an older daemon.
-  Result<std::vector<std::uint32_t>> pages_lookup_keys(std::span<const std::uint8_t> keys,
-                                                       bool hold);
-  Result<std::vector<std::uint32_t>> pages_alloc(std::uint32_t n);
-  // parent_key: nullptr or 32 bytes. Returns how many keys were new.
-  Result<std::uint32_t> pages_publish(std::span<const std::uint8_t> keys,
-                                      std::span<const std::uint32_t> pages,
-                                      const std::uint8_t* parent_key);
-  Status pages_release(std::span<const std::uint32_t> pages);
-
-  // Any JSON op by type, for tools: request body in, answer body out.
-  Result<std::string> json_op(wire::MsgType type, std::string_view request_json);
+  // Runs one operation of ipc/ops.def: encodes the request message, waits for the reply and
+  // decodes it (ipc/messages.h). The daemon's error codes come back unchanged; a reply that
+  // does not decode is kProtocol. Blocking; one request at a time per connection.
+  template <ipc::Op op>
+  Result<ipc::ReplyOf<op>> request(ipc::RequestOf<op> message) {
+    const std::vector<std::byte> payload = wire::encode(message);
+    PF_ASSIGN_OR_RETURN(Reply reply, call(ipc::OpTraits<op>::message, payload));
+    ipc::ReplyOf<op> out;
+    if (Status s = wire::decode(reply.payload, &out, ipc::OpTraits<op>::name.data()); !s.is_ok()) {
+      return PF_ERROR(Code::kProtocol, "the daemon's " + std::string(ipc::OpTraits<op>::name) +
+                                           " reply does not decode: " + s.message());
+    }
+    return out;
+  }
 
  private:
   struct Reply {
@@ -242,7 +133,6 @@ class Connection {
                             std::size_t max_fds = 0);
   Result<Reply> call(wire::MsgType type, std::span<const std::byte> payload);
   Status attach_locked();
-  Status keyed_pages_supported() const;
   Status hello();
   Status broken(Status why);
   void wait_for_reply() const;
@@ -261,13 +151,5 @@ class Connection {
   std::uint64_t latest_epoch_ = 0;
   bool stale_ = false;  // the mapping may not match mapped_epoch_: re-attach before use
 };
-
-// The socket path connect() uses for an empty ConnectOptions::socket_path:
-// $PROCESSFORK_SOCKET, else $XDG_RUNTIME_DIR/processfork.sock, else
-// /tmp/processfork-$UID.sock (the daemon's default).
-std::string default_socket_path();
-
-// "bf16", "fp16", "fp32", "fp8_e4m3", "fp8_e5m2", "unknown".
-std::string_view dtype_name(std::uint8_t dtype);
 
 }  // namespace pf::client

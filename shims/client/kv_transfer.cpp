@@ -5,39 +5,23 @@
 #include <string>
 #include <vector>
 
-namespace pf::client {
+#include "base/device_name.h"
+#include "base/dtype.h"
 
-std::uint32_t dtype_bytes(std::uint8_t dtype) {
-  switch (dtype) {
-    case 0:  // bf16
-    case 1:  // fp16
-      return 2;
-    case 2:  // fp32
-      return 4;
-    case 3:  // fp8_e4m3
-    case 4:  // fp8_e5m2
-      return 1;
-    default:
-      return 0;
-  }
-}
+namespace pf::client {
 
 Result<kernels::PageKernels*> KVTransfer::kernels() {
   std::lock_guard lock(mu_);
   if (kernels_ != nullptr) return kernels_.get();
   const std::string& device = conn_.pool().device;
-  if (device == "host") {
+  Result<DeviceName> parsed = parse_device_name(device);
+  if (!parsed.is_ok()) {
+    return PF_ERROR(Code::kProtocol, "the daemon's pool device '" + device + "' is malformed");
+  }
+  if (parsed->kind == DeviceName::Kind::kHost) {
     kernels_ = kernels::make_host_kernels();
-  } else if (device.rfind("cuda:", 0) == 0) {
-    int ordinal = -1;
-    try {
-      ordinal = std::stoi(device.substr(5));
-    } catch (...) {
-      return PF_ERROR(Code::kProtocol, "the daemon's pool device '" + device + "' is malformed");
-    }
-    PF_ASSIGN_OR_RETURN(kernels_, kernels::make_cuda_kernels(ordinal));
   } else {
-    return PF_ERROR(Code::kUnsupported, "no layout kernels for pool device '" + device + "'");
+    PF_ASSIGN_OR_RETURN(kernels_, kernels::make_cuda_kernels(parsed->ordinal));
   }
   return kernels_.get();
 }
@@ -46,16 +30,18 @@ Result<std::uint64_t> KVTransfer::copy(const KVLayoutDesc& layout, std::span<con
                                        std::uint32_t layer_begin, std::uint32_t layer_end,
                                        kernels::KVDirection direction, void* stream) {
   const PoolInfo& pool = conn_.pool();
-  const kernels::KVPageFormat format{pool.layers, pool.kv_heads, pool.head_dim, pool.page_tokens,
-                                     dtype_bytes(pool.dtype)};
+  const kernels::KVPageFormat format{
+      pool.layers, pool.kv_heads, pool.head_dim, pool.page_tokens,
+      static_cast<std::uint32_t>(dtype_bytes(static_cast<DType>(pool.dtype)))};
   if (format.page_bytes() != pool.page_bytes) {
     return PF_ERROR(Code::kProtocol, "the pool's page_bytes disagrees with its geometry");
   }
   if (layout.elem_bytes != format.elem_bytes) {
     return PF_ERROR(Code::kInvalidArgument,
                     "kv copy: the engine's elements are " + std::to_string(layout.elem_bytes) +
-                        " bytes but the pool's dtype " + std::string(dtype_name(pool.dtype)) +
-                        " has " + std::to_string(format.elem_bytes) + "-byte elements");
+                        " bytes but the pool's dtype " +
+                        std::string(dtype_name(static_cast<DType>(pool.dtype))) + " has " +
+                        std::to_string(format.elem_bytes) + "-byte elements");
   }
   std::vector<kernels::KVRun> resolved;
   resolved.reserve(runs.size());

@@ -25,10 +25,10 @@
 #include <mutex>
 #include <span>
 
+#include "base/status.h"
 #include "kernels/kv_layout.h"
 #include "kernels/page_kernels.h"
 #include "shims/client/connection.h"
-#include "vmm/status.h"
 
 namespace pf::client {
 
@@ -48,9 +48,6 @@ struct KVPageRun {
   std::uint32_t count = 0;
   std::uint64_t engine_token = 0;
 };
-
-// Bytes per element of a pool dtype code (bf16/fp16: 2, fp32: 4, fp8: 1; 0 if unknown).
-std::uint32_t dtype_bytes(std::uint8_t dtype);
 
 class KVTransfer {
  public:

@@ -26,9 +26,9 @@
 #include <string_view>
 #include <vector>
 
+#include "base/status.h"
+#include "base/unique_fd.h"
 #include "vmm/backend.h"
-#include "vmm/status.h"
-#include "vmm/unique_fd.h"
 
 namespace pf::client {
 

@@ -43,7 +43,7 @@ extern "C" {
 /* The ABI version of this header: the library's major must equal it; a library of a
  * higher minor accepts everything a lower minor's header passes (docs/c_api.md). */
 #define PF_ABI_VERSION_MAJOR 1
-#define PF_ABI_VERSION_MINOR 0
+#define PF_ABI_VERSION_MINOR 1
 
 /* "sha256:" + 64 hex digits + NUL. */
 #define PF_CID_BYTES 72
@@ -87,10 +87,24 @@ PF_API const char* pf_result_string(pf_result result);
  * pf_connect included); "" when none failed yet. `client` may be NULL. The pointer stays
  * valid until the calling thread's next failing call. */
 PF_API const char* pf_last_error_message(const pf_client* client);
+/* Where the most recent failed call of the calling thread failed inside libprocessfork:
+ * "file:line <- file:line ..." from the innermost frame outwards ("" when the error has no
+ * trail, e.g. a bad argument caught at the boundary). Same lifetime as
+ * pf_last_error_message. For bug reports; the daemon logs its own internal errors with
+ * their trail. (ABI 1.1) */
+PF_API const char* pf_last_error_trail(const pf_client* client);
 /* (major << 16) | minor of the library's ABI. */
 PF_API uint32_t pf_abi_version(void);
 /* The library's release ("0.1.0"). Static storage. */
 PF_API const char* pf_version_string(void);
+
+/* ---- dtypes (the one table of base/dtype.h) ------------------------------------------ */
+
+/* "bf16", "fp16", "fp32", "fp8_e4m3", "fp8_e5m2"; NULL for a value outside enum pf_dtype.
+ * Static storage. */
+PF_API const char* pf_dtype_name(uint32_t dtype);
+/* Bytes per element; 0 for a value outside enum pf_dtype. */
+PF_API size_t pf_dtype_bytes(uint32_t dtype);
 
 /* ---- connecting ---------------------------------------------------------------------- */
 
@@ -287,6 +301,28 @@ PF_API pf_result pf_fork(pf_client* client, const pf_source* source, uint32_t n,
 PF_API pf_result pf_checkout(pf_client* client, const char* cid_or_ref, pf_branch_id* branch,
                              char* cid, size_t cid_capacity);
 
+/* What pf_fork_branches and pf_checkout_branch report besides the branch ids. (ABI 1.1) */
+typedef struct pf_fork_result {
+  uint64_t n_tokens; /* every new branch's length */
+  uint32_t n;        /* branches created */
+  uint32_t reserved;
+  char source[PF_CID_BYTES]; /* the CID forked from; "" when the source was a branch */
+} pf_fork_result;
+
+typedef struct pf_checkout_result {
+  pf_branch_id branch;    /* a new branch of this client */
+  uint64_t n_tokens;      /* its length */
+  char cid[PF_CID_BYTES]; /* the snapshot checked out (a ref resolved) */
+} pf_checkout_result;
+
+/* pf_fork with the children's length in the same round trip (out must not be NULL). */
+PF_API pf_result pf_fork_branches(pf_client* client, const pf_source* source, uint32_t n,
+                                  pf_branch_id* branches, size_t branches_capacity,
+                                  pf_fork_result* out);
+/* pf_checkout with the branch's length in the same round trip (out must not be NULL). */
+PF_API pf_result pf_checkout_branch(pf_client* client, const char* cid_or_ref,
+                                    pf_checkout_result* out);
+
 typedef enum pf_merge_outcome {
   PF_MERGE_FAST_FORWARD = 0,
   PF_MERGE_THREE_WAY = 1
@@ -310,7 +346,9 @@ PF_API pf_result pf_merge(pf_client* client, const pf_source* from, const pf_sou
                           pf_merge_result* out, uint32_t* recompute_tokens, size_t capacity);
 
 /* ---- JSON answers --------------------------------------------------------------------
- * These return the daemon's JSON answer (the DESIGN §6 HTTP shapes), NUL-terminated, in
+ * These return the DESIGN §6 HTTP answer of the operation, NUL-terminated (the daemon
+ * answers in binary; libprocessfork renders the same JSON as the HTTP port, with the same
+ * code), in
  * `json` (capacity in bytes). *needed (may be NULL) receives the bytes needed including
  * the NUL. json == NULL with capacity 0 asks for the size only (PF_OK). A non-NULL buffer
  * that is too small is PF_INVALID_ARGUMENT. All are read-only on the daemon. */
@@ -384,16 +422,16 @@ PF_API pf_result pf_gc(pf_client* client, uint32_t flags, pf_gc_result* out);
  * (V from v_ptrs[l]) and holds head_dim contiguous elements of the pool's dtype.
  * No round trip: pages are addressed through this process's mapping of the pool. */
 typedef struct pf_kv_layout {
-  uint32_t struct_size;     /* sizeof(pf_kv_layout) */
-  uint32_t n_layers;        /* must equal the pool's layers */
-  const uint64_t* k_ptrs;   /* [n_layers] addresses (device addresses on a CUDA pool) */
-  const uint64_t* v_ptrs;   /* [n_layers] */
-  uint64_t block_tokens;    /* engine tokens per block (>= 1) */
-  int64_t block_stride;     /* bytes, >= 0 */
-  int64_t token_stride;     /* bytes, >= 0 */
-  int64_t head_stride;      /* bytes, >= 0 */
-  uint32_t elem_bytes;      /* bytes per element: must equal the pool dtype's */
-  uint32_t reserved;        /* 0 */
+  uint32_t struct_size;   /* sizeof(pf_kv_layout) */
+  uint32_t n_layers;      /* must equal the pool's layers */
+  const uint64_t* k_ptrs; /* [n_layers] addresses (device addresses on a CUDA pool) */
+  const uint64_t* v_ptrs; /* [n_layers] */
+  uint64_t block_tokens;  /* engine tokens per block (>= 1) */
+  int64_t block_stride;   /* bytes, >= 0 */
+  int64_t token_stride;   /* bytes, >= 0 */
+  int64_t head_stride;    /* bytes, >= 0 */
+  uint32_t elem_bytes;    /* bytes per element: must equal the pool dtype's */
+  uint32_t reserved;      /* 0 */
 } pf_kv_layout;
 
 /* Tokens [engine_token, engine_token + count) of the engine <-> slots

@@ -234,8 +234,12 @@ TEST(ApiJsonTest, StrictRequestParsing) {
     ASSERT_FALSE(r.is_ok()) << bad.dump();
     EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
   }
-  EXPECT_TRUE(std::holds_alternative<rt::BranchId>(*api::get_source(Json{{"a", 3}}, "a")));
-  EXPECT_TRUE(std::holds_alternative<std::string>(*api::get_source(Json{{"a", "main"}}, "a")));
+  const msg::Source branch = *api::get_source(Json{{"a", 3}}, "a");
+  EXPECT_TRUE(branch.is_branch());
+  EXPECT_EQ(branch.head.branch, 3u);
+  const msg::Source named = *api::get_source(Json{{"a", "main"}}, "a");
+  EXPECT_FALSE(named.is_branch());
+  EXPECT_EQ(named.name, "main");
   EXPECT_FALSE(api::get_source(Json{{"a", true}}, "a").is_ok());
   EXPECT_EQ(api::error_body(Status(Code::kNotFound, "no such \"thing\"")),
             R"({"error":{"code":"not_found","message":"no such \"thing\""}})");

@@ -23,12 +23,15 @@
 #include <thread>
 #include <vector>
 
+#include "base/status.h"
+#include "base/unique_fd.h"
+#include "ipc/api_json.h"
 #include "ipc/fd_passing.h"
 #include "ipc/frame_io.h"
+#include "ipc/messages.h"
+#include "ipc/ops.h"
 #include "ipc/payload.h"
 #include "ipc/wire.h"
-#include "vmm/status.h"
-#include "vmm/unique_fd.h"
 
 namespace pf::testing {
 
@@ -370,13 +373,26 @@ class RawClient {
     if (!r.is_ok() || !r->ok()) return "";
     return r->as<wire::SnapshotReply>().cid;
   }
-  // A JSON op: the answer's text, or "ERROR <code>: message".
-  std::string json_op(wire::MsgType type, const std::string& request) {
-    Result<WireReply> r =
-        call(type, std::as_bytes(std::span<const char>(request.data(), request.size())));
-    if (!r.is_ok()) return "TRANSPORT " + r.status().to_string();
-    if (!r->ok()) return "ERROR " + std::to_string(r->rh.code) + ": " + r->text();
-    return r->text();
+  // One row of ipc/ops.def through its message codec: the decoded reply, or the daemon's
+  // error (its code and message).
+  template <ipc::Op op>
+  Result<ipc::ReplyOf<op>> op_call(ipc::RequestOf<op> request) {
+    const std::vector<std::byte> payload = wire::encode(request);
+    PF_ASSIGN_OR_RETURN(WireReply r, call(ipc::OpTraits<op>::message, payload));
+    if (!r.ok()) return Status(r.code(), r.text());
+    ipc::ReplyOf<op> out;
+    PF_TRY(wire::decode(r.body, &out, "reply"));
+    return out;
+  }
+  // The reply as the HTTP port renders it (ipc/api_json.h), or "ERROR <code>: message".
+  template <ipc::Op op>
+  std::string rendered(ipc::RequestOf<op> request) {
+    Result<ipc::ReplyOf<op>> r = op_call<op>(std::move(request));
+    if (!r.is_ok()) {
+      return "ERROR " + std::to_string(static_cast<int>(r.status().code())) + ": " +
+             r.status().message();
+    }
+    return ipc::api::answer_body(*r);
   }
 
  private:
@@ -388,6 +404,28 @@ inline std::vector<std::uint32_t> iota_tokens(std::uint32_t first, std::size_t n
   std::vector<std::uint32_t> t(n);
   for (std::size_t i = 0; i < n; ++i) t[i] = first + static_cast<std::uint32_t>(i);
   return t;
+}
+
+}  // namespace pf::testing
+
+namespace pf::testing {
+
+// Request messages for the ops that name one snapshot, ref or branch, or a source.
+inline msg::Named named(const std::string& name) {
+  msg::Named m;
+  m.name = name;
+  return m;
+}
+inline msg::BranchTarget target(std::uint64_t branch) {
+  msg::BranchTarget m;
+  m.head.branch = branch;
+  return m;
+}
+inline msg::Source source(std::uint64_t branch) {
+  return msg::Source::of_branch(branch);
+}
+inline msg::Source source(const std::string& name) {
+  return msg::Source::of_name(name);
 }
 
 }  // namespace pf::testing

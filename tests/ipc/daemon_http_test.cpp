@@ -73,7 +73,7 @@ TEST_F(HttpTest, HealthAndPool) {
   EXPECT_EQ(h.j["backend"], "host");
   EXPECT_EQ(h.j["device"], "host");
   EXPECT_TRUE(h.j["version"].is_string());
-  EXPECT_EQ(h.j["protocol"], "1.2");
+  EXPECT_EQ(h.j["protocol"], "2.0");
 
   Resp p = request(cli, "GET", "/v1/pool");
   ASSERT_EQ(p.status, 200);
@@ -463,8 +463,10 @@ TEST_F(HttpTest, MetricsInPrometheusFormat) {
   }));
 }
 
-// The socket's JSON ops answer byte for byte what HTTP answers.
-TEST_F(HttpTest, SocketJsonOpsMatchHttpBytes) {
+// The socket's binary replies, rendered by the HTTP edge's renderer, are byte for byte what
+// HTTP answers: both front ends run the same op on the same service.
+TEST_F(HttpTest, SocketRepliesMatchHttpBytes) {
+  using ipc::Op;
   RawClient uds(d.socket());
   ASSERT_TRUE(uds.connected());
   uds.hello();
@@ -475,42 +477,46 @@ TEST_F(HttpTest, SocketJsonOpsMatchHttpBytes) {
   ASSERT_EQ(request(cli, "PUT", "/v1/refs/main", json{{"cid", cid}}.dump()).status, 200);
   const std::string xs = std::to_string(x);
 
-  EXPECT_EQ(uds.json_op(MsgType::kHealth, ""), request(cli, "GET", "/v1/health").body);
-  EXPECT_EQ(uds.json_op(MsgType::kPool, "{}"), request(cli, "GET", "/v1/pool").body);
-  EXPECT_EQ(uds.json_op(MsgType::kLog, json{{"cid", cid}}.dump()),
+  EXPECT_EQ(uds.rendered<Op::kHealth>({}), request(cli, "GET", "/v1/health").body);
+  EXPECT_EQ(uds.rendered<Op::kPool>({}), request(cli, "GET", "/v1/pool").body);
+  EXPECT_EQ(uds.rendered<Op::kLog>(named(cid)),
             request(cli, "GET", "/v1/processfork/log/" + cid).body);
-  EXPECT_EQ(uds.json_op(MsgType::kDiff, json{{"a", x}, {"b", "main"}}.dump()),
+  EXPECT_EQ(uds.rendered<Op::kDiff>({source(x), source("main")}),
             request(cli, "GET", "/processfork/diff?a=" + xs + "&b=main").body);
-  EXPECT_EQ(uds.json_op(MsgType::kManifest, json{{"cid", "main"}}.dump()),
+  EXPECT_EQ(uds.rendered<Op::kManifest>(named("main")),
             request(cli, "GET", "/v1/snapshots/" + cid).body);
-  EXPECT_EQ(uds.json_op(MsgType::kSnapshots, ""), request(cli, "GET", "/v1/snapshots").body);
-  EXPECT_EQ(uds.json_op(MsgType::kRefs, ""), request(cli, "GET", "/v1/refs").body);
-  EXPECT_EQ(uds.json_op(MsgType::kRefGet, json{{"name", "main"}}.dump()),
-            request(cli, "GET", "/v1/refs/main").body);
-  EXPECT_EQ(uds.json_op(MsgType::kBranches, ""), request(cli, "GET", "/v1/branches").body);
-  EXPECT_EQ(uds.json_op(MsgType::kBranchInfo, json{{"branch", x}}.dump()),
+  EXPECT_EQ(uds.rendered<Op::kSnapshots>({}), request(cli, "GET", "/v1/snapshots").body);
+  EXPECT_EQ(uds.rendered<Op::kRefs>({}), request(cli, "GET", "/v1/refs").body);
+  EXPECT_EQ(uds.rendered<Op::kRefGet>(named("main")), request(cli, "GET", "/v1/refs/main").body);
+  EXPECT_EQ(uds.rendered<Op::kBranches>({}), request(cli, "GET", "/v1/branches").body);
+  EXPECT_EQ(uds.rendered<Op::kBranchInfo>(target(x)),
             request(cli, "GET", "/v1/branches/" + xs).body);
-  EXPECT_EQ(uds.json_op(MsgType::kRefSet, json{{"name", "other"}, {"cid", cid}}.dump()),
-            (json{{"name", "other"}, {"cid", cid}}.dump()));
-  EXPECT_EQ(uds.json_op(MsgType::kRefDelete, json{{"name", "other"}}.dump()), "");
-  EXPECT_EQ(uds.json_op(MsgType::kGc, json{{"drop_cache", false}}.dump()),
-            request(cli, "POST", "/v1/gc", "{}").body);
-  // Merge over the socket: the new branch belongs to the socket's lease.
-  const std::string merged =
-      uds.json_op(MsgType::kMerge, json{{"from", x}, {"into", "main"}}.dump());
-  json m = json::parse(merged, nullptr, false);
-  ASSERT_TRUE(m.is_object()) << merged;
-  EXPECT_EQ(m["outcome"], "fast-forward");
+  EXPECT_EQ(uds.rendered<Op::kRefSet>({"other", cid}),
+            (json{{"cid", cid}, {"name", "other"}}.dump()));
+  EXPECT_EQ(uds.rendered<Op::kRefDelete>(named("other")), "");
+  EXPECT_EQ(uds.rendered<Op::kGc>({}), request(cli, "POST", "/v1/gc", "{}").body);
+  // Merge over the socket: the new branch belongs to the socket's lease, and the reply
+  // carries its length.
+  Result<msg::Merged> m = uds.op_call<Op::kMerge>({source(x), source("main")});
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  EXPECT_EQ(m->fast_forward, 1u);
+  EXPECT_EQ(m->n_tokens, 9u);
+  EXPECT_EQ(m->cid, cid);
+  const json mj = json::parse(ipc::api::answer_body(*m), nullptr, false);
+  ASSERT_TRUE(mj.is_object());
+  EXPECT_EQ(mj["outcome"], "fast-forward");
   for (const char* k : {"outcome", "branch", "cid", "base", "recompute_tokens"}) {
-    EXPECT_TRUE(m.contains(k)) << k;
+    EXPECT_TRUE(mj.contains(k)) << k;
   }
-  EXPECT_NE(
-      request(cli, "GET", "/v1/branches/" + std::to_string(m["branch"].get<int>())).j["owner"], 0);
+  EXPECT_NE(request(cli, "GET", "/v1/branches/" + std::to_string(m->branch)).j["owner"], 0);
   // Errors over the socket carry the same message, with the pf::Code number.
-  EXPECT_EQ(uds.json_op(MsgType::kLog, json{{"cid", "nope"}}.dump()).rfind("ERROR 2: ", 0), 0u);
-  EXPECT_EQ(uds.json_op(MsgType::kUnpin, "{"), "ERROR 1: malformed JSON in the request body");
-  EXPECT_EQ(uds.json_op(MsgType::kRefDelete, json{{"name", "main"}}.dump()), "");
-  EXPECT_EQ(uds.json_op(MsgType::kUnpin, json{{"cid", cid}}.dump()), "");
+  EXPECT_EQ(uds.rendered<Op::kLog>(named("nope")).rfind("ERROR 2: ", 0), 0u);
+  const std::string truncated = "\x05\x00";  // a Named head cut short
+  Result<WireReply> bad = uds.call(wire::MsgType::kUnpin, std::as_bytes(std::span(truncated)));
+  ASSERT_TRUE(bad.is_ok());
+  EXPECT_EQ(bad->code(), Code::kProtocol) << bad->text();
+  EXPECT_EQ(uds.rendered<Op::kRefDelete>(named("main")), "");
+  EXPECT_EQ(uds.rendered<Op::kUnpin>(named(cid)), "");
   EXPECT_EQ(request(cli, "GET", "/v1/snapshots/" + cid).status, 404);
 }
 

@@ -114,9 +114,10 @@ class KeyedPagesDaemon : public ::testing::Test {
   wire::HelloReply hello;
 };
 
-TEST_F(KeyedPagesDaemon, HelloSpeaksProtocolOneTwo) {
-  EXPECT_EQ(hello.major, 1);
-  EXPECT_EQ(hello.minor, 2);
+// Keyed pages came with 1.2; the binary protocol (2.0) keeps them.
+TEST_F(KeyedPagesDaemon, HelloSpeaksTheCurrentProtocol) {
+  EXPECT_EQ(hello.major, 2);
+  EXPECT_EQ(hello.minor, wire::kVersionMinor);
 }
 
 TEST_F(KeyedPagesDaemon, AllocPublishLookupRelease) {
@@ -189,7 +190,7 @@ TEST_F(KeyedPagesDaemon, TokenBranchReusesPagesPublishedUnderTheirPrefixKeys) {
   EXPECT_EQ(view->as<std::uint32_t>(sizeof head + 4), pages[1]);
   // A snapshot of the branch names exactly those tokens.
   const std::string cid = b.snapshot(br);
-  const json manifest = json::parse(b.json_op(MsgType::kManifest, json{{"cid", cid}}.dump()));
+  const json manifest = json::parse(b.rendered<ipc::Op::kManifest>(named(cid)));
   EXPECT_EQ(manifest["tokens"],
             json(std::vector<std::uint32_t>(tokens.begin(), tokens.begin() + 8)));
   // Unrelated tokens find nothing.

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/geometry.h"
+#include "base/page_format.h"
 #include "tests/ipc/daemon_harness.h"
 #include "tests/support/pattern.h"
 
@@ -305,7 +305,7 @@ TEST_F(ProtocolTest, FastPathOps) {
   EXPECT_EQ(snap.created, 1u);
   EXPECT_EQ(c.call(MsgType::kSnapshot, payload(sr))->as<wire::SnapshotReply>().created, 0u);
   const std::string cid = snap.cid;
-  EXPECT_EQ(c.json_op(MsgType::kRefSet, json{{"name", "base"}, {"cid", cid}}.dump()),
+  EXPECT_EQ(c.rendered<ipc::Op::kRefSet>({"base", cid}),
             (json{{"name", "base"}, {"cid", cid}}.dump()));
 
   auto fork = [&](std::uint8_t kind, std::uint64_t branch, const std::string& name,
@@ -457,9 +457,15 @@ TEST_F(ProtocolTest, ErrorsInsideFramesAreAnsweredAndChangeNothing) {
   }
   expect_code(c.call(MsgType::kHello, payload(wire::HelloRequest{})), Code::kProtocol,
               "second hello");
-  // JSON ops with garbage.
+  // Binary ops with garbage: too short for their sources, then a bad source kind.
   expect_code(c.call(MsgType::kMerge, std::as_bytes(std::span<const char>("\xff\xfe", 2))),
-              Code::kInvalidArgument, "merge garbage");
+              Code::kProtocol, "merge garbage");
+  {
+    msg::Merge bad_kind{source(mine), source(mine)};
+    bad_kind.into.head.kind = 9;
+    expect_code(c.call(MsgType::kMerge, wire::encode(bad_kind)), Code::kInvalidArgument,
+                "merge source kind");
+  }
   // Another lease's branch: kConflict for every change, reading is allowed.
   expect_code(c.append_raw(theirs, {1}), Code::kConflict, "append to theirs");
   for (MsgType t : {MsgType::kCommit, MsgType::kBranchFree, MsgType::kDetach}) {
@@ -480,9 +486,7 @@ TEST_F(ProtocolTest, ErrorsInsideFramesAreAnsweredAndChangeNothing) {
     w.put(fr).put(src);
     expect_code(c.call(MsgType::kFork, w), Code::kConflict, "fork theirs");
   }
-  EXPECT_EQ(c.json_op(MsgType::kMerge, json{{"from", theirs}, {"into", cid}}.dump())
-                .rfind("ERROR 10: ", 0),
-            0u);
+  EXPECT_EQ(c.rendered<ipc::Op::kMerge>({source(theirs), source(cid)}).rfind("ERROR 10: ", 0), 0u);
   vr.branch = theirs;
   expect_code(c.call(MsgType::kBranchView, payload(vr)), Code::kOk, "view theirs");
   // Everything still works on this connection.

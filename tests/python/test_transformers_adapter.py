@@ -275,7 +275,7 @@ def _run_fork_test(daemon, model, device: str, exact: bool, tmp: Path) -> None:
         assert len({tuple(torch.load(o)["sequence"]) for o in outs}) == 3  # three branches
         # the children freed what they adopted (no branch but the parent's is left in the
         # daemon); the parent's state is untouched
-        assert [b["branch"] for b in pf.branches()] == [cache.branch.id]
+        assert [b.branch for b in pf.branches()] == [cache.branch.id]
         assert pf.view(cache.branch, tokens=True).tokens == full[0, :-1].tolist()
         cache.close()
         pf.unpin(snap.cid)

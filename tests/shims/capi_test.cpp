@@ -74,6 +74,33 @@ TEST(ShimsCApiStatic, ResultStringsAndVersions) {
   EXPECT_EQ(pf_abi_version() >> 16, static_cast<std::uint32_t>(PF_ABI_VERSION_MAJOR));
   EXPECT_STRNE(pf_version_string(), "");
   EXPECT_NE(pf_last_error_message(nullptr), nullptr);
+  EXPECT_NE(pf_last_error_trail(nullptr), nullptr);
+}
+
+// One dtype table (base/dtype.h) behind enum pf_dtype.
+TEST(ShimsCApiStatic, DtypeTable) {
+  EXPECT_STREQ(pf_dtype_name(PF_DTYPE_BF16), "bf16");
+  EXPECT_STREQ(pf_dtype_name(PF_DTYPE_FP8_E5M2), "fp8_e5m2");
+  EXPECT_EQ(pf_dtype_bytes(PF_DTYPE_FP32), 4u);
+  EXPECT_EQ(pf_dtype_bytes(PF_DTYPE_FP16), 2u);
+  EXPECT_EQ(pf_dtype_bytes(PF_DTYPE_FP8_E4M3), 1u);
+  EXPECT_EQ(pf_dtype_name(5), nullptr);
+  EXPECT_EQ(pf_dtype_bytes(5), 0u);
+}
+
+// A failure carries the file:line trail it took inside the library, and every failure
+// replaces the trail of the one before.
+TEST(ShimsCApiStatic, LastErrorTrail) {
+  pf_connect_config cfg = PF_CONNECT_CONFIG_INIT;
+  cfg.socket_path = "/nonexistent/processfork.sock";
+  pf_client* c = nullptr;
+  ASSERT_EQ(pf_connect(&cfg, &c), PF_UNAVAILABLE);
+  const std::string trail = pf_last_error_trail(nullptr);
+  EXPECT_NE(trail.find("shims/client/connection.cpp:"), std::string::npos) << trail;
+  EXPECT_EQ(pf_connect(&cfg, nullptr), PF_INVALID_ARGUMENT);
+  const std::string bad_arg = pf_last_error_trail(nullptr);
+  EXPECT_NE(bad_arg.find("shims/lib/processfork.cpp:"), std::string::npos) << bad_arg;
+  EXPECT_EQ(bad_arg.find("connection.cpp"), std::string::npos) << bad_arg;
 }
 
 TEST(ShimsCApiStatic, OnlyPfSymbolsAreExported) {
@@ -238,7 +265,7 @@ TEST_F(ShimsCApi, SizeTaggedStructs) {
   EXPECT_EQ(info.device_memory, 0u);
   EXPECT_EQ(info.layers, 2u);
   EXPECT_EQ(info.dtype, static_cast<std::uint32_t>(PF_DTYPE_BF16));
-  EXPECT_EQ(info.protocol_major, 1u);
+  EXPECT_EQ(info.protocol_major, 2u);
   EXPECT_EQ(info.daemon_pid, static_cast<std::uint32_t>(daemon_.pid()));
   EXPECT_NE(info.lease, 0u);
 
@@ -309,6 +336,24 @@ TEST_F(ShimsCApi, TooSmallBuffersReportTheSizeNeededAndChangeNothing) {
   ASSERT_EQ(pf_fork(c_.get(), &src, 4, kids, 4, source_cid, sizeof source_cid), PF_OK);
   EXPECT_EQ(cid, source_cid);
   EXPECT_EQ(pool_json(c_.get()).value("branches", 0u), branches + 4);
+
+  // The 1.1 forms answer the new branches' length in the same round trip.
+  pf_branch_id more[2];
+  pf_fork_result fr{};
+  EXPECT_EQ(pf_fork_branches(c_.get(), &src, 2, more, 2, nullptr), PF_INVALID_ARGUMENT);
+  ASSERT_EQ(pf_fork_branches(c_.get(), &src, 2, more, 2, &fr), PF_OK);
+  EXPECT_EQ(fr.n, 2u);
+  EXPECT_EQ(fr.n_tokens, info.n_tokens);
+  EXPECT_EQ(cid, fr.source);
+  pf_checkout_result co{};
+  EXPECT_EQ(pf_checkout_branch(c_.get(), cid.c_str(), nullptr), PF_INVALID_ARGUMENT);
+  ASSERT_EQ(pf_checkout_branch(c_.get(), cid.c_str(), &co), PF_OK);
+  EXPECT_EQ(co.n_tokens, info.n_tokens);
+  EXPECT_EQ(cid, co.cid);
+  pf_branch_info mine{};
+  ASSERT_EQ(pf_branch_view(c_.get(), co.branch, &mine, nullptr, 0, nullptr, 0), PF_OK);
+  EXPECT_EQ(mine.n_tokens, co.n_tokens);
+  EXPECT_EQ(pool_json(c_.get()).value("branches", 0u), branches + 7);
 
   // JSON answers: size query, too small, exact.
   const pf_source a = pf_source_branch(b);

@@ -14,7 +14,7 @@
 
 #include "tests/support/process_resources.h"
 #include "vmm/registry.h"
-#include "vmm/unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace pf::vmm {
 namespace {

@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "tests/support/process_resources.h"
-#include "vmm/unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace pf::vmm {
 namespace {

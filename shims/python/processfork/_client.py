@@ -19,15 +19,19 @@ from processfork._errors import InvalidArgument, Unsupported
 from processfork._layout import KVLayout, KVRuns, runs_array
 
 __all__ = [
-    "DEFAULT_TIMEOUT_MS", "MAX_FORK", "Branch", "BranchView", "Client", "GcResult", "MergeResult",
-    "PageView", "PoolInfo", "PoolStats", "Snapshot", "AppendResult", "Source", "WriteRun",
-    "connect",
+    "DEFAULT_TIMEOUT_MS", "MAX_FORK", "Branch", "BranchInfo", "BranchView", "Client", "Diff",
+    "GcResult", "LogEntry", "MergeResult", "PageView", "PoolInfo", "PoolStats", "RefEntry",
+    "Snapshot", "SnapshotEntry", "AppendResult", "Source", "WriteRun", "connect",
 ]
 
 DEFAULT_TIMEOUT_MS = 10_000
 MAX_FORK: int = _core.MAX_FORK
-_DTYPES = {0: "bf16", 1: "fp16", 2: "fp32", 3: "fp8_e4m3", 4: "fp8_e5m2"}
-_NUMPY_DTYPES = {0: np.uint16, 1: np.float16, 2: np.float32, 3: np.uint8, 4: np.uint8}
+# The dtype table is the library's (base/dtype.h, through the C ABI); NumPy has no bf16 or
+# fp8, so page views show those as raw uint16 / uint8 of the same element size.
+_DTYPES = {code: _core.dtype_name(code) for code in range(256) if _core.dtype_name(code)}
+_NUMPY_DTYPES = {code: (np.float16 if name == "fp16" else np.float32 if name == "fp32"
+                        else np.uint16 if _core.dtype_bytes(code) == 2 else np.uint8)
+                 for code, name in _DTYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,54 @@ class GcResult:
     released_chunks: int
 
 
+@dataclass(frozen=True)
+class Diff:
+    """:meth:`Client.diff`: the common token prefix and page indices by where they live."""
+    common_tokens: int
+    shared_pages: list[int]  # page indices of a whose pool page b also holds
+    a_only_pages: list[int]
+    b_only_pages: list[int]
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One snapshot of :meth:`Client.log` (newest first)."""
+    cid: str
+    name: str
+    parents: list[str]
+    n_tokens: int
+    known: bool  # False: an ancestor that was unpinned (only its CID is left)
+
+
+@dataclass(frozen=True)
+class SnapshotEntry:
+    """One pinned snapshot of :meth:`Client.snapshots`."""
+    cid: str
+    name: str
+    n_tokens: int
+    n_pages: int
+    parents: list[str]
+
+
+@dataclass(frozen=True)
+class RefEntry:
+    """One ref of :meth:`Client.refs`."""
+    name: str
+    cid: str
+
+
+@dataclass(frozen=True)
+class BranchInfo:
+    """One branch of :meth:`Client.branches` (any client's)."""
+    branch: int
+    n_tokens: int
+    n_pages: int
+    fill_in_last_page: int
+    base: str | None  # the CID its next snapshot chains on; None for a fresh branch
+    parents: list[str]
+    owner: int  # lease id; 0 = unowned (detached or made over HTTP)
+
+
 class PageView:
     """A zero-copy view of one KV page, exported through DLPack.
 
@@ -185,6 +237,12 @@ class PageView:
 
     def __repr__(self) -> str:
         return f"PageView(page={self.page}, shape={self.shape}, dtype={self.dtype}, device={self.__dlpack_device__()})"
+
+
+def _answer(cls: Any, d: dict[str, Any]) -> Any:
+    """A dataclass from one object of a DESIGN §6 answer, field by field (names, not
+    positions); fields a newer daemon adds are left out."""
+    return cls(**{f: d[f] for f in cls.__dataclass_fields__})
 
 
 def _bid(branch: Branch | int) -> int:
@@ -259,7 +317,11 @@ class Client:
 
     def stats(self) -> PoolStats:
         """Page accounting of the pool (one round trip)."""
-        return PoolStats(**self._c.pool_stats())
+        s = self._c.pool_stats()
+        return PoolStats(capacity_pages=s.capacity_pages, used_pages=s.used_pages,
+                         shared_pages=s.shared_pages, cached_pages=s.cached_pages,
+                         free_pages=s.free_pages, page_bytes=s.page_bytes,
+                         chunk_bytes=s.chunk_bytes)
 
     def pool_json(self) -> dict[str, Any]:
         """The daemon's ``GET /v1/pool`` answer."""
@@ -283,8 +345,8 @@ class Client:
         """A new branch of this client. With tokens, the longest cached prefix of whole
         pages is reused (no copy): the branch holds ``reused_tokens`` tokens and the caller
         appends the rest (``tokens[b.reused_tokens:]``)."""
-        bid, n, reused = self._c.branch_create(_tokens(tokens))
-        return Branch(bid, n, reused)
+        b = self._c.branch_create(_tokens(tokens))
+        return Branch(b.branch, b.n_tokens, b.reused_tokens)
 
     def append(self, branch: Branch | int, tokens: Iterable[int]) -> list[WriteRun]:
         """Appends tokens; returns where to write their KV (pages exclusive to this
@@ -293,8 +355,10 @@ class Client:
 
     def append_ex(self, branch: Branch | int, tokens: Iterable[int]) -> AppendResult:
         """:meth:`append` with the whole answer (first_token, pages_added, copied_page)."""
-        first, added, copied, runs = self._c.append(_bid(branch), _tokens(tokens))
-        return AppendResult(first, added, copied, [WriteRun(*r) for r in runs])
+        a = self._c.append(_bid(branch), _tokens(tokens))
+        return AppendResult(a.first_token, a.pages_added, a.copied_page,
+                            [WriteRun(page=r.page, first_slot=r.first_slot, count=r.count,
+                                      first_token=r.first_token) for r in a.runs])
 
     def commit(self, branch: Branch | int) -> None:
         """Seals the branch's full pages and offers them to the prefix index."""
@@ -318,55 +382,53 @@ class Client:
         return BranchView(d["branch"], d["owner"], d["n_tokens"], d["n_pages"],
                           d["fill_in_last_page"], d["pages"], d.get("tokens"))
 
-    def branches(self) -> list[dict[str, Any]]:
+    def branches(self) -> list[BranchInfo]:
         """Every branch of the daemon (all clients)."""
-        return json.loads(self._c.branches())["branches"]
+        return [_answer(BranchInfo, b) for b in json.loads(self._c.branches())["branches"]]
 
     # ---- snapshots, fork, checkout, merge -------------------------------------------
     def snapshot(self, branch: Branch | int, name: str | None = None) -> Snapshot:
         """Seals and pins the branch under a content-addressed CID. ``name`` is a label kept
         with the snapshot (shown by :meth:`snapshots` and :meth:`log`), not a ref: use
         :meth:`ref_set` for that."""
-        cid, n_tokens, n_pages, created = self._c.snapshot(_bid(branch), name)
-        return Snapshot(cid, n_tokens, n_pages, created)
+        s = self._c.snapshot(_bid(branch), name)
+        return Snapshot(s.cid, s.n_tokens, s.n_pages, s.created)
 
     def fork(self, source: Source, n: int) -> list[Branch]:
         """``n`` (1..MAX_FORK) new branches of this client at ``source``'s state
-        (metadata only; one extra round trip learns their length)."""
+        (metadata only; one round trip)."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise InvalidArgument(f"fork: n must be an int in 1..{MAX_FORK}, got {n!r}")
-        ids, cid = self._c.fork(_source(source), int(n))
-        n_tokens = self._c.branch_view(ids[0], False)["n_tokens"] if ids else 0
-        return [Branch(i, n_tokens, 0, cid) for i in ids]
+        f = self._c.fork(_source(source), int(n))
+        return [Branch(i, f.n_tokens, 0, f.source) for i in f.branches]
 
     def checkout(self, cid_or_ref: str) -> Branch:
         """A new branch of this client at a snapshot (CID or ref)."""
-        bid, cid = self._c.checkout(cid_or_ref)
-        n_tokens = self._c.branch_view(bid, False)["n_tokens"]
-        return Branch(bid, n_tokens, 0, cid)
+        c = self._c.checkout(cid_or_ref)
+        return Branch(c.branch, c.n_tokens, 0, c.cid)
 
     def merge(self, from_: Source, into: Source) -> MergeResult:
         """Merges ``from_`` into ``into`` (DESIGN §5); the result is a new branch."""
-        d = self._c.merge(_source(from_), _source(into))
-        n_tokens = self._c.branch_view(d["branch"], False)["n_tokens"]
-        return MergeResult(d["fast_forward"], Branch(d["branch"], n_tokens, 0, d["cid"]),
-                           d["cid"], d["base"], d["common_tokens"], d["recompute_tokens"])
+        m = self._c.merge(_source(from_), _source(into))
+        n_tokens = self._c.branch_view(m.branch, False)["n_tokens"]
+        return MergeResult(m.fast_forward, Branch(m.branch, n_tokens, 0, m.cid), m.cid, m.base,
+                           m.common_tokens, list(m.recompute_tokens))
 
-    def diff(self, a: Source, b: Source) -> dict[str, Any]:
-        """``{common_tokens, shared_pages, a_only_pages, b_only_pages}``."""
-        return json.loads(self._c.diff(_source(a), _source(b)))
+    def diff(self, a: Source, b: Source) -> Diff:
+        """Common tokens, and the pages a and b share or hold alone."""
+        return _answer(Diff, json.loads(self._c.diff(_source(a), _source(b))))
 
-    def log(self, cid_or_ref: str) -> list[dict[str, Any]]:
-        """Ancestry of a snapshot, newest first: ``[{cid, name, parents, n_tokens}]``."""
-        return json.loads(self._c.log(cid_or_ref))["entries"]
+    def log(self, cid_or_ref: str) -> list[LogEntry]:
+        """Ancestry of a snapshot, newest first."""
+        return [_answer(LogEntry, e) for e in json.loads(self._c.log(cid_or_ref))["entries"]]
 
     def manifest(self, cid_or_ref: str) -> dict[str, Any]:
         """The snapshot's canonical manifest (docs/formats.md)."""
         return json.loads(self._c.manifest(cid_or_ref))
 
-    def snapshots(self) -> Any:
-        """The daemon's list of snapshots (its JSON answer)."""
-        return json.loads(self._c.snapshots())
+    def snapshots(self) -> list[SnapshotEntry]:
+        """The daemon's pinned snapshots."""
+        return [_answer(SnapshotEntry, e) for e in json.loads(self._c.snapshots())["snapshots"]]
 
     def unpin(self, cid: str) -> None:
         """Drops a snapshot's pin (Conflict while a ref names it)."""
@@ -384,15 +446,16 @@ class Client:
     def ref_delete(self, name: str) -> None:
         self._c.ref_delete(name)
 
-    def refs(self) -> Any:
-        """The daemon's refs (its JSON answer)."""
-        return json.loads(self._c.refs_list())
+    def refs(self) -> list[RefEntry]:
+        """The daemon's refs."""
+        return [_answer(RefEntry, r) for r in json.loads(self._c.refs_list())["refs"]]
 
     # ---- gc -------------------------------------------------------------------------
     def gc(self, drop_cache: bool = False) -> GcResult:
         """Frees what nothing holds, gives empty trailing chunks back; ``drop_cache``
         drops every evictable cached prefix page too."""
-        return GcResult(*self._c.gc(bool(drop_cache)))
+        g = self._c.gc(bool(drop_cache))
+        return GcResult(evicted_pages=g.evicted_pages, released_chunks=g.released_chunks)
 
     # ---- page views -----------------------------------------------------------------
     def page_ptr(self, page_id: int) -> int:

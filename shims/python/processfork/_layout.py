@@ -15,11 +15,14 @@ from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 
+from processfork import _core
 from processfork._errors import InvalidArgument
 
 __all__ = ["KVLayout", "KVRuns", "DTYPE_BYTES", "runs_array"]
 
-DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8_e4m3": 1, "fp8_e5m2": 1}
+# Element bytes by dtype name: the library's one table (base/dtype.h, via the C ABI).
+DTYPE_BYTES = {_core.dtype_name(code): _core.dtype_bytes(code)
+               for code in range(256) if _core.dtype_name(code)}
 
 # The torch dtype name each pool dtype corresponds to.
 _TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32",

@@ -35,6 +35,8 @@ Errors are ``{"error": {"code", "message"}}``: 400 ``invalid_argument``, 404
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from typing import Any, Callable, Optional
 
@@ -177,10 +179,10 @@ class _Ops:
                      "recompute_tokens": list(r.recompute_tokens)}
 
     def log(self, cid: str) -> tuple[int, dict[str, Any]]:
-        return 200, {"entries": self.c.log(cid)}
+        return 200, {"entries": [dataclasses.asdict(e) for e in self.c.log(cid)]}
 
     def diff(self, a: int | str, b: int | str) -> tuple[int, dict[str, Any]]:
-        return 200, self.c.diff(a, b)
+        return 200, dataclasses.asdict(self.c.diff(a, b))
 
 
 def build_router(get_client: Callable[[], Optional[processfork.Client]],

@@ -1,10 +1,10 @@
-#include "ipc/log.h"
+#include "base/log.h"
 
 #include <unistd.h>
 
 #include <string>
 
-namespace pf::ipc {
+namespace pf {
 
 void log_line(std::string_view line) {
   std::string out = "processfork: ";
@@ -19,4 +19,4 @@ void log_line(std::string_view line) {
   }
 }
 
-}  // namespace pf::ipc
+}  // namespace pf

@@ -3,9 +3,9 @@
 
 #include <string_view>
 
-namespace pf::ipc {
+namespace pf {
 
 // Writes "processfork: <line>\n" to stderr in one write(2).
 void log_line(std::string_view line);
 
-}  // namespace pf::ipc
+}  // namespace pf

@@ -1,4 +1,4 @@
-#include "vmm/status.h"
+#include "base/status.h"
 
 #include <cerrno>
 #include <cstring>

@@ -1,4 +1,5 @@
-// Geometry of a pool's pages (DESIGN §2): layers, kv_heads, head_dim, dtype, page_tokens.
+// The page format (DESIGN §2): a pool's Geometry — layers, kv_heads, head_dim, dtype,
+// page_tokens — and where each token's K and V rows sit inside a page.
 //
 // Page layout is page-first: [layer][K|V][token][kv_head][head_dim] in `dtype`, so the K
 // block (and the V block) of one layer is contiguous and holds page_tokens token rows of
@@ -11,16 +12,10 @@
 #include <string_view>
 #include <vector>
 
-#include "vmm/status.h"
+#include "base/dtype.h"
+#include "base/status.h"
 
-namespace pf::rt {
-
-enum class DType : std::uint8_t { kBF16, kFP16, kFP32, kFP8E4M3, kFP8E5M2 };
-
-// "bf16", "fp16", "fp32", "fp8_e4m3", "fp8_e5m2".
-std::string_view dtype_name(DType dtype);
-std::size_t dtype_bytes(DType dtype);
-Result<DType> parse_dtype(std::string_view name);
+namespace pf {
 
 // K or V half of a layer inside a page.
 enum class Half : std::uint32_t { kK = 0, kV = 1 };
@@ -60,4 +55,17 @@ std::vector<std::string> geometry_preset_names();
 // exactly once, any order). kInvalidArgument on a malformed spec or an invalid geometry.
 Result<Geometry> parse_geometry(std::string_view spec);
 
+}  // namespace pf
+
+// The runtime's spelling (rt::Geometry, rt::DType, ...) of the same vocabulary.
+namespace pf::rt {
+using pf::DType;
+using pf::dtype_bytes;
+using pf::dtype_name;
+using pf::Geometry;
+using pf::geometry_preset;
+using pf::geometry_preset_names;
+using pf::Half;
+using pf::parse_dtype;
+using pf::parse_geometry;
 }  // namespace pf::rt

@@ -1,47 +1,9 @@
-#include "runtime/geometry.h"
+#include "base/page_format.h"
 
 #include <charconv>
 #include <map>
 
-namespace pf::rt {
-
-std::string_view dtype_name(DType dtype) {
-  switch (dtype) {
-    case DType::kBF16:
-      return "bf16";
-    case DType::kFP16:
-      return "fp16";
-    case DType::kFP32:
-      return "fp32";
-    case DType::kFP8E4M3:
-      return "fp8_e4m3";
-    case DType::kFP8E5M2:
-      return "fp8_e5m2";
-  }
-  return "?";
-}
-
-std::size_t dtype_bytes(DType dtype) {
-  switch (dtype) {
-    case DType::kBF16:
-    case DType::kFP16:
-      return 2;
-    case DType::kFP32:
-      return 4;
-    case DType::kFP8E4M3:
-    case DType::kFP8E5M2:
-      return 1;
-  }
-  return 0;
-}
-
-Result<DType> parse_dtype(std::string_view name) {
-  for (DType d : {DType::kBF16, DType::kFP16, DType::kFP32, DType::kFP8E4M3, DType::kFP8E5M2}) {
-    if (dtype_name(d) == name) return d;
-  }
-  return PF_ERROR(Code::kInvalidArgument, "unknown dtype '" + std::string(name) +
-                                              "' (bf16, fp16, fp32, fp8_e4m3, fp8_e5m2)");
-}
+namespace pf {
 
 Status Geometry::validate() const {
   if (layers == 0 || kv_heads == 0 || head_dim == 0 || page_tokens == 0) {
@@ -131,4 +93,4 @@ Result<Geometry> parse_geometry(std::string_view spec) {
   return g;
 }
 
-}  // namespace pf::rt
+}  // namespace pf

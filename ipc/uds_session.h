@@ -1,0 +1,17 @@
+// One Unix-socket connection's session (the protocol half of ipc/uds_server.h): HELLO and
+// the lease, then one reply per request, in order, until the connection must end.
+//
+// Contract: blocking; runs on the connection's own thread and returns when the peer closed,
+// broke the framing, timed out mid-frame, or the server shut the socket down. The caller
+// owns and closes `fd`; the session ends the lease it opened before returning.
+#pragma once
+
+#include <sys/types.h>
+
+#include "ipc/service.h"
+
+namespace pf::ipc {
+
+void run_session(Service& service, int fd, pid_t pid);
+
+}  // namespace pf::ipc
