@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "runtime/geometry.h"
+#include "base/page_format.h"
 
 namespace pf::demo {
 

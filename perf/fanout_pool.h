@@ -10,8 +10,8 @@
 
 #include "perf/engine/engine.h"
 #include "processfork.hpp"
-#include "runtime/geometry.h"
-#include "vmm/status.h"
+#include "base/page_format.h"
+#include "base/status.h"
 
 namespace pf::demo {
 

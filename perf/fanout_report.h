@@ -12,8 +12,8 @@
 #include "perf/fanout_options.h"
 #include "perf/fanout_units.h"
 #include "processfork.hpp"
-#include "runtime/geometry.h"
-#include "vmm/status.h"
+#include "base/page_format.h"
+#include "base/status.h"
 
 namespace pf::demo {
 

@@ -1,5 +1,6 @@
-// Test harness for the daemon: starts pf_test_daemon as a real child process, waits for its
-// ready file, and talks to it with raw frames (ipc/wire.h) and real HTTP (httplib).
+// Test harness for the daemon: starts pf_test_daemon as a real child process and waits for its
+// ready file (tests/support/daemon_process.h), and talks to it with raw frames (ipc/wire.h)
+// and real HTTP (httplib).
 #pragma once
 
 #include <fcntl.h>
@@ -32,108 +33,38 @@
 #include "ipc/ops.h"
 #include "ipc/payload.h"
 #include "ipc/wire.h"
+#include "tests/support/daemon_process.h"
 
 namespace pf::testing {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-inline bool wait_until(const std::function<bool()>& pred,
-                       std::chrono::milliseconds timeout = std::chrono::milliseconds(10000)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return pred();
+// pf_test_daemon with `args` (and `env` on top of this environment) as a child process;
+// stderr goes to `stderr_path`, stdout stays this process's.
+inline ChildSpec test_daemon(const std::vector<std::string>& args, const std::string& stderr_path,
+                             const std::vector<std::pair<std::string, std::string>>& env = {}) {
+  ChildSpec spec(PF_TEST_DAEMON, args, stderr_path, ChildSpec::Stdout::kInherit);
+  spec.env = env;
+  return spec;
 }
 
-inline std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// pf_test_daemon run to completion (killed after `timeout`): its exit code and stderr.
+inline RunResult run_to_exit(const std::vector<std::string>& args, const std::string& stderr_path,
+                             const std::vector<std::pair<std::string, std::string>>& env = {},
+                             std::chrono::milliseconds timeout = std::chrono::milliseconds(15000)) {
+  return run(test_daemon(args, stderr_path, env), timeout);
 }
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/pfd-XXXXXX";
-    const char* p = mkdtemp(tmpl);
-    EXPECT_NE(p, nullptr);
-    path = p ? p : "/tmp";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-};
-
-// Runs a program to completion (or kills it after `timeout`); returns exit code and stderr.
-struct Exit {
-  int code = -1;  // exit status, or 128 + signal
-  std::string err;
-};
-
-inline pid_t spawn(const std::string& program, const std::vector<std::string>& args,
-                   const std::string& stderr_path,
-                   const std::vector<std::pair<std::string, std::string>>& env = {}) {
-  std::vector<std::string> full = {program};
-  full.insert(full.end(), args.begin(), args.end());
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int err = open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (err >= 0) {
-      dup2(err, 2);
-      close(err);
-    }
-    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-    std::vector<char*> argv;
-    for (std::string& a : full) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(program.c_str(), argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-inline int wait_exit(pid_t pid, std::chrono::milliseconds timeout) {
-  int status = 0;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    const pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) break;
-    if (std::chrono::steady_clock::now() > deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return -2;  // timed out
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return -1;
-}
-
-inline Exit run_to_exit(const std::vector<std::string>& args, const std::string& stderr_path,
-                        const std::vector<std::pair<std::string, std::string>>& env = {},
-                        std::chrono::milliseconds timeout = std::chrono::milliseconds(15000)) {
-  const pid_t pid = spawn(PF_TEST_DAEMON, args, stderr_path, env);
-  Exit e;
-  e.code = wait_exit(pid, timeout);
-  e.err = read_text(stderr_path);
-  return e;
-}
-
-// A running daemon with a private socket, an ephemeral HTTP port and a ready file.
-class Daemon {
+// A running daemon with a private socket, an ephemeral HTTP port and a ready file; its log is
+// dir()/daemon.log, stop(sig) its exit code, and the destructor stops it (SIGTERM).
+class Daemon : public DaemonProcess {
  public:
   // Standard test flags plus `extra`.
-  explicit Daemon(std::vector<std::string> extra = {}, bool with_defaults = true) {
-    socket_ = dir_.file("pf.sock");
-    ready_ = dir_.file("ready.json");
-    log_ = dir_.file("daemon.log");
+  explicit Daemon(std::vector<std::string> extra = {}, bool with_defaults = true)
+      : DaemonProcess("pfd") {
+    socket_ = dir().file("pf.sock");
+    ready_ = dir().file("ready.json");
     std::vector<std::string> args;
     if (with_defaults) {
       args = {"--socket", socket_,    "--http",     "127.0.0.1:0", "--ready-file",
@@ -141,51 +72,20 @@ class Daemon {
               "--chunk",  "2MiB",     "--geometry", "tiny",        "--verify"};
     }
     args.insert(args.end(), extra.begin(), extra.end());
-    pid_ = spawn(PF_TEST_DAEMON, args, log_);
-    const bool ready = wait_until([&] {
-      if (fs::exists(ready_)) return true;
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        exited_ = true;
-        return true;
-      }
-      return false;
-    });
-    if (!ready || exited_) {
-      ADD_FAILURE() << "daemon did not start; its log:\n" << log();
-      return;
-    }
-    info_ = json::parse(read_text(ready_));
-    if (info_["http"].is_string()) {
-      const std::string hp = info_["http"];
+    if (!start(PF_TEST_DAEMON, args, ready_)) return;
+    const auto http = info().find("http");
+    if (http != info().end() && http->is_string()) {
+      const std::string hp = *http;
       host_ = hp.substr(0, hp.rfind(':'));
       port_ = std::stoi(hp.substr(hp.rfind(':') + 1));
     }
   }
-  ~Daemon() {
-    if (!exited_) {
-      kill(pid_, SIGTERM);
-      wait_exit(pid_, std::chrono::milliseconds(10000));
-    }
-  }
-  Daemon(const Daemon&) = delete;
-  Daemon& operator=(const Daemon&) = delete;
 
-  // SIGTERM (or `sig`) and the exit code.
-  int stop(int sig = SIGTERM) {
-    kill(pid_, sig);
-    exited_ = true;
-    return wait_exit(pid_, std::chrono::milliseconds(10000));
-  }
-
-  pid_t pid() const { return pid_; }
   const std::string& socket() const { return socket_; }
   const std::string& ready_file() const { return ready_; }
-  const json& info() const { return info_; }
+  const json& info() const { return ready(); }
   const std::string& host() const { return host_; }
   int port() const { return port_; }
-  std::string log() const { return read_text(log_); }
-  const TempDir& dir() const { return dir_; }
 
   httplib::Client http(const std::string& token = "") const {
     httplib::Client cli(host_, port_);
@@ -206,7 +106,7 @@ class Daemon {
   // Open fds of the daemon process (leak checks).
   std::size_t fd_count() const {
     std::size_t n = 0;
-    for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid_) + "/fd")) {
+    for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid()) + "/fd")) {
       (void)e;
       ++n;
     }
@@ -214,13 +114,45 @@ class Daemon {
   }
 
  private:
-  TempDir dir_;
-  std::string socket_, ready_, log_;
-  pid_t pid_ = -1;
-  bool exited_ = false;
-  json info_;
+  std::string socket_, ready_;
   std::string host_;
   int port_ = 0;
+};
+
+// pf_lease_client (lease_client.cpp) on `socket` as a child process with stdout on a pipe: it
+// prints "ready <details>" once its state is in place, then waits to be SIGKILLed.
+class LeaseClient {
+ public:
+  LeaseClient(const std::string& socket, std::vector<std::string> args)
+      : child_(ChildSpec(PF_LEASE_CLIENT, with_socket(socket, std::move(args)))) {}
+
+  // The words after "ready" on its first line.
+  std::vector<std::string> ready() {
+    std::istringstream in(child_.read_line(std::chrono::milliseconds(10000)));
+    std::vector<std::string> words;
+    for (std::string w; in >> w;) words.push_back(w);
+    EXPECT_FALSE(words.empty()) << "the client never got ready";
+    if (!words.empty()) {
+      EXPECT_EQ(words[0], "ready");
+      words.erase(words.begin());
+    }
+    return words;
+  }
+  // SIGKILL and reap; true when it was still running (not dead of an error).
+  bool kill9() {
+    const int code = child_.kill_now(SIGKILL);
+    EXPECT_EQ(code, 128 + SIGKILL) << "the client was not running any more";
+    return code == 128 + SIGKILL;
+  }
+
+ private:
+  static std::vector<std::string> with_socket(const std::string& socket,
+                                              std::vector<std::string> args) {
+    args.insert(args.begin(), socket);
+    return args;
+  }
+
+  Child child_;
 };
 
 inline UniqueFd connect_unix(const std::string& path) {

@@ -5,7 +5,6 @@
 // with its lease. The daemon runs with --verify: it re-checks every invariant (refcounts
 // recounted from branches, snapshots, the index and lease holds) after every operation.
 #include <gtest/gtest.h>
-#include <poll.h>
 
 #include <array>
 #include <sstream>
@@ -325,28 +324,8 @@ TEST_F(KeyedPagesDaemon, HostilePayloadsChangeNothing) {
 // pf_lease_client in "keyed" mode, then SIGKILL.
 TEST_F(KeyedPagesDaemon, KilledClientsHoldsEndWithItsLease) {
   const json baseline = d.pool_json();
-  int p[2];
-  ASSERT_EQ(pipe(p), 0);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(p[1], 1);
-    close(p[0]);
-    close(p[1]);
-    std::string prog = PF_LEASE_CLIENT, sock = d.socket(), mode = "keyed", n = "4";
-    char* argv[] = {prog.data(), sock.data(), mode.data(), n.data(), nullptr};
-    execv(PF_LEASE_CLIENT, argv);
-    _exit(127);
-  }
-  close(p[1]);
-  UniqueFd out(p[0]);
-  std::string line;
-  char ch;
-  for (;;) {
-    pollfd pf{out.get(), POLLIN, 0};
-    if (poll(&pf, 1, 10000) != 1 || read(out.get(), &ch, 1) != 1 || ch == '\n') break;
-    line.push_back(ch);
-  }
-  ASSERT_EQ(line.rfind("ready ", 0), 0u) << line;
+  LeaseClient client(d.socket(), {"keyed", "4"});
+  ASSERT_EQ(client.ready().size(), 4u);
   // 3 allocated (exclusive) pages and 1 published page it holds again through a lookup.
   json held = d.pool_json();
   EXPECT_EQ(held["used_pages"], 4);
@@ -356,9 +335,7 @@ TEST_F(KeyedPagesDaemon, KilledClientsHoldsEndWithItsLease) {
       json::parse(
           h.Post("/v1/gc", R"({"drop_cache":true})", "application/json")->body)["evicted_pages"],
       0);
-  ASSERT_EQ(kill(pid, SIGKILL), 0);
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(client.kill9());
   // The published page stays as evictable cache; everything else is free again.
   EXPECT_TRUE(wait_until([&] {
     json now = d.pool_json();

@@ -2,10 +2,8 @@
 // appends, halfway through sending a frame); every page it held comes back. What it
 // detached or snapshotted survives it.
 #include <gtest/gtest.h>
-#include <poll.h>
 
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -13,66 +11,6 @@
 
 namespace pf::testing {
 namespace {
-
-// pf_lease_client with stdout on a pipe; ready() returns the words after "ready".
-class LeaseClient {
- public:
-  LeaseClient(const std::string& socket, std::vector<std::string> args) {
-    int p[2];
-    EXPECT_EQ(pipe(p), 0);
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(p[1], 1);
-      close(p[0]);
-      close(p[1]);
-      std::vector<std::string> full = {PF_LEASE_CLIENT, socket};
-      full.insert(full.end(), args.begin(), args.end());
-      std::vector<char*> argv;
-      for (std::string& a : full) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(PF_LEASE_CLIENT, argv.data());
-      _exit(127);
-    }
-    close(p[1]);
-    out_.reset(p[0]);
-  }
-  ~LeaseClient() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  std::vector<std::string> ready() {
-    std::string line;
-    char ch;
-    for (;;) {
-      pollfd p{out_.get(), POLLIN, 0};
-      if (poll(&p, 1, 10000) != 1) break;
-      if (read(out_.get(), &ch, 1) != 1 || ch == '\n') break;
-      line.push_back(ch);
-    }
-    std::istringstream in(line);
-    std::vector<std::string> words;
-    for (std::string w; in >> w;) words.push_back(w);
-    EXPECT_FALSE(words.empty()) << "the client never got ready";
-    if (!words.empty()) {
-      EXPECT_EQ(words[0], "ready");
-      words.erase(words.begin());
-    }
-    return words;
-  }
-  void kill9() {
-    ASSERT_EQ(kill(pid_, SIGKILL), 0);
-    int status = 0;
-    ASSERT_EQ(waitpid(pid_, &status, 0), pid_);
-    EXPECT_TRUE(WIFSIGNALED(status));  // it was still running, not dead of an error
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-  UniqueFd out_;
-};
 
 class LeaseTest : public ::testing::Test {
  protected:

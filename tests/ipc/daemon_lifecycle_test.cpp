@@ -76,7 +76,7 @@ TEST(LifecycleTest, SigintShutsDownCleanlyWithAClientMidFrame) {
 TEST(LifecycleTest, RefusesToStartOverALiveDaemon) {
   Daemon a;
   TempDir dir;
-  Exit e = run_to_exit(base_args(dir, a.socket()), dir.file("err"));
+  RunResult e = run_to_exit(base_args(dir, a.socket()), dir.file("err"));
   EXPECT_EQ(e.code, 1) << e.err;
   EXPECT_NE(e.err.find("already serving on " + a.socket()), std::string::npos) << e.err;
   EXPECT_FALSE(fs::exists(dir.file("ready.json")));
@@ -99,15 +99,13 @@ TEST(LifecycleTest, RecoversAStaleSocket) {
     ASSERT_EQ(bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   }
   ASSERT_TRUE(fs::exists(path));
-  const pid_t pid = spawn(PF_TEST_DAEMON, base_args(dir, path), dir.file("err"));
-  ASSERT_TRUE(wait_until([&] { return fs::exists(dir.file("ready.json")); }))
-      << read_text(dir.file("err"));
+  Child daemon(test_daemon(base_args(dir, path), dir.file("err")));
+  ASSERT_TRUE(daemon.wait_for_path(dir.file("ready.json"))) << read_file(dir.file("err"));
   RawClient c(path);
   ASSERT_TRUE(c.connected());
   EXPECT_NE(c.hello().lease, 0u);
-  EXPECT_NE(read_text(dir.file("err")).find("removed stale socket"), std::string::npos);
-  kill(pid, SIGTERM);
-  EXPECT_EQ(wait_exit(pid, std::chrono::milliseconds(10000)), 0);
+  EXPECT_NE(read_file(dir.file("err")).find("removed stale socket"), std::string::npos);
+  EXPECT_EQ(daemon.stop(SIGTERM), 0);
   EXPECT_FALSE(fs::exists(path));
 }
 
@@ -115,10 +113,10 @@ TEST(LifecycleTest, NeverReplacesSomethingThatIsNotASocket) {
   TempDir dir;
   const std::string path = dir.file("not-a-socket");
   { std::ofstream(path) << "precious"; }
-  Exit e = run_to_exit(base_args(dir, path), dir.file("err"));
+  RunResult e = run_to_exit(base_args(dir, path), dir.file("err"));
   EXPECT_EQ(e.code, 1);
   EXPECT_NE(e.err.find("not a socket"), std::string::npos) << e.err;
-  EXPECT_EQ(read_text(path), "precious");
+  EXPECT_EQ(read_file(path), "precious");
 }
 
 TEST(LifecycleTest, BusyHttpPortFailsStartAndCleansUp) {
@@ -134,7 +132,7 @@ TEST(LifecycleTest, BusyHttpPortFailsStartAndCleansUp) {
   std::vector<std::string> args = base_args(dir, dir.file("s.sock"));
   args.push_back("--http");
   args.push_back("127.0.0.1:" + std::to_string(ntohs(addr.sin_port)));
-  Exit e = run_to_exit(args, dir.file("err"));
+  RunResult e = run_to_exit(args, dir.file("err"));
   EXPECT_EQ(e.code, 1) << e.err;
   EXPECT_NE(e.err.find("cannot start"), std::string::npos) << e.err;
   EXPECT_FALSE(fs::exists(dir.file("s.sock")));  // the socket it had bound is gone again
@@ -145,7 +143,7 @@ TEST(LifecycleTest, UsageErrorsAndBadDevice) {
   TempDir dir;
   std::vector<std::string> args = base_args(dir, dir.file("s.sock"));
   args.insert(args.end(), {"--http", "0.0.0.0:0"});
-  Exit e = run_to_exit(args, dir.file("err"));
+  RunResult e = run_to_exit(args, dir.file("err"));
   EXPECT_EQ(e.code, 2);
   EXPECT_NE(e.err.find("--token"), std::string::npos) << e.err;
   EXPECT_NE(e.err.find("usage:"), std::string::npos);
@@ -173,18 +171,17 @@ TEST(LifecycleTest, UsageErrorsAndBadDevice) {
 TEST(LifecycleTest, NonLoopbackWithTokenAndEnvironmentConfig) {
   TempDir dir;
   const std::string sock = dir.file("env.sock");
-  const pid_t pid = spawn(PF_TEST_DAEMON, {}, dir.file("err"),
-                          {{"PROCESSFORK_SOCKET", sock},
-                           {"PROCESSFORK_HTTP", "0.0.0.0:0"},
-                           {"PROCESSFORK_TOKEN", "tok"},
-                           {"PROCESSFORK_DEVICE", "host"},
-                           {"PROCESSFORK_CAPACITY", "4MiB"},
-                           {"PROCESSFORK_CHUNK", "2MiB"},
-                           {"PROCESSFORK_GEOMETRY", "tiny"},
-                           {"PROCESSFORK_READY_FILE", dir.file("ready.json")}});
-  ASSERT_TRUE(wait_until([&] { return fs::exists(dir.file("ready.json")); }))
-      << read_text(dir.file("err"));
-  json ready = json::parse(read_text(dir.file("ready.json")));
+  Child daemon(test_daemon({}, dir.file("err"),
+                           {{"PROCESSFORK_SOCKET", sock},
+                            {"PROCESSFORK_HTTP", "0.0.0.0:0"},
+                            {"PROCESSFORK_TOKEN", "tok"},
+                            {"PROCESSFORK_DEVICE", "host"},
+                            {"PROCESSFORK_CAPACITY", "4MiB"},
+                            {"PROCESSFORK_CHUNK", "2MiB"},
+                            {"PROCESSFORK_GEOMETRY", "tiny"},
+                            {"PROCESSFORK_READY_FILE", dir.file("ready.json")}}));
+  ASSERT_TRUE(daemon.wait_for_path(dir.file("ready.json"))) << read_file(dir.file("err"));
+  json ready = json::parse(read_file(dir.file("ready.json")));
   const std::string hp = ready["http"];
   ASSERT_EQ(hp.rfind("0.0.0.0:", 0), 0u) << hp;
   httplib::Client cli("127.0.0.1", std::stoi(hp.substr(8)));
@@ -197,20 +194,18 @@ TEST(LifecycleTest, NonLoopbackWithTokenAndEnvironmentConfig) {
   EXPECT_EQ(pool->status, 200);
   EXPECT_EQ(json::parse(pool->body)["capacity_pages"], (4 << 20) / 512);
   EXPECT_TRUE(fs::exists(sock));
-  kill(pid, SIGTERM);
-  EXPECT_EQ(wait_exit(pid, std::chrono::milliseconds(10000)), 0);
+  EXPECT_EQ(daemon.stop(SIGTERM), 0);
 }
 
 TEST(LifecycleTest, HttpOffWritesNullInTheReadyFile) {
   TempDir dir;
-  const pid_t pid = spawn(PF_TEST_DAEMON, base_args(dir, dir.file("s.sock")), dir.file("err"));
-  ASSERT_TRUE(wait_until([&] { return fs::exists(dir.file("ready.json")); }));
-  json ready = json::parse(read_text(dir.file("ready.json")));
+  Child daemon(test_daemon(base_args(dir, dir.file("s.sock")), dir.file("err")));
+  ASSERT_TRUE(daemon.wait_for_path(dir.file("ready.json")));
+  json ready = json::parse(read_file(dir.file("ready.json")));
   EXPECT_TRUE(ready["http"].is_null());
-  EXPECT_EQ(ready["pid"], pid);
-  EXPECT_NE(read_text(dir.file("err")).find("HTTP off"), std::string::npos);
-  kill(pid, SIGTERM);
-  EXPECT_EQ(wait_exit(pid, std::chrono::milliseconds(10000)), 0);
+  EXPECT_EQ(ready["pid"], daemon.pid());
+  EXPECT_NE(read_file(dir.file("err")).find("HTTP off"), std::string::npos);
+  EXPECT_EQ(daemon.stop(SIGTERM), 0);
 }
 
 TEST(LifecycleTest, PeerOfAnotherUidIsRefused) {

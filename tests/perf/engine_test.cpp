@@ -5,9 +5,6 @@
 #include "perf/engine/engine.h"
 
 #include <gtest/gtest.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -18,7 +15,7 @@
 #include <string>
 #include <vector>
 
-extern char** environ;
+#include "tests/support/daemon_process.h"
 
 namespace pf::engine {
 namespace {
@@ -535,27 +532,11 @@ TEST(EngineProcess, AFreshProcessComputesTheSameBits) {
   PagedKv kv = kv_over(g, *a, iota_order(10));
   const std::vector<float> mine = run(*e, kv, random_tokens(8, 60, cfg.vocab), 5);
 
-  int fds[2];
-  ASSERT_EQ(pipe(fds), 0);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-  posix_spawn_file_actions_addclose(&fa, fds[0]);
-  char path[] = PF_ENGINE_PROBE_PATH;
-  char* argv[] = {path, nullptr};
-  pid_t pid = 0;
-  ASSERT_EQ(posix_spawn(&pid, path, &fa, nullptr, argv, environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
-  close(fds[1]);
-  std::string out;
-  char buf[4096];
-  for (ssize_t r; (r = read(fds[0], buf, sizeof buf)) > 0;) {
-    out.append(buf, static_cast<std::size_t>(r));
-  }
-  close(fds[0]);
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  pf::testing::Child probe(pf::testing::ChildSpec(PF_ENGINE_PROBE_PATH));
+  ASSERT_GT(probe.pid(), 0);
+  probe.close_stdin();
+  ASSERT_EQ(probe.wait(std::chrono::seconds(120)), 0) << probe.output();
+  const std::string& out = probe.output();
   const std::size_t at = out.find("LOGITS ");
   ASSERT_NE(at, std::string::npos) << out;
   std::vector<float> theirs;

@@ -2,23 +2,21 @@
 // (`processfork serve` started by the demo): worker processes must reproduce the
 // uninterrupted reference bit for bit, the negative control must be detected, a wrong
 // child must fail the run, and nothing may be left behind either way.
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
-extern char** environ;
+#include "tests/support/daemon_process.h"
 
 namespace {
 
@@ -27,68 +25,32 @@ struct DemoRun {
   std::string output;
   nlohmann::json summary;
   std::string workdir;
+  std::unique_ptr<pf::testing::TempDir> root;  // holds workdir; removed with the run
 };
-
-std::string temp_root() {
-  const char* t = std::getenv("TMPDIR");
-  std::string templ = std::string(t != nullptr && *t != '\0' ? t : "/tmp") + "/pf-demo-test-XXXXXX";
-  EXPECT_NE(mkdtemp(templ.data()), nullptr);
-  return templ;
-}
 
 // Runs fanout_demo with `extra` flags at a small size; its stdout+stderr go to a file.
 DemoRun run_demo(const std::vector<std::string>& extra) {
   DemoRun r;
-  const std::string root = temp_root();
-  r.workdir = root + "/work";
-  const std::string json = root + "/summary.json";
-  const std::string log = root + "/out.log";
-  std::vector<std::string> args = {PF_FANOUT_DEMO_PATH,
-                                   "--model",
-                                   "tiny",
-                                   "--context",
-                                   "150",
-                                   "--children",
-                                   "3",
-                                   "--suffix",
-                                   "5",
-                                   "--steps",
-                                   "6",
-                                   "--page-tokens",
-                                   "8",
-                                   "--fork-reps",
-                                   "10",
-                                   "--processfork",
-                                   PF_CLI_PATH,
-                                   "--workdir",
-                                   r.workdir,
-                                   "--json",
-                                   json};
+  const char* t = std::getenv("TMPDIR");
+  r.root = std::make_unique<pf::testing::TempDir>("pf-demo-test",
+                                                  t != nullptr && *t != '\0' ? t : "/tmp");
+  r.workdir = r.root->file("work");
+  const std::string json = r.root->file("summary.json");
+  const std::string log = r.root->file("out.log");
+  std::vector<std::string> args = {"--model",     "tiny",    "--context",     "150",
+                                   "--children",  "3",       "--suffix",      "5",
+                                   "--steps",     "6",       "--page-tokens", "8",
+                                   "--fork-reps", "10",      "--processfork", PF_CLI_PATH,
+                                   "--workdir",   r.workdir, "--json",        json};
   args.insert(args.end(), extra.begin(), extra.end());
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  pid_t pid = 0;
-  EXPECT_EQ(posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  std::ifstream lin(log);
-  std::stringstream ls;
-  ls << lin.rdbuf();
-  r.output = ls.str();
+  const pf::testing::RunResult run = pf::testing::run(
+      pf::testing::ChildSpec(PF_FANOUT_DEMO_PATH, args, log, pf::testing::ChildSpec::Stdout::kLog),
+      std::chrono::seconds(240));
+  r.exit_code = run.code;
+  r.output = run.err;  // stdout and stderr
   std::ifstream jin(json);
   if (jin) r.summary = nlohmann::json::parse(jin, nullptr, false);
-  unlink(json.c_str());
-  unlink(log.c_str());
   rmdir(r.workdir.c_str());  // only succeeds if the demo left it empty (it should be gone)
-  rmdir(root.c_str());
   return r;
 }
 

@@ -2,21 +2,18 @@
 // hands the chunk fds over a Unix socket to an exec'd vmm_peer, which maps them into its
 // own reservation, verifies the pattern and writes back; then this process sees the write.
 #include <gtest/gtest.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <string>
 #include <vector>
 
 #include "ipc/fd_passing.h"
+#include "tests/support/daemon_process.h"
 #include "tests/support/pattern.h"
 #include "tests/vmm/handoff_wire.h"
 #include "vmm/mapped_range.h"
 #include "vmm/registry.h"
-
-extern char** environ;
 
 namespace pf::vmm {
 namespace {
@@ -24,22 +21,12 @@ namespace {
 using testing::HandoffReply;
 using testing::HandoffRequest;
 
-// Starts vmm_peer with `child_end` as its fd 3; returns its pid.
-pid_t spawn_peer(int child_end, const std::string& device) {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, child_end, 3);
-  std::string path = PF_VMM_PEER_PATH;
-  std::vector<char*> argv = {path.data(),
-                             const_cast<char*>("--socket-fd"),
-                             const_cast<char*>("3"),
-                             const_cast<char*>("--device"),
-                             const_cast<char*>(device.c_str()),
-                             nullptr};
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, path.c_str(), &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  return rc == 0 ? pid : -1;
+// vmm_peer with `child_end` as its fd 3.
+testing::ChildSpec peer(int child_end, const std::string& device) {
+  testing::ChildSpec spec(PF_VMM_PEER_PATH, {"--socket-fd", "3", "--device", device}, "",
+                          testing::ChildSpec::Stdout::kInherit);
+  spec.fds = {{child_end, 3}};
+  return spec;
 }
 
 class CrossProcess : public ::testing::TestWithParam<const char*> {};
@@ -63,8 +50,8 @@ TEST_P(CrossProcess, PeerMapsVerifiesAndWritesBack) {
   int pair[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
   UniqueFd parent_end(pair[0]), child_end(pair[1]);
-  const pid_t pid = spawn_peer(child_end.get(), GetParam());
-  ASSERT_GT(pid, 0) << "could not exec " << PF_VMM_PEER_PATH;
+  testing::Child child(peer(child_end.get(), GetParam()));
+  ASSERT_GT(child.pid(), 0) << "could not exec " << PF_VMM_PEER_PATH;
   child_end.reset();
 
   std::vector<UniqueFd> exported;
@@ -86,11 +73,11 @@ TEST_P(CrossProcess, PeerMapsVerifiesAndWritesBack) {
   std::vector<UniqueFd> none;
   const Status got =
       ipc::recv_with_fds(parent_end.get(), std::as_writable_bytes(std::span(&reply, 1)), 0, &none);
-  int wstatus = 0;
-  ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+  const int peer_exit = child.wait();
+  ASSERT_NE(peer_exit, testing::kNoChild);
   ASSERT_TRUE(got.is_ok()) << got.to_string();
   ASSERT_EQ(reply.code, 0) << "peer: " << reply.message;
-  EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+  EXPECT_EQ(peer_exit, 0);
   EXPECT_EQ(reply.verified_bytes, total);
 
   // The peer's write into its own mapping is visible here; the first half is untouched.
