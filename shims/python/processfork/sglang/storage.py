@@ -34,7 +34,8 @@ Failures: construction raises (daemon unreachable, MLA model, bad settings) and
 ``register_mem_pool_host`` raises on a geometry mismatch -- SGLang then reports that the
 backend failed to attach. After that no ProcessFork error reaches SGLang's threads: a
 failed lookup or load is a miss (``False`` / ``None`` / 0), a failed store is ``False``,
-each logged (rate-limited); a lost daemon is reconnected (see ``_link.py``).
+each logged (rate-limited); a lost daemon is reconnected (processfork._integration's
+``Session``: at most once per ``reconnect_interval_s``, the geometry checked again).
 
 Threads: SGLang calls this object from its prefetch, prefetch-IO and backup threads at once;
 each thread has its own daemon session, and every page hold is released by the call that
@@ -50,6 +51,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 import processfork
+from processfork._integration.session import Session, session_lost
 from processfork.sglang._config import Settings, read_settings
 from processfork.sglang._hostpool import (
     HostGeometry,
@@ -61,7 +63,6 @@ from processfork.sglang._hostpool import (
     pool_dtype_matches,
     runs_for,
 )
-from processfork.sglang._link import Link
 from sglang.srt.mem_cache.hicache_storage import (
     HiCacheStorage,
     HiCacheStorageConfig,
@@ -146,10 +147,13 @@ class ProcessForkStorage(HiCacheStorage):
         self._unsupported_pools: List[str] = []
         self._log = _Throttle()
         self._pool: Optional[processfork.PoolInfo] = None
-        self._link = Link(self.settings.socket, self.settings.timeout_ms,
-                          self.settings.reconnect_interval_s, self._on_connect)
+        # one client per thread: SGLang's HiCache threads call the backend at once, and
+        # page holds belong to the session (thread) that took them
+        self._session = Session(self.settings.socket, self.settings.timeout_ms,
+                                self.settings.reconnect_interval_s, self._on_connect,
+                                per_thread=True)
         try:
-            self._link.connect_now()
+            self._session.connect_now()
         except processfork.Error as e:
             where = self.settings.socket or "the default socket ($PROCESSFORK_SOCKET)"
             raise ConnectionError(
@@ -243,8 +247,8 @@ class ProcessForkStorage(HiCacheStorage):
 
     # ---- helpers ------------------------------------------------------------------------
     def _failed(self, op: str, e: BaseException) -> None:
-        if isinstance(e, processfork.Unavailable):
-            self._link.drop()
+        if session_lost(e):
+            self._session.drop(e)
         self._log.warn(op, f"{type(e).__name__}: {e}", kind=type(e).__name__)
 
     def _ready(self, op: str) -> Optional[HostGeometry]:
@@ -323,7 +327,7 @@ class ProcessForkStorage(HiCacheStorage):
         n = len(keys)
         m = 0
         try:
-            c = self._link.client()
+            c = self._session.client()
             m = len(c.lookup_keys(keys, hold=False))
             if m == n:
                 return [True] * n
@@ -363,7 +367,7 @@ class ProcessForkStorage(HiCacheStorage):
                                            f"{n} whole pages of {g.page_tokens} tokens")
             return miss
         try:
-            c = self._link.client()
+            c = self._session.client()
         except Exception as e:  # noqa: BLE001
             self._failed("batch_get_v1", e)
             return miss
@@ -427,7 +431,7 @@ class ProcessForkStorage(HiCacheStorage):
                 self._log.warn("batch_get", f"{len(targets)} targets for {n} keys")
                 return miss
         try:
-            c = self._link.client()
+            c = self._session.client()
         except Exception as e:  # noqa: BLE001
             self._failed("batch_get", e)
             return miss
@@ -496,7 +500,7 @@ class ProcessForkStorage(HiCacheStorage):
         if not keys:
             return 0
         try:
-            c = self._link.client()
+            c = self._session.client()
             found, step = 0, _MAX_KEYS
             while found < len(keys):
                 chunk = list(keys[found:found + step])
@@ -546,14 +550,14 @@ class ProcessForkStorage(HiCacheStorage):
         """SGLang's "clear storage": drops every evictable cached page of the daemon's
         prefix index (pages pinned by snapshots or held by branches stay)."""
         try:
-            r = self._link.client().gc(drop_cache=True)
+            r = self._session.client().gc(drop_cache=True)
             logger.info("ProcessFork HiCache backend: cleared %d cached pages", r.evicted_pages)
         except Exception as e:  # noqa: BLE001
             self._failed("clear", e)
 
     def close(self) -> None:
         """Ends every daemon session of this backend (idempotent)."""
-        self._link.close()
+        self._session.close()
 
     def __repr__(self) -> str:
         return (f"ProcessForkStorage(socket={self.settings.socket!r}, "

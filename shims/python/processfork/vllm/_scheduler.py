@@ -30,10 +30,10 @@ DESIGN
   and returns ``(False, None)``: saves are synchronous, so vLLM may free the blocks
   at once.
 
-  Failure. Any ProcessFork error drops the session (see _link.py): lookups report 0
-  matched tokens until the daemon is back; a load already promised to vLLM is sent
-  with ``pages=None`` so the worker reports the blocks as failed loads, which vLLM
-  recomputes or fails per ``kv_load_failure_policy``.
+  Failure. Any ProcessFork error drops the session (processfork._integration.session:
+  the reconnect policy): lookups report 0 matched tokens until the daemon is back; a
+  load already promised to vLLM is sent with ``pages=None`` so the worker reports the
+  blocks as failed loads, which vLLM recomputes or fails per ``kv_load_failure_policy``.
 
   Requests whose KV is not a function of their token ids alone are neither looked
   up nor saved: multimodal inputs, prompt embeddings, LoRA adapters and cache salts.
@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Sequence
 
 import processfork
 
+from processfork._integration.session import Session
 from processfork.vllm._config import ConnectorSettings, RankAddress
 from processfork.vllm._geometry import KVGeometry, check_pool
-from processfork.vllm._link import Link
 from processfork.vllm._metadata import LoadSpec, ProcessForkConnectorMetadata, SaveSpec
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class _Request:
     eligible: bool
     save_end: int  # the prompt's whole-block length: tokens the request may save
     branches: list[processfork.Branch | None] = field(default_factory=list)  # per rank
-    generation: list[int] = field(default_factory=list)  # link generation per branch
+    generation: list[int] = field(default_factory=list)  # session generation per branch
     hit: int = 0  # tokens the branches reuse on every rank (whole blocks)
     load: LoadSpec | None = None  # planned, not yet sent
     block_ids: list[int] = field(default_factory=list)
@@ -105,19 +105,23 @@ class SchedulerSide:
         def check(client: processfork.Client, where: str) -> None:
             check_pool(geometry, client.pool(), where, check_layers=check_layers)
 
-        self._links = []
+        self._sessions = []
         for r in ranks:
             sock = settings.socket_for(r)
-            self._links.append(Link(sock, settings.timeout_ms, settings.retry_interval_s,
-                                    lambda c, w=sock or "the default socket": check(c, w)))
-        for link in self._links:
-            link.connect_now()  # a geometry mismatch stops vLLM here, at start-up
+            self._sessions.append(Session(
+                sock, settings.timeout_ms, settings.retry_interval_s,
+                lambda c, w=sock or "the default socket": check(c, w), logger=logger))
+        for session in self._sessions:
+            try:
+                session.connect_now()  # a geometry mismatch (ValueError) stops vLLM here
+            except processfork.Error:
+                pass  # logged; lookups are misses until a reconnect succeeds
 
     # ---- sessions ----------------------------------------------------------------------
     def _clients(self) -> list[processfork.Client] | None:
         clients = []
-        for link in self._links:
-            c = link.get()
+        for session in self._sessions:
+            c = session.get()
             if c is None:
                 return None
             clients.append(c)
@@ -129,14 +133,14 @@ class SchedulerSide:
         for i, b in enumerate(st.branches):
             if b is None:
                 continue
-            link = self._links[i]
-            client = link.get() if link.generation == st.generation[i] else None
+            session = self._sessions[i]
+            client = session.get() if session.generation == st.generation[i] else None
             if client is None:
                 continue
             try:
                 client.free(b)
             except processfork.Error as e:
-                link.drop(e)
+                session.drop(e)
         st.branches, st.generation, st.hit = [], [], 0
 
     # ---- scheduler-side connector calls ------------------------------------------------
@@ -163,7 +167,7 @@ class SchedulerSide:
             for c in clients:
                 branches.append(c.branch(tokens))
         except processfork.Error as e:
-            failed = self._links[len(branches)]
+            failed = self._sessions[len(branches)]
             for i, b in enumerate(branches):
                 if b is not None:
                     try:
@@ -173,7 +177,7 @@ class SchedulerSide:
             failed.drop(e)
             return 0, False
         st.branches = branches
-        st.generation = [link.generation for link in self._links]
+        st.generation = [session.generation for session in self._sessions]
         st.hit = min(b.reused_tokens for b in branches if b is not None)
         st.hit -= st.hit % self._bs
         if st.hit <= num_computed_tokens:
@@ -200,20 +204,20 @@ class SchedulerSide:
                          "%d-token hit, not on block boundaries", request.request_id,
                          num_external_tokens, st.hit)
             st.load = LoadSpec(request.request_id, block_ids[first:first + n],
-                               [None] * len(self._links))
+                               [None] * len(self._sessions))
             return
         pages: list[list[int] | None] = []
         for i, b in enumerate(st.branches):
-            link = self._links[i]
-            client = link.get() if b is not None and link.generation == st.generation[i] \
-                else None
+            session = self._sessions[i]
+            current = b is not None and session.generation == st.generation[i]
+            client = session.get() if current else None
             if client is None:
                 pages.append(None)
                 continue
             try:
                 pages.append(list(client.view(b).pages[first:first + n]))
             except processfork.Error as e:
-                link.drop(e)
+                session.drop(e)
                 pages.append(None)
         st.load = LoadSpec(request.request_id, block_ids[first:first + n], pages)
 
@@ -274,8 +278,8 @@ class SchedulerSide:
         for st in self._reqs.values():
             self._release(st)
         self._reqs.clear()
-        for link in self._links:
-            link.close()
+        for session in self._sessions:
+            session.close()
 
     # ---- introspection (tests, logs) ---------------------------------------------------
     def hit_source(self) -> "CacheHitSource | None":
@@ -283,7 +287,7 @@ class SchedulerSide:
         HOST for a host pool; None while no daemon is reachable."""
         from vllm.v1.metrics.cache_hit_source import CacheHitSource
 
-        client = self._links[0].get() if self._links else None
+        client = self._sessions[0].get() if self._sessions else None
         if client is None:
             return None
         return CacheHitSource.DEVICE if client.pool().device_memory else CacheHitSource.HOST

@@ -38,10 +38,10 @@ import torch
 
 import processfork
 
+from processfork._integration.session import Session, session_lost
 from processfork.vllm._config import ConnectorSettings, RankAddress
 from processfork.vllm._geometry import KVGeometry, check_pool
 from processfork.vllm._layout import VllmKVLayout
-from processfork.vllm._link import Link
 from processfork.vllm._metadata import ProcessForkConnectorMetadata, SaveSpec
 
 __all__ = ["WorkerSide"]
@@ -49,14 +49,10 @@ __all__ = ["WorkerSide"]
 logger = logging.getLogger("processfork.vllm")
 
 
-def _session_lost(e: processfork.Error) -> bool:
-    return isinstance(e, (processfork.Unavailable, processfork.ProtocolError))
-
-
 @dataclass
 class _SaveBranch:
     branch: processfork.Branch
-    generation: int  # the link session that made it
+    generation: int  # the session that made it
     n_tokens: int
 
 
@@ -81,8 +77,10 @@ class WorkerSide:
         self._geometry = geometry
         self._rank_index = rank_index
         sock = settings.socket_for(rank)
-        self._link = Link(sock, settings.timeout_ms, settings.retry_interval_s,
-                          lambda c: check_pool(geometry, c.pool(), sock or "the default socket"))
+        self._session = Session(
+            sock, settings.timeout_ms, settings.retry_interval_s,
+            lambda c: check_pool(geometry, c.pool(), sock or "the default socket"),
+            logger=logger)
         self._kv: VllmKVLayout | None = None
         self._saving: dict[str, _SaveBranch] = {}
         self._load_errors: set[int] = set()
@@ -96,7 +94,10 @@ class WorkerSide:
         """Builds the layout over vLLM's tensors and connects (a geometry mismatch
         raises ValueError here, at start-up)."""
         self._kv = VllmKVLayout(kv_caches, self._geometry)
-        self._link.connect_now()
+        try:
+            self._session.connect_now()
+        except processfork.Error:
+            pass  # logged; loads fail and saves are dropped until a reconnect succeeds
 
     @property
     def kv(self) -> VllmKVLayout | None:
@@ -107,7 +108,7 @@ class WorkerSide:
         for spec in meta.loads:
             pages = spec.pages[self._rank_index] if self._rank_index < len(spec.pages) \
                 else None
-            client = self._link.get() if self._kv is not None else None
+            client = self._session.get() if self._kv is not None else None
             if pages is None or client is None or len(pages) != len(spec.block_ids):
                 self._load_errors.update(spec.block_ids)
                 continue
@@ -119,8 +120,8 @@ class WorkerSide:
             except processfork.Error as e:
                 logger.warning("ProcessFork: load of request %s failed: %s", spec.req_id, e)
                 self._load_errors.update(spec.block_ids)
-                if _session_lost(e):
-                    self._link.drop(e)
+                if session_lost(e):
+                    self._session.drop(e)
 
     def take_load_errors(self) -> set[int]:
         errors, self._load_errors = self._load_errors, set()
@@ -171,7 +172,7 @@ class WorkerSide:
         if self._pending is not None:
             return
         self._pending = []
-        client = self._link.get()
+        client = self._session.get()
         if client is None:
             return
         rows: list[tuple[int, int, int, int]] = []
@@ -181,7 +182,7 @@ class WorkerSide:
             except processfork.Error as e:
                 logger.warning("ProcessFork: save of request %s failed: %s", spec.req_id, e)
                 self._forget(spec.req_id)
-                if _session_lost(e):
+                if session_lost(e):
                     self._lost(e)
                     return
                 continue
@@ -195,12 +196,12 @@ class WorkerSide:
         if spec.first_token == 0:
             self._forget(spec.req_id)  # a save that restarts (e.g. after preemption)
             b = client.branch(spec.tokens)
-            entry = _SaveBranch(b, self._link.generation, b.reused_tokens)
+            entry = _SaveBranch(b, self._session.generation, b.reused_tokens)
             self._saving[spec.req_id] = entry
             new_tokens = spec.tokens[b.reused_tokens:]
         else:
             entry = self._saving.get(spec.req_id)
-            if entry is None or entry.generation != self._link.generation \
+            if entry is None or entry.generation != self._session.generation \
                     or entry.n_tokens != spec.first_token:
                 # the start of this request's save failed or its session ended
                 self._forget(spec.req_id)
@@ -220,7 +221,7 @@ class WorkerSide:
     def _store(self, layers: range) -> bool:
         if self._runs is None or len(self._runs) == 0:
             return True
-        client = self._link.get()
+        client = self._session.get()
         if client is None:
             self._abandon()
             return False
@@ -230,14 +231,14 @@ class WorkerSide:
             return True
         except processfork.Error as e:
             logger.warning("ProcessFork: storing layers %s failed: %s", layers, e)
-            if _session_lost(e):
+            if session_lost(e):
                 self._lost(e)
             else:
                 self._abandon()
             return False
 
     def _commit(self) -> None:
-        client = self._link.get()
+        client = self._session.get()
         for p in self._pending or []:
             if client is None:
                 break
@@ -248,7 +249,7 @@ class WorkerSide:
             except processfork.Error as e:
                 logger.warning("ProcessFork: commit of request %s failed: %s", p.req_id, e)
                 self._forget(p.req_id)
-                if _session_lost(e):
+                if session_lost(e):
                     self._lost(e)
                     return
 
@@ -259,21 +260,21 @@ class WorkerSide:
         self._pending, self._runs = [], None
 
     def _lost(self, e: processfork.Error) -> None:
-        self._link.drop(e)
+        self._session.drop(e)
         self._saving.clear()  # the daemon ended the session's branches
         self._pending, self._runs = [], None
 
     def _forget(self, req_id: str) -> None:
         entry = self._saving.pop(req_id, None)
-        if entry is None or entry.generation != self._link.generation:
+        if entry is None or entry.generation != self._session.generation:
             return
-        client = self._link.get()
+        client = self._session.get()
         if client is None:
             return
         try:
             client.free(entry.branch)
         except processfork.Error as e:
-            if _session_lost(e):
+            if session_lost(e):
                 self._lost(e)
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -290,4 +291,4 @@ class WorkerSide:
     def shutdown(self) -> None:
         for req_id in list(self._saving):
             self._forget(req_id)
-        self._link.close()
+        self._session.close()

@@ -17,6 +17,7 @@ in ``VLLM_PLUGINS`` also filters the general plugins).
 from __future__ import annotations
 
 import json
+import logging
 from argparse import Namespace
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -24,8 +25,8 @@ from fastapi import FastAPI
 
 import processfork
 
+from processfork._integration.session import Session
 from processfork.vllm._config import ConnectorSettings
-from processfork.vllm._link import Link
 from processfork.vllm.routes import build_router
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ __all__ = ["register", "ProcessForkEndpointPlugin", "CONNECTOR_NAME"]
 
 
 CONNECTOR_NAME = "ProcessForkConnector"
+
+logger = logging.getLogger("processfork.vllm")
 
 
 def register() -> None:
@@ -79,36 +82,29 @@ class ProcessForkEndpointPlugin:
     required_tasks = None  # no engine task needed: the routes talk to the daemon
 
     def __init__(self) -> None:
-        self._link: Optional[Link] = None
+        self._session: Optional[Session] = None
         self._refusal: Optional[str] = None
 
     def configure(self, socket: Optional[str], timeout_ms: int = 10_000) -> None:
         """Points the routes at ``socket`` (what :meth:`init_state` does from the
-        server's arguments)."""
-        if self._link is not None:
-            self._link.close()
-        self._link = Link(socket, timeout_ms, retry_interval_s=0.0)
+        server's arguments). The session reconnects on the next request after a loss."""
+        if self._session is not None:
+            self._session.close()
+        self._session = Session(socket, timeout_ms, retry_interval_s=0.0, logger=logger)
         self._refusal = None
 
-    def _client(self) -> Optional[processfork.Client]:
-        if self._link is None:
-            return None
-        return self._link.get()
-
-    def _lost(self, e: processfork.Error) -> None:
-        if self._link is not None:
-            self._link.drop(e)
+    def _current_session(self) -> Session:
+        if self._refusal is not None:
+            raise processfork.Unavailable(self._refusal)
+        if self._session is None:
+            raise processfork.Unavailable("the ProcessFork routes have no daemon configured")
+        return self._session
 
     def attach_router(self, app: FastAPI) -> None:
         """Adds the routes to vLLM's app (called once by ``build_app``)."""
-        def get() -> Optional[processfork.Client]:
-            if self._refusal is not None:
-                raise processfork.Unavailable(self._refusal)
-            return self._client()
-
         # The routes themselves (APIRoute), not an included router: vLLM's
         # attach_endpoint_plugins resolves path/method overrides over APIRoutes.
-        app.router.routes.extend(build_router(get, self._lost).routes)
+        app.router.routes.extend(build_router(self._current_session).routes)
 
     async def init_state(self, engine_client: "EngineClient | None", state: "State",
                          args: Namespace) -> None:
@@ -122,6 +118,6 @@ class ProcessForkEndpointPlugin:
         self.configure(settings.socket, settings.timeout_ms)
 
     def close(self) -> None:
-        if self._link is not None:
-            self._link.close()
-            self._link = None
+        if self._session is not None:
+            self._session.close()
+            self._session = None
