@@ -4,14 +4,10 @@
 
 #include "shims/lib/abi_support.h"
 
-namespace {
+// The boundary vocabulary (abi_support.h): Status, Result, Code, Op, the checks.
+using namespace pf::abi;  // NOLINT(google-build-using-namespace)
 
-using namespace pf::abi;  // NOLINT: the boundary helpers of this library
-using pf::Code;
-using pf::Result;
-using pf::Status;
-using pf::client::Connection;
-using pf::ipc::Op;
+namespace {
 
 // commit, branch_free, detach: a request naming one branch, an empty reply.
 template <Op op>

@@ -6,14 +6,10 @@
 #include "ipc/api_json.h"
 #include "shims/lib/abi_support.h"
 
-namespace {
+// The boundary vocabulary (abi_support.h): Status, Result, Code, Op, the checks.
+using namespace pf::abi;  // NOLINT(google-build-using-namespace)
 
-using namespace pf::abi;  // NOLINT: the boundary helpers of this library
-using pf::Code;
-using pf::Result;
-using pf::Status;
-using pf::client::Connection;
-using pf::ipc::Op;
+namespace {
 
 pf::msg::Named named(std::string_view name) {
   pf::msg::Named request;

@@ -6,14 +6,8 @@
 
 #include "shims/lib/abi_support.h"
 
-namespace {
-using namespace pf::abi;  // NOLINT: the boundary helpers of this library
-using pf::Code;
-using pf::Result;
-using pf::Status;
-using pf::client::Connection;
-using pf::ipc::Op;
-}  // namespace
+// The boundary vocabulary (abi_support.h): Status, Result, Code, Op, the checks.
+using namespace pf::abi;  // NOLINT(google-build-using-namespace)
 
 // ---- KV layout copies -------------------------------------------------------------------
 

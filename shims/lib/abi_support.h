@@ -21,6 +21,13 @@ struct pf_client {
 
 namespace pf::abi {
 
+// The names every abi_*.cpp uses (`using namespace pf::abi` brings them along).
+using client::Connection;
+using ipc::Op;
+using pf::Code;
+using pf::Result;
+using pf::Status;
+
 // Records the failure for pf_last_error_message / pf_last_error_trail and returns its code.
 pf_result fail(pf_result code, std::string message, std::string trail = {});
 pf_result to_result(const Status& s);

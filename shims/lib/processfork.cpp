@@ -36,14 +36,8 @@ static_assert(PF_CID_BYTES == pf::wire::kCidBytes);
 static_assert(PF_MAX_FORK == pf::wire::kMaxForkChildren);
 static_assert(PF_ABI_VERSION_MAJOR == 1, "pf_connect_config's minimum size is the 1.0 prefix");
 
-namespace {
-using namespace pf::abi;  // NOLINT: the boundary helpers of this library
-using pf::Code;
-using pf::Result;
-using pf::Status;
-using pf::client::Connection;
-using pf::ipc::Op;
-}  // namespace
+// The boundary vocabulary (abi_support.h): Status, Result, Code, Op, the checks.
+using namespace pf::abi;  // NOLINT(google-build-using-namespace)
 
 extern "C" {
 

@@ -10,6 +10,9 @@
 //    owned by the Python Client object (the mapping lives as long as the connection).
 #include "shims/python/client_binding.h"
 
+namespace nb = nanobind;
+using namespace nb::literals;  // NOLINT: "name"_a in every binding
+
 using pf::python::AppendOut;
 using pf::python::bind_pages;
 using pf::python::bind_results;
