@@ -22,6 +22,7 @@
 #include <variant>
 #include <vector>
 
+#include "base/device_name.h"
 #include "processfork.h"
 
 namespace pf::python {
@@ -40,6 +41,11 @@ struct PfError {
 }
 inline void check(pf_result r) {
   if (r != PF_OK) fail(r);
+}
+
+// A fixed, NUL-padded char field of a pf_* struct as text (never past its end).
+inline std::string text_of(const char* field, std::size_t capacity) {
+  return std::string(field, strnlen(field, capacity));
 }
 
 using Source = std::variant<std::uint64_t, std::string>;
@@ -194,8 +200,12 @@ class Client {
     int device_id = 0;
     if (i.device_memory != 0) {
       device_type = nb::device::cuda::value;
-      const char* colon = std::strchr(i.device, ':');
-      device_id = colon != nullptr ? std::atoi(colon + 1) : 0;
+      Result<DeviceName> device = parse_device_name(text_of(i.device, sizeof i.device));
+      if (!device.is_ok() || device->kind != DeviceName::Kind::kCuda) {
+        throw PfError{PF_PROTOCOL, "the pool's device '" + text_of(i.device, sizeof i.device) +
+                                       "' is not cuda:N"};
+      }
+      device_id = device->ordinal;
     }
     return Array(p, 5, shape, self, nullptr, dt, device_type, device_id);
   }
@@ -217,10 +227,6 @@ struct MergeOut {
   pf_merge_result result{};
   std::vector<std::uint32_t> recompute_tokens;
 };
-
-inline std::string text_of(const char* field, std::size_t capacity) {
-  return std::string(field, strnlen(field, capacity));
-}
 
 // Declared here, defined in module_results.cpp and module_pages.cpp.
 void bind_results(nanobind::module_& m);
