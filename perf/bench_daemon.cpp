@@ -14,7 +14,6 @@
 #include <fcntl.h>
 #include <httplib.h>
 #include <signal.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,12 +25,12 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <numeric>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "perf/bench_common.h"
 #include "shims/include/processfork.h"
 
 namespace {
@@ -40,40 +39,17 @@ using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "bench_daemon: %s\n", what.c_str());
-  std::exit(1);
-}
+using pf::bench::cpu_model;
+using pf::bench::die;
+using pf::bench::meminfo_kib;
+using pf::bench::us_since;
+using Stats = pf::bench::Summary;
+constexpr auto stats = pf::bench::summarize;
 
 void must(pf_result r, const char* what) {
   if (r != PF_OK) {
     die(std::string(what) + ": " + pf_result_string(r) + ": " + pf_last_error_message(nullptr));
   }
-}
-
-double us_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-}
-
-struct Stats {
-  double p50 = 0, p99 = 0, mean = 0, min = 0;
-  std::size_t n = 0;
-};
-
-Stats stats(std::vector<double> v) {
-  Stats s;
-  if (v.empty()) return s;
-  std::sort(v.begin(), v.end());
-  auto q = [&](double p) {
-    return v[std::min(v.size() - 1,
-                      static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5))];
-  };
-  s.p50 = q(0.5);
-  s.p99 = q(0.99);
-  s.min = v.front();
-  s.mean = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
-  s.n = v.size();
-  return s;
 }
 
 Json to_json(const Stats& s) {
@@ -82,22 +58,6 @@ Json to_json(const Stats& s) {
               {"mean_us", s.mean},
               {"min_us", s.min},
               {"samples", s.n}};
-}
-
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown";
-}
-
-std::size_t meminfo_kib(const char* key) {
-  std::ifstream f("/proc/meminfo");
-  for (std::string line; std::getline(f, line);) {
-    if (line.rfind(key, 0) == 0) return std::stoull(line.substr(line.find(':') + 1));
-  }
-  return 0;
 }
 
 // "amd-epyc-2c-host", as perf/results names machines.
@@ -390,6 +350,7 @@ Options parse(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  pf::bench::set_program("bench_daemon");
   signal(SIGPIPE, SIG_IGN);
   Options o = parse(argc, argv);
   // Other work on the machine shows in the tails: record it with the results.
@@ -545,20 +506,18 @@ int main(int argc, char** argv) {
   }
 
   // --- report -------------------------------------------------------------------------------
-  utsname u{};
-  uname(&u);
+  const pf::bench::Machine m = pf::bench::machine();
   const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  char date[32], day[16];
-  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  std::strftime(day, sizeof day, "%Y-%m-%d", std::gmtime(&now));
+  const std::string date = pf::bench::utc(now, "%Y-%m-%dT%H:%M:%SZ");
+  const std::string day = pf::bench::utc(now, "%Y-%m-%d");
   Json out = {
       {"benchmark", "bench_daemon"},
       {"date", date},
       {"machine",
-       {{"cpu", cpu_model()},
-        {"cores", std::thread::hardware_concurrency()},
-        {"mem_total_gib", meminfo_kib("MemTotal:") >> 20},
-        {"kernel", std::string(u.sysname) + " " + u.release},
+       {{"cpu", m.cpu},
+        {"cores", m.cores},
+        {"mem_total_gib", m.mem_total_gib},
+        {"kernel", m.kernel},
         {"loadavg_at_start", loadavg_at_start},
         {"backend", info.backend},
         {"device", info.device},

@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "perf/bench_common.h"
 #include "perf/engine/engine.h"
 #include "perf/fanout_process.h"
 #include "processfork.hpp"
@@ -48,32 +49,16 @@ using namespace pf;
 using Clock = std::chrono::steady_clock;
 using Json = nlohmann::json;
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "bench_fanout: %s\n", what.c_str());
-  std::exit(1);
-}
-template <typename T>
-T must(Result<T> r, const char* what) {
-  if (!r.is_ok()) die(std::string(what) + ": " + r.status().to_string());
-  return std::move(r).value();
-}
-void must(const Status& s, const char* what) {
-  if (!s.is_ok()) die(std::string(what) + ": " + s.to_string());
-}
-double us_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-}
+using bench::die;
+using bench::must;
+using bench::us_since;
 
+// The JSON of one figure's samples (null when there are none).
 Json stats(std::vector<double> v) {
   if (v.empty()) return nullptr;
-  std::sort(v.begin(), v.end());
-  auto at = [&](double p) {
-    return v[std::min(v.size() - 1, static_cast<std::size_t>(p * (v.size() - 1) + 0.5))];
-  };
-  double sum = 0;
-  for (double x : v) sum += x;
-  return Json{{"p50_us", at(0.5)},  {"p99_us", at(0.99)},        {"min_us", v.front()},
-              {"max_us", v.back()}, {"mean_us", sum / v.size()}, {"samples", v.size()}};
+  const bench::Summary s = bench::summarize(std::move(v));
+  return Json{{"p50_us", s.p50}, {"p99_us", s.p99},   {"min_us", s.min},
+              {"max_us", s.max}, {"mean_us", s.mean}, {"samples", s.n}};
 }
 
 std::vector<std::uint64_t> parse_list(const std::string& s) {
@@ -175,6 +160,7 @@ struct Context {
 }  // namespace
 
 int main(int argc, char** argv) {
+  pf::bench::set_program("bench_fanout");
   const Options o = parse(argc, argv);
   const engine::ModelConfig cfg = must(engine::parse_model_config(o.model), "--model");
   const rt::Geometry g = cfg.kv_geometry(o.page_tokens, rt::DType::kFP32);

@@ -12,7 +12,6 @@
 // MemAvailable; then llama-3-70b-tp8 (one tensor-parallel rank's KV), then tiny — the
 // output states the geometry used and why. Not a test: numbers, never pass/fail.
 #include <sys/mman.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "perf/bench_common.h"
 #include "runtime/runtime.h"
 #include "vmm/registry.h"
 
@@ -35,46 +35,12 @@ using namespace pf;
 using namespace pf::rt;
 using Clock = std::chrono::steady_clock;
 
-double us_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-}
-
-double pct(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const std::size_t i = std::min(v.size() - 1, static_cast<std::size_t>(p * (v.size() - 1) + 0.5));
-  return v[i];
-}
-
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "bench_fork: %s\n", what.c_str());
-  std::exit(1);
-}
-
-template <typename T>
-T must(Result<T> r, const char* what) {
-  if (!r.is_ok()) die(std::string(what) + ": " + r.status().to_string());
-  return std::move(r).value();
-}
-void must(const Status& s, const char* what) {
-  if (!s.is_ok()) die(std::string(what) + ": " + s.to_string());
-}
-
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown";
-}
-
-std::size_t meminfo_kib(const char* key) {
-  std::ifstream f("/proc/meminfo");
-  for (std::string line; std::getline(f, line);) {
-    if (line.rfind(key, 0) == 0) return std::stoull(line.substr(line.find(':') + 1));
-  }
-  return 0;
-}
+using bench::cpu_model;
+using bench::die;
+using bench::meminfo_kib;
+using bench::must;
+using bench::pct;
+using bench::us_since;
 
 std::string json_str(const std::string& s) {
   std::string o = "\"";
@@ -326,16 +292,11 @@ std::vector<Row> run_context(const Options& o, vmm::Backend& backend, std::size_
 std::string to_json(const std::vector<Row>& rows, vmm::Backend& backend,
                     const std::string& reason) {
   std::ostringstream j;
-  utsname u{};
-  uname(&u);
+  const bench::Machine m = bench::machine();
   const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  char date[32];
-  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  j << "{\"benchmark\":\"bench_fork\",\"date\":" << json_str(date)
-    << ",\"machine\":{\"cpu\":" << json_str(cpu_model())
-    << ",\"cores\":" << std::thread::hardware_concurrency()
-    << ",\"mem_total_gib\":" << (meminfo_kib("MemTotal:") >> 20)
-    << ",\"kernel\":" << json_str(std::string(u.sysname) + " " + u.release)
+  j << "{\"benchmark\":\"bench_fork\",\"date\":" << json_str(bench::utc(now, "%Y-%m-%dT%H:%M:%SZ"))
+    << ",\"machine\":{\"cpu\":" << json_str(m.cpu) << ",\"cores\":" << m.cores
+    << ",\"mem_total_gib\":" << m.mem_total_gib << ",\"kernel\":" << json_str(m.kernel)
     << ",\"backend\":" << json_str(std::string(backend.name()))
     << ",\"device\":" << json_str(backend.device()) << ",\"backend_choice\":" << json_str(reason)
     << ",\"gpu\":" << (backend.memory_kind() == vmm::MemoryKind::kDevice ? "true" : "false")
@@ -410,6 +371,7 @@ std::vector<std::size_t> parse_list(const char* s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  pf::bench::set_program("bench_fork");
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "kernels/page_kernels.h"
+#include "perf/bench_common.h"
 
 #ifdef PF_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -32,22 +33,16 @@
 namespace {
 
 using namespace pf;
-using Clock = std::chrono::steady_clock;
 using Json = nlohmann::json;
-
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "bench_kernels: %s\n", what.c_str());
-  std::exit(1);
-}
+using bench::Clock;
+using bench::die;
+using bench::must;
 
 // GB/s figures from per-rep seconds: p50 of the rate is bytes / p50 of the time; the
 // "p99" rate is bytes / p99 time (the slow tail).
 Json rate_stats(std::vector<double> seconds, double bytes) {
   std::sort(seconds.begin(), seconds.end());
-  auto at = [&](double p) {
-    return seconds[std::min(seconds.size() - 1,
-                            static_cast<std::size_t>(p * (seconds.size() - 1) + 0.5))];
-  };
+  auto at = [&](double p) { return bench::pct_sorted(seconds, p); };
   return Json{{"gbps_p50", bytes / at(0.5) / 1e9},
               {"gbps_p99", bytes / at(0.99) / 1e9},
               {"gbps_max", bytes / seconds.front() / 1e9},
@@ -67,10 +62,6 @@ std::vector<double> time_reps(std::uint32_t reps, F&& f) {
     s.push_back(std::chrono::duration<double>(Clock::now() - t).count());
   }
   return s;
-}
-
-void must(const Status& s, const char* what) {
-  if (!s.is_ok()) die(std::string(what) + ": " + s.to_string());
 }
 
 // The three measurements on one memory kind. `baseline` copies the whole batch with the
@@ -141,6 +132,7 @@ Json measure(kernels::PageKernels& k, std::byte* src, std::byte* dst, std::size_
 }  // namespace
 
 int main(int argc, char** argv) {
+  pf::bench::set_program("bench_kernels");
   std::size_t pages = 128;
   std::size_t page_bytes = 2u << 20;
   std::uint32_t reps = 10;

@@ -8,14 +8,10 @@
 #include <fstream>
 #include <sstream>
 
+#include "perf/fanout_units.h"
+
 namespace pf::demo {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double us_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-}
 
 constexpr char kMagic[8] = {'P', 'F', 'R', 'E', 'P', '0', '0', '1'};
 
