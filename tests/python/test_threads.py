@@ -5,8 +5,32 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import processfork
+
+
+def _wait_until_stopped(pid: int) -> None:
+    """Returns once every thread of process ``pid`` is stopped (state T in /proc).
+
+    ``kill(SIGSTOP)`` returns before the group stop is complete: each thread stops only when
+    it next passes through the kernel's signal handling, so a daemon thread already running
+    (on the other core, say, woken by a request) could still answer one. Waiting for every
+    thread's state removes that race; the deadline only turns a hang into a failure."""
+    deadline = time.monotonic() + 60
+    while True:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/stat") as f:
+                    # "pid (comm) S ...": the state follows the last ')' (comm may hold one)
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:  # a thread that ended meanwhile
+                continue
+        if states and all(s in ("T", "t") for s in states):
+            return
+        assert time.monotonic() < deadline, f"daemon {pid} did not stop: {states}"
+        os.sched_yield()
 
 
 def test_gil_released_while_blocked(private_daemon):
@@ -27,6 +51,7 @@ def test_gil_released_while_blocked(private_daemon):
 
     os.kill(private_daemon.proc.pid, signal.SIGSTOP)
     try:
+        _wait_until_stopped(private_daemon.proc.pid)
         t = threading.Thread(target=blocking_call)
         t.start()
         caller_in_call.wait()
