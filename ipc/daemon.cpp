@@ -10,6 +10,7 @@
 #include "ipc/daemon.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -48,7 +49,8 @@ constexpr const char* kUsage =
     "                         [--geometry NAME|layers=..,kv_heads=..,head_dim=..,dtype=..,"
     "page_tokens=..]\n"
     "                         [--socket PATH] [--http HOST:PORT|off] [--token T]\n"
-    "                         [--ready-file PATH] [--max-clients N] [--verify]\n"
+    "                         [--ready-file PATH] [--max-clients N] [--frame-timeout-ms MS]\n"
+    "                         [--verify]\n"
     "Each flag may also come from PROCESSFORK_<FLAG> (e.g. PROCESSFORK_CAPACITY=8GiB);\n"
     "flags win over the environment. See docs/daemon.md.\n";
 
@@ -73,6 +75,7 @@ constexpr Setting kSettings[] = {
     {"token", "PROCESSFORK_TOKEN", false},
     {"ready-file", "PROCESSFORK_READY_FILE", false},
     {"max-clients", "PROCESSFORK_MAX_CLIENTS", false},
+    {"frame-timeout-ms", "PROCESSFORK_FRAME_TIMEOUT_MS", false},
     {"verify", "PROCESSFORK_VERIFY", true},
 };
 
@@ -122,6 +125,14 @@ Status apply(DaemonConfig* c, std::string_view flag, const std::string& value,
       return fail("'" + value + "' is not a client count in 1..65536");
     }
     c->max_clients = n;
+  } else if (flag == "frame-timeout-ms") {
+    std::uint32_t ms = 0;
+    auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), ms);
+    if (value.empty() || ec != std::errc() || ptr != value.data() + value.size() || ms < 10 ||
+        ms > 600000) {
+      return fail("'" + value + "' is not a frame timeout in 10..600000 ms");
+    }
+    c->frame_timeout_ms = ms;
   } else if (flag == "verify") {
     if (value == "1" || value == "true" || value == "yes" || value == "on") {
       c->verify = true;
@@ -267,6 +278,28 @@ Result<DaemonConfig> parse_serve_args(int argc, char** argv) {
   return config;
 }
 
+namespace {
+
+// Every attached client's chunk export costs the daemon an fd while it is sent, and a pool
+// has up to thousands of chunks: run with the soft open-file limit raised to the hard one,
+// and say so. Best effort: a failure is logged and the daemon runs with what it has.
+void raise_open_file_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  if (limit.rlim_cur >= limit.rlim_max) return;
+  const rlim_t before = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    log_line("could not raise the open-file limit from " + std::to_string(before) + ": " +
+             std::strerror(errno));
+    return;
+  }
+  log_line("raised the open-file limit from " + std::to_string(before) + " to " +
+           std::to_string(limit.rlim_cur));
+}
+
+}  // namespace
+
 int serve_main(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) {
     if (argv[i] != nullptr &&
@@ -285,6 +318,8 @@ int serve_main(int argc, char** argv) {
     log_line("cannot start: " + what + ": " + s.message());
     return 1;
   };
+
+  raise_open_file_limit();
 
   sigset_t handled;
   SignalScope signals;
@@ -311,7 +346,9 @@ int serve_main(int argc, char** argv) {
     Service service(**runtime,
                     PoolIdentity{std::string(backend->name()), backend->device(), PF_VERSION});
     Result<std::unique_ptr<UdsServer>> uds = UdsServer::start(
-        service, UdsOptions{.path = config.socket_path, .max_clients = config.max_clients});
+        service, UdsOptions{.path = config.socket_path,
+                            .max_clients = config.max_clients,
+                            .frame_timeout = std::chrono::milliseconds(config.frame_timeout_ms)});
     if (!uds.is_ok()) return start_failure("socket " + config.socket_path, uds.status());
 
     std::unique_ptr<HttpServer> http;

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "base/socket_path.h"
@@ -30,6 +31,10 @@ struct DaemonConfig {
   std::string ready_file;
   // Added to the entry contract (compatible: defaults keep the old behaviour).
   std::size_t max_clients = 256;  // --max-clients / PROCESSFORK_MAX_CLIENTS: Unix-socket cap
+  // --frame-timeout-ms / PROCESSFORK_FRAME_TIMEOUT_MS: a Unix-socket frame (header and
+  // payload) must arrive whole within this long once its first byte did, and a reply must
+  // be taken within it; otherwise the connection is dropped.
+  std::uint32_t frame_timeout_ms = 10000;
   // --verify / PROCESSFORK_VERIFY=1: run the runtime's invariant verifier after every
   // mutating operation (slow; for tests and debugging). Always on in debug builds.
   bool verify = false;

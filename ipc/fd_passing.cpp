@@ -1,5 +1,6 @@
 #include "ipc/fd_passing.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -58,7 +59,8 @@ Status send_with_fds(int sock, std::span<const std::byte> payload, std::span<con
 }
 
 Status recv_with_fds(int sock, std::span<std::byte> payload, std::size_t max_fds,
-                     std::vector<UniqueFd>* fds) {
+                     std::vector<UniqueFd>* fds,
+                     std::optional<std::chrono::steady_clock::time_point> deadline) {
   if (fds == nullptr) return PF_ERROR(Code::kInvalidArgument, "recv_with_fds: fds is null");
   if (payload.empty()) return PF_ERROR(Code::kInvalidArgument, "recv_with_fds: empty payload");
   max_fds = std::min(max_fds, kMaxFdsPerMessage);
@@ -70,6 +72,20 @@ Status recv_with_fds(int sock, std::span<std::byte> payload, std::size_t max_fds
   bool protocol_error = false;
   std::string why;
   while (got < payload.size()) {
+    if (deadline) {
+      // Wait for bytes no later than the deadline: a trickle cannot stretch it.
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          *deadline - std::chrono::steady_clock::now());
+      pollfd p{sock, POLLIN, 0};
+      const int ready = left.count() > 0 ? poll(&p, 1, static_cast<int>(left.count())) : 0;
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready < 0) return io_error("recv_with_fds: poll", errno).add_frame(__FILE__, __LINE__);
+      if (ready == 0) {
+        return PF_ERROR(Code::kUnavailable, "recv_with_fds: " + std::to_string(got) + " of " +
+                                                std::to_string(payload.size()) +
+                                                " bytes arrived before the deadline");
+      }
+    }
     iovec iov{payload.data() + got, payload.size() - got};
     msghdr msg{};
     msg.msg_iov = &iov;
@@ -104,6 +120,14 @@ Status recv_with_fds(int sock, std::span<std::byte> payload, std::size_t max_fds
       protocol_error = true;
       why = "control message truncated: the peer sent more fds than fit";
     }
+    if (!protocol_error && received.size() > max_fds) {
+      protocol_error = true;
+      why = std::to_string(received.size()) + " fds arrived, at most " +
+            std::to_string(max_fds) + " expected";
+    }
+    // Refuse at once, closing what arrived: a peer that trickles the rest of the message
+    // must not make us hold its descriptors meanwhile.
+    if (protocol_error) return PF_ERROR(Code::kProtocol, "recv_with_fds: " + why);
     if (n == 0) {
       return PF_ERROR(Code::kUnavailable, "recv_with_fds: peer closed the connection after " +
                                               std::to_string(got) + " of " +
@@ -111,12 +135,6 @@ Status recv_with_fds(int sock, std::span<std::byte> payload, std::size_t max_fds
     }
     got += static_cast<std::size_t>(n);
   }
-  if (!protocol_error && received.size() > max_fds) {
-    protocol_error = true;
-    why = std::to_string(received.size()) + " fds arrived, at most " + std::to_string(max_fds) +
-          " expected";
-  }
-  if (protocol_error) return PF_ERROR(Code::kProtocol, "recv_with_fds: " + why);
   *fds = std::move(received);
   return Status::ok();
 }

@@ -280,7 +280,7 @@ void UdsServer::Impl::serve(Connection& c) {
     fd = c.fd.get();
   }
   set_timeouts(fd, options.frame_timeout);
-  run_session(service, fd, c.pid);
+  run_session(service, fd, c.pid, options.frame_timeout);
   service.client_disconnected();
   finish(c);
 }

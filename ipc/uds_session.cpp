@@ -2,6 +2,8 @@
 
 #include <poll.h>
 
+#include <algorithm>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -16,9 +18,14 @@ using wire::MsgType;
 
 constexpr std::size_t kMaxErrorMessage = 4096;
 
+// Payload bytes read per step: the buffer grows as bytes arrive, never ahead of them by
+// more than this (an announced 16 MiB frame costs nothing until it is sent).
+constexpr std::size_t kReadStep = 256 << 10;
+
 class Session {
  public:
-  Session(Service& service, int fd) : service_(service), fd_(fd) {}
+  Session(Service& service, int fd, std::chrono::milliseconds frame_timeout)
+      : service_(service), fd_(fd), frame_timeout_(frame_timeout) {}
 
   void run(pid_t pid);
 
@@ -36,6 +43,7 @@ class Session {
 
   Service& service_;
   int fd_;
+  std::chrono::milliseconds frame_timeout_;
 };
 
 void Session::run(pid_t pid) {
@@ -109,23 +117,24 @@ bool Session::read_frame(Frame* frame) {
     if (p.revents & POLLIN) break;
     return false;  // POLLHUP / POLLERR without data
   }
+  // A client never hands the daemon a descriptor: the first one that arrives ends the
+  // connection, and every descriptor received is closed at once (recv_with_fds with 0).
+  // From the first byte on, the whole frame must arrive within the frame timeout.
+  const auto deadline = std::chrono::steady_clock::now() + frame_timeout_;
   std::vector<UniqueFd> fds;
-  Status s = recv_with_fds(fd_, std::as_writable_bytes(std::span(&frame->header, 1)),
-                           kMaxFdsPerMessage, &fds);
+  Status s = recv_with_fds(fd_, std::as_writable_bytes(std::span(&frame->header, 1)), 0, &fds,
+                           deadline);
   if (!s.is_ok()) {
-    // A control message the kernel truncated or that was not SCM_RIGHTS (its fds are
-    // closed already): the header never arrived intact, so answer with request id 0.
-    if (s.code() == Code::kProtocol) refuse(0, 0, std::move(s));
+    // Descriptors, a control message the kernel truncated or one that was not SCM_RIGHTS:
+    // the header may not have arrived whole, so answer with request id 0.
+    if (s.code() == Code::kProtocol) {
+      refuse(0, 0,
+             PF_ERROR(Code::kProtocol,
+                      "clients must not send file descriptors (" + s.message() + ")"));
+    }
     return false;  // peer closed, timed out mid-header, or the framing broke
   }
   const wire::FrameHeader& h = frame->header;
-  if (!fds.empty()) {
-    const std::size_t n = fds.size();
-    fds.clear();  // closes them: a client never hands the daemon a descriptor
-    return refuse(h.type, h.request_id,
-                  PF_ERROR(Code::kProtocol, "clients must not send file descriptors (got " +
-                                                std::to_string(n) + ")"));
-  }
   if (h.magic != wire::kMagic) {
     return refuse(h.type, h.request_id,
                   PF_ERROR(Code::kProtocol, "bad frame magic (not a ProcessFork client?)"));
@@ -136,10 +145,14 @@ bool Session::read_frame(Frame* frame) {
                                                 " bytes exceeds the limit of " +
                                                 std::to_string(wire::kMaxPayload)));
   }
-  frame->payload.resize(h.payload_bytes);
-  if (!frame->payload.empty()) {
+  frame->payload.clear();
+  while (frame->payload.size() < h.payload_bytes) {
+    const std::size_t got = frame->payload.size();
+    const std::size_t step = std::min<std::size_t>(h.payload_bytes - got, kReadStep);
+    frame->payload.resize(got + step);
     std::vector<UniqueFd> late;
-    Status p = recv_with_fds(fd_, frame->payload, 0, &late);
+    Status p = recv_with_fds(fd_, std::span(frame->payload).subspan(got, step), 0, &late,
+                             deadline);
     if (!p.is_ok()) {
       if (p.code() == Code::kProtocol) refuse(h.type, h.request_id, std::move(p));
       return false;
@@ -176,8 +189,8 @@ bool Session::send_reply(std::uint16_t type, std::uint32_t request_id, UdsReply 
 
 }  // namespace
 
-void run_session(Service& service, int fd, pid_t pid) {
-  Session(service, fd).run(pid);
+void run_session(Service& service, int fd, pid_t pid, std::chrono::milliseconds frame_timeout) {
+  Session(service, fd, frame_timeout).run(pid);
 }
 
 }  // namespace pf::ipc

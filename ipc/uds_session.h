@@ -8,10 +8,13 @@
 
 #include <sys/types.h>
 
+#include <chrono>
+
 #include "ipc/service.h"
 
 namespace pf::ipc {
 
-void run_session(Service& service, int fd, pid_t pid);
+// frame_timeout: once a frame's first byte arrived, the whole frame must within this long.
+void run_session(Service& service, int fd, pid_t pid, std::chrono::milliseconds frame_timeout);
 
 }  // namespace pf::ipc

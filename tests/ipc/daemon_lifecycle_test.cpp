@@ -5,8 +5,11 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -107,6 +110,57 @@ TEST(LifecycleTest, RecoversAStaleSocket) {
   EXPECT_NE(read_file(dir.file("err")).find("removed stale socket"), std::string::npos);
   EXPECT_EQ(daemon.stop(SIGTERM), 0);
   EXPECT_FALSE(fs::exists(path));
+}
+
+// Started with a low soft open-file limit (prlimit execs the daemon in place), the daemon
+// raises it to the hard limit and says so; a client then attaches a pool of more chunks
+// than the old soft limit allowed open at once.
+TEST(LifecycleTest, RaisesTheOpenFileLimitToTheHardLimit) {
+  rlimit ours{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &ours), 0);
+  if (ours.rlim_max != RLIM_INFINITY && ours.rlim_max < 512) {
+    GTEST_SKIP() << "the hard open-file limit (" << ours.rlim_max << ") leaves no room";
+  }
+  if (access("/usr/bin/prlimit", X_OK) != 0) GTEST_SKIP() << "needs /usr/bin/prlimit";
+  const std::string hard =
+      ours.rlim_max == RLIM_INFINITY ? "unlimited" : std::to_string(ours.rlim_max);
+  TempDir dir;
+  const std::string path = dir.file("s.sock");
+  std::vector<std::string> args = {"--nofile=64:" + hard, PF_TEST_DAEMON};
+  // 256 KiB pages of 16 tokens, 8 to a 2 MiB chunk: 100 chunks for the branch below (the
+  // pages are never written, so they cost address space, not memory).
+  for (std::string& a : base_args(dir, path)) {
+    args.push_back(a == "8MiB"   ? "256MiB"
+                   : a == "tiny" ? "layers=2,kv_heads=8,head_dim=128,dtype=fp32,page_tokens=16"
+                                 : std::move(a));
+  }
+  Child daemon(ChildSpec("/usr/bin/prlimit", args, dir.file("err"), ChildSpec::Stdout::kInherit));
+  ASSERT_TRUE(daemon.wait_for_path(dir.file("ready.json"))) << read_file(dir.file("err"));
+  EXPECT_NE(read_file(dir.file("err")).find("raised the open-file limit from 64 to " + hard),
+            std::string::npos)
+      << read_file(dir.file("err"));
+  // /proc/PID/limits: "Max open files  <soft>  <hard>  files".
+  std::istringstream limits(read_file("/proc/" + std::to_string(daemon.pid()) + "/limits"));
+  std::string soft, hard_now;
+  for (std::string line; std::getline(limits, line);) {
+    if (line.rfind("Max open files", 0) == 0) {
+      std::istringstream(line.substr(std::strlen("Max open files"))) >> soft >> hard_now;
+    }
+  }
+  EXPECT_EQ(soft, hard);
+  EXPECT_EQ(hard_now, hard);
+
+  RawClient writer(path);
+  writer.hello();
+  const std::uint64_t b = writer.create_branch({});
+  ASSERT_EQ(writer.append(b, iota_tokens(0, 100 * 8 * 16)).empty(), false);
+  RawClient reader(path);
+  reader.hello();
+  Result<msg::AttachAnswer> attach = reader.op_call<ipc::Op::kAttach>({});
+  ASSERT_TRUE(attach.is_ok()) << attach.status().to_string();
+  EXPECT_EQ(attach->head.total_chunks, 100u);
+  EXPECT_EQ(attach->head.n_fds, 100u);
+  EXPECT_EQ(daemon.stop(SIGTERM), 0);
 }
 
 TEST(LifecycleTest, NeverReplacesSomethingThatIsNotASocket) {

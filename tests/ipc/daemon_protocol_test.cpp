@@ -5,12 +5,17 @@
 // mid-request). After each abuse another client still works, GET /v1/pool shows nothing
 // leaked and the daemon holds no extra fd.
 #include <gtest/gtest.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <cstring>
 #include <set>
+#include <sstream>
+#include <thread>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -666,6 +671,27 @@ TEST_F(AbuseTest, FdFloodWithHello) {
   expect_error_then_eof(c, Code::kProtocol);
 }
 
+// Descriptors trickled with the header's first bytes are refused and closed at once: the
+// daemon never holds them while waiting for the rest of the frame (which never comes).
+TEST_F(AbuseTest, FdsTrickledWithAPartialHeaderAreClosedAtOnce) {
+  RawClient c(d.socket());
+  c.hello();
+  std::vector<UniqueFd> owned;
+  std::vector<int> fds;
+  for (int i = 0; i < 200; ++i) {
+    owned.emplace_back(open("/dev/null", O_RDONLY | O_CLOEXEC));
+    fds.push_back(owned.back().get());
+  }
+  wire::FrameHeader h;
+  h.type = static_cast<std::uint16_t>(MsgType::kCommit);
+  h.payload_bytes = sizeof(wire::BranchRequest);
+  const auto* bytes = reinterpret_cast<const std::byte*>(&h);
+  // One header byte with 200 descriptors; the other 15 bytes are never sent.
+  ASSERT_TRUE(ipc::send_with_fds(c.fd(), std::span(bytes, 1), fds).is_ok());
+  expect_error_then_eof(c, Code::kProtocol);
+  owned.clear();  // the daemon's copies are gone too: TearDown checks its fd count
+}
+
 TEST_F(AbuseTest, FdsRidingOnThePayload) {
   RawClient c(d.socket());
   c.hello();
@@ -679,6 +705,75 @@ TEST_F(AbuseTest, FdsRidingOnThePayload) {
   wire::BranchRequest br;
   ASSERT_TRUE(ipc::send_with_fds(c.fd(), raw_bytes(&br, sizeof br), fds).is_ok());
   expect_error_then_eof(c, Code::kProtocol);
+}
+
+// A frame must arrive whole within the frame timeout from its first byte: a client that
+// trickles a 24-byte frame one byte every 150 ms (each gap well under the timeout) is
+// dropped long before its last byte, and its request never runs.
+TEST(FrameDeadlineTest, ATrickledFrameIsDroppedAtTheDeadline) {
+  Daemon d({"--frame-timeout-ms", "500"});
+  RawClient c(d.socket());
+  ASSERT_TRUE(c.connected());
+  c.hello();
+  const std::uint64_t b = c.create_branch({});
+  wire::FrameHeader h;
+  h.type = static_cast<std::uint16_t>(MsgType::kBranchFree);
+  h.request_id = 77;
+  h.payload_bytes = sizeof(wire::BranchRequest);
+  std::vector<std::byte> frame = raw_bytes(&h, sizeof h);
+  const wire::BranchRequest br{b};
+  const std::vector<std::byte> body = raw_bytes(&br, sizeof br);
+  frame.insert(frame.end(), body.begin(), body.end());
+  std::size_t sent = 0;
+  for (; sent < frame.size(); ++sent) {
+    if (send(c.fd(), &frame[sent], 1, MSG_NOSIGNAL) != 1) break;  // dropped: EPIPE
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));  // the client's pace
+  }
+  EXPECT_TRUE(sees_eof(c.fd()));
+  // The branch was never freed: the frame did not run.
+  httplib::Client http = d.http();
+  auto info = http.Get(("/v1/branches/" + std::to_string(b)).c_str());
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->status, 404) << "a lease's branch is freed when its connection ends";
+  EXPECT_LT(sent, frame.size()) << "the whole trickled frame was accepted";
+}
+
+// The daemon reads a frame's payload as it arrives: 16 clients each announcing a 16 MiB
+// frame and sending one byte of it cost the daemon a few MiB, not 256 (no buffer is
+// allocated, let alone zero-filled, ahead of the bytes).
+TEST_F(AbuseTest, AnnouncedFramesCostNothingUntilTheirBytesArrive) {
+  auto rss_kib = [&] {
+    std::istringstream status(read_file("/proc/" + std::to_string(d.pid()) + "/status"));
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
+    }
+    return 0ull;
+  };
+  const unsigned long long before = rss_kib();
+  std::vector<std::unique_ptr<RawClient>> clients;
+  for (int i = 0; i < 16; ++i) {
+    clients.push_back(std::make_unique<RawClient>(d.socket()));
+    RawClient& c = *clients.back();
+    c.hello();
+    wire::FrameHeader h;
+    h.type = static_cast<std::uint16_t>(MsgType::kBranchCreate);
+    h.payload_bytes = wire::kMaxPayload;
+    std::vector<std::byte> bytes = raw_bytes(&h, sizeof h);
+    bytes.push_back(std::byte{0});
+    ASSERT_TRUE(send_all(c.fd(), bytes));
+  }
+  // Every announced header and its first byte were read by the daemon: nothing of ours is
+  // left queued (SIOCOUTQ counts what the peer has not consumed yet).
+  for (auto& c : clients) {
+    ASSERT_TRUE(wait_until([&] {
+      int queued = -1;
+      return ioctl(c->fd(), SIOCOUTQ, &queued) == 0 && queued == 0;
+    }));
+  }
+  const unsigned long long after = rss_kib();
+  EXPECT_LT(after, before + 32 * 1024) << "daemon RSS grew from " << before << " KiB to "
+                                       << after << " KiB";
+  clients.clear();
 }
 
 TEST_F(AbuseTest, DisconnectMidRequestWithManyBranches) {
