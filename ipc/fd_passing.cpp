@@ -122,8 +122,8 @@ Status recv_with_fds(int sock, std::span<std::byte> payload, std::size_t max_fds
     }
     if (!protocol_error && received.size() > max_fds) {
       protocol_error = true;
-      why = std::to_string(received.size()) + " fds arrived, at most " +
-            std::to_string(max_fds) + " expected";
+      why = std::to_string(received.size()) + " fds arrived, at most " + std::to_string(max_fds) +
+            " expected";
     }
     // Refuse at once, closing what arrived: a peer that trickles the rest of the message
     // must not make us hold its descriptors meanwhile.

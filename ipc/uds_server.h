@@ -15,8 +15,9 @@
 //    engines keep few, long-lived connections, for which this is the lowest-latency design
 //    (no hand-off between threads on the fast path).
 //  - Timeouts: a connection may stay idle for ever (poll without timeout between frames),
-//    but once a frame has started it must arrive within frame_timeout, and a reply must be
-//    taken within frame_timeout; otherwise the connection is dropped.
+//    but once a frame has started all of it must arrive within frame_timeout (one deadline
+//    for the frame, not per read), and a reply must be taken within frame_timeout;
+//    otherwise the connection is dropped. Payload buffers grow as bytes arrive.
 //  - Errors: framing errors (bad magic, payload over the limit, fds from the client, a
 //    malformed control message) are answered with a kProtocol reply where possible and then
 //    the connection is dropped. Errors inside a well-framed request (unknown type, short or

@@ -122,8 +122,8 @@ bool Session::read_frame(Frame* frame) {
   // From the first byte on, the whole frame must arrive within the frame timeout.
   const auto deadline = std::chrono::steady_clock::now() + frame_timeout_;
   std::vector<UniqueFd> fds;
-  Status s = recv_with_fds(fd_, std::as_writable_bytes(std::span(&frame->header, 1)), 0, &fds,
-                           deadline);
+  Status s =
+      recv_with_fds(fd_, std::as_writable_bytes(std::span(&frame->header, 1)), 0, &fds, deadline);
   if (!s.is_ok()) {
     // Descriptors, a control message the kernel truncated or one that was not SCM_RIGHTS:
     // the header may not have arrived whole, so answer with request id 0.
@@ -151,8 +151,7 @@ bool Session::read_frame(Frame* frame) {
     const std::size_t step = std::min<std::size_t>(h.payload_bytes - got, kReadStep);
     frame->payload.resize(got + step);
     std::vector<UniqueFd> late;
-    Status p = recv_with_fds(fd_, std::span(frame->payload).subspan(got, step), 0, &late,
-                             deadline);
+    Status p = recv_with_fds(fd_, std::span(frame->payload).subspan(got, step), 0, &late, deadline);
     if (!p.is_ok()) {
       if (p.code() == Code::kProtocol) refuse(h.type, h.request_id, std::move(p));
       return false;

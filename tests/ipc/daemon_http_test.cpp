@@ -1,7 +1,8 @@
 // The HTTP control port (DESIGN §6) through real requests against a running daemon: every
 // route (both spellings of processfork/*), the error model with GET /v1/pool unchanged
 // after each bad request, bearer tokens, /metrics, and the Unix socket's binary replies,
-// rendered by the HTTP edge's renderer, matching the very bytes HTTP answers. Tokens are written through the socket with raw frames.
+// rendered by the HTTP edge's renderer, matching the very bytes HTTP answers. Tokens are written
+// through the socket with raw frames.
 #include <gtest/gtest.h>
 
 #include <string>
