@@ -79,6 +79,19 @@ constexpr Setting kSettings[] = {
     {"verify", "PROCESSFORK_VERIFY", true},
 };
 
+// A decimal integer in lo..hi; kInvalidArgument naming `what` and the range otherwise.
+Result<std::uint32_t> bounded(const std::string& value, std::uint32_t lo, std::uint32_t hi,
+                              const char* what, const std::string& source) {
+  std::uint32_t n = 0;
+  auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+  if (value.empty() || ec != std::errc() || ptr != value.data() + value.size() || n < lo ||
+      n > hi) {
+    return invalid(source + ": '" + value + "' is not " + what + " in " + std::to_string(lo) +
+                   ".." + std::to_string(hi));
+  }
+  return n;
+}
+
 Status apply(DaemonConfig* c, std::string_view flag, const std::string& value,
              const std::string& source) {
   auto fail = [&](const std::string& why) { return invalid(source + ": " + why); };
@@ -118,21 +131,10 @@ Status apply(DaemonConfig* c, std::string_view flag, const std::string& value,
     if (value.empty()) return fail("empty path");
     c->ready_file = value;
   } else if (flag == "max-clients") {
-    std::size_t n = 0;
-    auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
-    if (value.empty() || ec != std::errc() || ptr != value.data() + value.size() || n < 1 ||
-        n > 65536) {
-      return fail("'" + value + "' is not a client count in 1..65536");
-    }
-    c->max_clients = n;
+    PF_ASSIGN_OR_RETURN(c->max_clients, bounded(value, 1, 65536, "a client count", source));
   } else if (flag == "frame-timeout-ms") {
-    std::uint32_t ms = 0;
-    auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), ms);
-    if (value.empty() || ec != std::errc() || ptr != value.data() + value.size() || ms < 10 ||
-        ms > 600000) {
-      return fail("'" + value + "' is not a frame timeout in 10..600000 ms");
-    }
-    c->frame_timeout_ms = ms;
+    PF_ASSIGN_OR_RETURN(c->frame_timeout_ms,
+                        bounded(value, 10, 600000, "a frame timeout in ms", source));
   } else if (flag == "verify") {
     if (value == "1" || value == "true" || value == "yes" || value == "on") {
       c->verify = true;

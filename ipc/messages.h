@@ -194,11 +194,13 @@ struct BranchViewAnswer {
     PF_TRY(io.fixed(head));
     PF_TRY(io.array(head.n_pages, pages, wire::kMaxPayload / 4, "pages"));
     if (head.with_tokens == 0) return Status::ok();
-    // n_tokens is 64-bit in the head; the token array is bounded by the frame.
-    std::uint32_t n = static_cast<std::uint32_t>(std::min<std::uint64_t>(head.n_tokens, ~0u));
-    PF_TRY(io.array(n, tokens, wire::kMaxPayload / 4, "tokens"));
-    head.n_tokens = std::max<std::uint64_t>(head.n_tokens, n);
-    return Status::ok();
+    // The token array holds n_tokens entries; the count is 64-bit in the head, so it is
+    // bounded here before it narrows to the array's count.
+    constexpr std::size_t kMaxTokens = wire::kMaxPayload / 4;
+    if (head.n_tokens > kMaxTokens)
+      return wire::detail::over_limit(head.n_tokens, kMaxTokens, "tokens");
+    std::uint32_t n = static_cast<std::uint32_t>(head.n_tokens);
+    return io.array(n, tokens, kMaxTokens, "tokens");
   }
 };
 

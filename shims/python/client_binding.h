@@ -80,8 +80,8 @@ inline nb::dict pool_info_dict(const pf_pool_info& i) {
   d["daemon_pid"] = i.daemon_pid;
   d["protocol_major"] = i.protocol_major;
   d["protocol_minor"] = i.protocol_minor;
-  d["backend"] = std::string(i.backend, strnlen(i.backend, sizeof i.backend));
-  d["device"] = std::string(i.device, strnlen(i.device, sizeof i.device));
+  d["backend"] = text_of(i.backend, sizeof i.backend);
+  d["device"] = text_of(i.device, sizeof i.device);
   d["device_memory"] = i.device_memory != 0;
   return d;
 }

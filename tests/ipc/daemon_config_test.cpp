@@ -79,7 +79,7 @@ TEST_F(ConfigTest, EveryFlagBothSpellings) {
   Result<DaemonConfig> c =
       parse({"--device", "host", "--capacity=8GiB", "--chunk", "2MiB", "--geometry", "tiny",
              "--socket=/tmp/x.sock", "--http", "127.0.0.1:0", "--token", "s3cret", "--ready-file",
-             "/tmp/r", "--max-clients=3", "--verify"});
+             "/tmp/r", "--max-clients=3", "--frame-timeout-ms", "500", "--verify"});
   ASSERT_TRUE(c.is_ok()) << c.status().to_string();
   EXPECT_EQ(c->device, "host");
   EXPECT_EQ(c->capacity_bytes, 8ull << 30);
@@ -90,7 +90,9 @@ TEST_F(ConfigTest, EveryFlagBothSpellings) {
   EXPECT_EQ(c->token, "s3cret");
   EXPECT_EQ(c->ready_file, "/tmp/r");
   EXPECT_EQ(c->max_clients, 3u);
+  EXPECT_EQ(c->frame_timeout_ms, 500u);
   EXPECT_TRUE(c->verify);
+  EXPECT_EQ(parse({})->frame_timeout_ms, 10000u);
   EXPECT_EQ(
       parse({"--geometry", "layers=4,kv_heads=2,head_dim=64,dtype=fp16,page_tokens=16"})->geometry,
       "layers=4,kv_heads=2,head_dim=64,dtype=fp16,page_tokens=16");
@@ -147,6 +149,10 @@ TEST_F(ConfigTest, BadFlagsAndValues) {
       {"--token", "has space"},
       {"--max-clients", "0"},
       {"--max-clients", "many"},
+      {"--max-clients", "65537"},
+      {"--frame-timeout-ms", "5"},
+      {"--frame-timeout-ms", "600001"},
+      {"--frame-timeout-ms", "1s"},
       {"--verify=maybe"},
       {"--frobnicate", "1"},
       {"serve"},
