@@ -35,12 +35,46 @@ Json optional_cid(std::string_view cid) {
   return cid.empty() ? Json(nullptr) : Json(cid);
 }
 
+// Whether `text` nests arrays/objects deeper than `limit`, counting brackets outside strings
+// (without parsing, so a deep body never builds a deep tree). Unbalanced brackets are left to
+// the parser to refuse.
+bool nests_deeper_than(std::string_view text, std::size_t limit) {
+  std::size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 Result<Json> parse_body(std::string_view text) {
   std::size_t i = 0;
   while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
   if (i == text.size()) return Json::object();
+  if (text.size() > kMaxBodyBytes) {
+    return bad("the request body is " + std::to_string(text.size()) + " bytes; the limit is " +
+               std::to_string(kMaxBodyBytes));
+  }
+  if (nests_deeper_than(text, kMaxJsonDepth)) {
+    return bad("the request body nests arrays/objects deeper than " +
+               std::to_string(kMaxJsonDepth) + " levels");
+  }
   Json body = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) return bad("malformed JSON in the request body");
   if (!body.is_object()) return bad("the request body must be a JSON object");

@@ -22,8 +22,13 @@ namespace pf::ipc::api {
 using Json = nlohmann::json;
 
 // --- requests ---------------------------------------------------------------------------
+// Bounds of a request body: its bytes (the HTTP port answers 413 past it before parsing) and
+// how deep arrays and objects may nest in it.
+inline constexpr std::size_t kMaxBodyBytes = 1u << 20;
+inline constexpr std::size_t kMaxJsonDepth = 64;
 // A request body: empty (or only whitespace) is {}; anything but a JSON object is
-// kInvalidArgument ("malformed JSON ..." / "... must be a JSON object").
+// kInvalidArgument ("malformed JSON ..." / "... must be a JSON object"), and so is a body
+// over kMaxBodyBytes or nesting deeper than kMaxJsonDepth (refused before parsing).
 Result<Json> parse_body(std::string_view text);
 
 // Required / optional fields. kInvalidArgument for a missing required field or a wrong type.

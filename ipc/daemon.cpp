@@ -31,6 +31,7 @@
 #include "base/page_format.h"
 #include "base/socket_path.h"
 #include "ipc/http_server.h"
+#include "ipc/http_token.h"
 #include "ipc/service.h"
 #include "ipc/uds_server.h"
 #include "runtime/runtime.h"
@@ -49,6 +50,8 @@ constexpr const char* kUsage =
     "                         [--geometry NAME|layers=..,kv_heads=..,head_dim=..,dtype=..,"
     "page_tokens=..]\n"
     "                         [--socket PATH] [--http HOST:PORT|off] [--token T]\n"
+    "                         [--http-auth on|off] [--http-request-timeout-ms MS]\n"
+    "                         [--http-max-connections N] [--http-max-connections-per-peer N]\n"
     "                         [--ready-file PATH] [--max-clients N] [--frame-timeout-ms MS]\n"
     "                         [--verify]\n"
     "Each flag may also come from PROCESSFORK_<FLAG> (e.g. PROCESSFORK_CAPACITY=8GiB);\n"
@@ -73,6 +76,10 @@ constexpr Setting kSettings[] = {
     {"socket", "PROCESSFORK_SOCKET", false},
     {"http", "PROCESSFORK_HTTP", false},
     {"token", "PROCESSFORK_TOKEN", false},
+    {"http-auth", "PROCESSFORK_HTTP_AUTH", false},
+    {"http-request-timeout-ms", "PROCESSFORK_HTTP_REQUEST_TIMEOUT_MS", false},
+    {"http-max-connections", "PROCESSFORK_HTTP_MAX_CONNECTIONS", false},
+    {"http-max-connections-per-peer", "PROCESSFORK_HTTP_MAX_CONNECTIONS_PER_PEER", false},
     {"ready-file", "PROCESSFORK_READY_FILE", false},
     {"max-clients", "PROCESSFORK_MAX_CLIENTS", false},
     {"frame-timeout-ms", "PROCESSFORK_FRAME_TIMEOUT_MS", false},
@@ -90,6 +97,15 @@ Result<std::uint32_t> bounded(const std::string& value, std::uint32_t lo, std::u
                    ".." + std::to_string(hi));
   }
   return n;
+}
+
+// A boolean setting: 1/true/yes/on or 0/false/no/off ("" = off).
+Result<bool> boolean(const std::string& value, const std::string& source) {
+  if (value == "1" || value == "true" || value == "yes" || value == "on") return true;
+  if (value == "0" || value == "false" || value == "no" || value == "off" || value.empty()) {
+    return false;
+  }
+  return invalid(source + ": '" + value + "' is not a boolean (on/off, 1/0, true/false)");
 }
 
 Status apply(DaemonConfig* c, std::string_view flag, const std::string& value,
@@ -135,15 +151,20 @@ Status apply(DaemonConfig* c, std::string_view flag, const std::string& value,
   } else if (flag == "frame-timeout-ms") {
     PF_ASSIGN_OR_RETURN(c->frame_timeout_ms,
                         bounded(value, 10, 600000, "a frame timeout in ms", source));
+  } else if (flag == "http-auth") {
+    if (value.empty()) return fail("empty value (on or off)");
+    PF_ASSIGN_OR_RETURN(c->http_auth, boolean(value, source));
+  } else if (flag == "http-request-timeout-ms") {
+    PF_ASSIGN_OR_RETURN(c->http_request_timeout_ms,
+                        bounded(value, 10, 600000, "a request timeout in ms", source));
+  } else if (flag == "http-max-connections") {
+    PF_ASSIGN_OR_RETURN(c->http_max_connections,
+                        bounded(value, 1, 4096, "a connection count", source));
+  } else if (flag == "http-max-connections-per-peer") {
+    PF_ASSIGN_OR_RETURN(c->http_max_connections_per_peer,
+                        bounded(value, 1, 4096, "a connection count", source));
   } else if (flag == "verify") {
-    if (value == "1" || value == "true" || value == "yes" || value == "on") {
-      c->verify = true;
-    } else if (value == "0" || value == "false" || value == "no" || value == "off" ||
-               value.empty()) {
-      c->verify = false;
-    } else {
-      return fail("'" + value + "' is not a boolean (1/0, true/false)");
-    }
+    PF_ASSIGN_OR_RETURN(c->verify, boolean(value, source));
   }
   return Status::ok();
 }
@@ -271,10 +292,17 @@ Result<DaemonConfig> parse_serve_args(int argc, char** argv) {
   if (config.socket_path.empty()) config.socket_path = default_socket_path();
   if (config.http != "off") {
     PF_ASSIGN_OR_RETURN(HostPort hp, parse_host_port(config.http));
+    if (!config.http_auth && !is_loopback_host(hp.host)) {
+      return invalid("--http-auth=off is allowed only on a loopback --http (127.0.0.1, ::1), not " +
+                     config.http);
+    }
     if (!is_loopback_host(hp.host) && config.token.empty()) {
       return invalid("--http " + config.http +
                      " is not a loopback address: set --token (or PROCESSFORK_TOKEN) to serve "
                      "it, or bind 127.0.0.1");
+    }
+    if (!config.http_auth && !config.token.empty()) {
+      return invalid("--http-auth=off and --token contradict each other; give one");
     }
   }
   return config;
@@ -354,22 +382,52 @@ int serve_main(int argc, char** argv) {
     if (!uds.is_ok()) return start_failure("socket " + config.socket_path, uds.status());
 
     std::unique_ptr<HttpServer> http;
+    // The token file: written while the port is served with auth, removed on the way out
+    // (and a stale one of an earlier run removed when auth is off).
+    const std::string token_file = token_file_path(config.socket_path);
+    std::remove(token_file.c_str());
+    struct TokenFileScope {
+      std::string path;
+      ~TokenFileScope() {
+        if (!path.empty()) std::remove(path.c_str());
+      }
+    } token_scope;
     if (config.http != "off") {
       Result<HostPort> hp = parse_host_port(config.http);  // validated by parse_serve_args
       if (!hp.is_ok()) return start_failure("--http", hp.status());
-      Result<std::unique_ptr<HttpServer>> started =
-          HttpServer::start(service, HttpOptions{.bind = *hp, .token = config.token});
+      HttpOptions options{
+          .bind = *hp,
+          .token = config.token,
+          .open_probes = config.token.empty(),
+          .request_timeout = std::chrono::milliseconds(config.http_request_timeout_ms),
+          .max_connections = config.http_max_connections,
+          .max_connections_per_peer = config.http_max_connections_per_peer};
+      if (config.http_auth && options.token.empty()) {
+        Result<std::string> token = random_token();
+        if (!token.is_ok()) return start_failure("the HTTP token", token.status());
+        options.token = std::move(*token);
+      }
+      if (config.http_auth) {
+        if (Status s = write_token_file(token_file, options.token); !s.is_ok()) {
+          return start_failure("the HTTP token file", s);
+        }
+        token_scope.path = token_file;
+      }
+      Result<std::unique_ptr<HttpServer>> started = HttpServer::start(service, options);
       if (!started.is_ok()) return start_failure("--http " + config.http, started.status());
       http = std::move(*started);
     }
     const std::string http_address = http ? format_host_port(http->address()) : "";
 
     if (!config.ready_file.empty()) {
-      nlohmann::json ready{{"pid", getpid()},
-                           {"socket", config.socket_path},
-                           {"http", http ? nlohmann::json(http_address) : nlohmann::json()},
-                           {"backend", service.identity().backend},
-                           {"device", service.identity().device}};
+      nlohmann::json ready{
+          {"pid", getpid()},
+          {"socket", config.socket_path},
+          {"http", http ? nlohmann::json(http_address) : nlohmann::json()},
+          {"token_file",
+           token_scope.path.empty() ? nlohmann::json() : nlohmann::json(token_scope.path)},
+          {"backend", service.identity().backend},
+          {"device", service.identity().device}};
       if (Status s = write_ready_file(config.ready_file, ready); !s.is_ok()) {
         return start_failure("ready file", s);
       }
@@ -379,8 +437,10 @@ int serve_main(int argc, char** argv) {
              std::to_string(layout.capacity_pages) + " pages (" +
              std::to_string(layout.page_bytes) + "-byte pages, " +
              std::to_string(layout.chunk_bytes) + "-byte chunks) on unix:" + config.socket_path +
-             (http ? " and http://" + http_address : std::string(" (HTTP off)")) + ", pid " +
-             std::to_string(getpid()));
+             (http ? " and http://" + http_address +
+                         (config.http_auth ? " (token in " + token_file + ")" : " (no auth)")
+                   : std::string(" (HTTP off)")) +
+             ", pid " + std::to_string(getpid()));
 
     signalfd_siginfo info{};
     for (;;) {

@@ -35,6 +35,21 @@ struct DaemonConfig {
   // payload) must arrive whole within this long once its first byte did, and a reply must
   // be taken within it; otherwise the connection is dropped.
   std::uint32_t frame_timeout_ms = 10000;
+  // HTTP control port hardening (DESIGN §8, docs/daemon.md "Security"):
+  // --http-auth / PROCESSFORK_HTTP_AUTH (on|off): with it on (the default) every route but
+  // GET /v1/health and GET /metrics needs the bearer token: --token, else a random one. Either
+  // is written to "<socket>.token" (0600) for local clients. off: no token anywhere, only on
+  // a loopback --http, not with --token.
+  bool http_auth = true;
+  // --http-request-timeout-ms / PROCESSFORK_HTTP_REQUEST_TIMEOUT_MS: a whole HTTP request
+  // must arrive within this long of its first byte (and an idle connection is closed after it).
+  std::uint32_t http_request_timeout_ms = 10000;
+  // --http-max-connections / PROCESSFORK_HTTP_MAX_CONNECTIONS and
+  // --http-max-connections-per-peer / PROCESSFORK_HTTP_MAX_CONNECTIONS_PER_PEER: beyond them
+  // a new connection evicts the longest-waiting one (of that peer address, or of any), else
+  // it is refused with 503.
+  std::uint32_t http_max_connections = 256;
+  std::uint32_t http_max_connections_per_peer = 64;
   // --verify / PROCESSFORK_VERIFY=1: run the runtime's invariant verifier after every
   // mutating operation (slow; for tests and debugging). Always on in debug builds.
   bool verify = false;

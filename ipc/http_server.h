@@ -7,14 +7,24 @@
 //    the query, as lease 0: what HTTP creates is unowned and lives until deleted, and a
 //    branch held by a Unix-socket lease is 409 for HTTP.
 //  - Errors are {"error":{"code","message"}} with the status of api::http_status (400, 401,
-//    404, 409, 413, 507, ...), including httplib's own 404 (no route) and 413 (body over
-//    max_body_bytes, checked from Content-Length before the body is read).
-//  - Auth: with a token set, every route (metrics and health too) needs
-//    "Authorization: Bearer <token>", compared in constant time, checked before the body is
-//    read. Binding to a non-loopback address without a token is refused (daemon.cpp).
-//  - Threads: httplib's pool of worker threads; the Service is thread-safe.
+//    404, 409, 413, 507, ...), including httplib's own 404 (no route), and 408 (a request not
+//    whole by its deadline) and 503 (over the connection caps) from ipc/http_guard.h.
+//  - Bodies: however framed (Content-Length, chunked, compressed), a body is read through a
+//    receiver that stops at max_body_bytes + 1 (413, connection closed) before more is
+//    buffered; a Content-Length over the limit is 413 before anything is read. Framing that
+//    could be read two ways is 400 and closes the connection: a Content-Length that is not
+//    one decimal number, two of them, Content-Length with Transfer-Encoding, a
+//    Transfer-Encoding other than chunked, a body on GET/HEAD/OPTIONS/DELETE.
+//  - Answers are never sliced by a Range header (it is ignored: RFC 9110 §14.2).
+//  - Auth: with a token set, routes need "Authorization: Bearer <token>": exactly one such
+//    header whose whole value matches (compared in constant time), checked before the body
+//    is read. open_probes leaves GET /v1/health and GET /metrics open. Without a token (only
+//    on loopback with --http-auth=off; daemon.cpp checks) every route is open.
+//  - Threads: a thread per connection, capped, each request under a deadline
+//    (ipc/http_guard.h); the Service is thread-safe.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -39,8 +49,14 @@ std::string format_host_port(const HostPort& hp);
 
 struct HttpOptions {
   HostPort bind;
-  std::string token;  // "" = no auth (loopback only; daemon.cpp checks)
-  std::size_t max_body_bytes = 1u << 20;
+  std::string token;                      // "" = no auth (loopback only; daemon.cpp checks)
+  bool open_probes = false;               // GET /v1/health and GET /metrics need no token
+  std::size_t max_body_bytes = 1u << 20;  // at most api::kMaxBodyBytes
+  // ipc/http_guard.h: a whole request within request_timeout of its first byte; connections
+  // capped per peer address and overall (the longest-waiting one evicted, else 503).
+  std::chrono::milliseconds request_timeout{10000};
+  std::size_t max_connections = 256;
+  std::size_t max_connections_per_peer = 64;
 };
 
 class HttpServer {

@@ -127,6 +127,11 @@ class Daemon {
     if (colon == std::string::npos) die("daemon's ready file names no HTTP port");
     http_host_ = http.substr(0, colon);
     http_port_ = std::stoi(http.substr(colon + 1));
+    // The bearer token the daemon wrote for local clients (HTTP auth is on by default).
+    if (r.contains("token_file") && r["token_file"].is_string()) {
+      std::ifstream token_in(r["token_file"].get<std::string>());
+      std::getline(token_in, token_);
+    }
   }
   ~Daemon() {
     kill(pid_, SIGTERM);
@@ -144,9 +149,10 @@ class Daemon {
   const std::string& socket() const { return socket_; }
   const std::string& http_host() const { return http_host_; }
   int http_port() const { return http_port_; }
+  const std::string& token() const { return token_; }
 
  private:
-  std::string dir_, socket_, http_host_;
+  std::string dir_, socket_, http_host_, token_;
   int http_port_ = 0;
   pid_t pid_ = -1;
 };
@@ -453,6 +459,7 @@ int main(int argc, char** argv) {
   httplib::Client http(daemon.http_host(), daemon.http_port());
   http.set_keep_alive(true);
   http.set_tcp_nodelay(true);
+  if (!daemon.token().empty()) http.set_bearer_token_auth(daemon.token().c_str());
   std::vector<double> http_fork_us, http_checkout_us;
   {
     const std::string fork_body = Json{{"cid", cid}, {"n", o.n}}.dump();

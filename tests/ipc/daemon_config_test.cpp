@@ -27,11 +27,22 @@ class ConfigTest : public ::testing::Test {
     for (std::string& a : args) argv.push_back(a.data());
     return parse_serve_args(static_cast<int>(argv.size()), argv.data());
   }
-  static constexpr const char* kVars[] = {
-      "PROCESSFORK_DEVICE",   "PROCESSFORK_CAPACITY",   "PROCESSFORK_CHUNK",
-      "PROCESSFORK_GEOMETRY", "PROCESSFORK_SOCKET",     "PROCESSFORK_HTTP",
-      "PROCESSFORK_TOKEN",    "PROCESSFORK_READY_FILE", "PROCESSFORK_MAX_CLIENTS",
-      "PROCESSFORK_VERIFY",   "XDG_RUNTIME_DIR"};
+  static constexpr const char* kVars[] = {"PROCESSFORK_DEVICE",
+                                          "PROCESSFORK_CAPACITY",
+                                          "PROCESSFORK_CHUNK",
+                                          "PROCESSFORK_GEOMETRY",
+                                          "PROCESSFORK_SOCKET",
+                                          "PROCESSFORK_HTTP",
+                                          "PROCESSFORK_TOKEN",
+                                          "PROCESSFORK_READY_FILE",
+                                          "PROCESSFORK_MAX_CLIENTS",
+                                          "PROCESSFORK_VERIFY",
+                                          "XDG_RUNTIME_DIR",
+                                          "PROCESSFORK_HTTP_AUTH",
+                                          "PROCESSFORK_HTTP_REQUEST_TIMEOUT_MS",
+                                          "PROCESSFORK_HTTP_MAX_CONNECTIONS",
+                                          "PROCESSFORK_HTTP_MAX_CONNECTIONS_PER_PEER",
+                                          "PROCESSFORK_FRAME_TIMEOUT_MS"};
 };
 
 TEST_F(ConfigTest, ParseSizeUnits) {
@@ -187,6 +198,56 @@ TEST_F(ConfigTest, NonLoopbackHttpNeedsToken) {
   for (const char* addr : {"127.0.0.1:1", "127.8.9.10:0", "localhost:8642", "[::1]:0"}) {
     EXPECT_TRUE(parse({"--http", addr}).is_ok()) << addr;
   }
+}
+
+// The HTTP hardening flags: defaults, both spellings, the environment, bounds, and
+// --http-auth=off only on loopback and never with --token.
+TEST_F(ConfigTest, HttpGuardAndAuthFlags) {
+  Result<DaemonConfig> c = parse({});
+  ASSERT_TRUE(c.is_ok());
+  EXPECT_TRUE(c->http_auth);
+  EXPECT_EQ(c->http_request_timeout_ms, 10000u);
+  EXPECT_EQ(c->http_max_connections, 256u);
+  EXPECT_EQ(c->http_max_connections_per_peer, 64u);
+  c = parse({"--http-auth=off", "--http-request-timeout-ms", "250", "--http-max-connections=9",
+             "--http-max-connections-per-peer", "3"});
+  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+  EXPECT_FALSE(c->http_auth);
+  EXPECT_EQ(c->http_request_timeout_ms, 250u);
+  EXPECT_EQ(c->http_max_connections, 9u);
+  EXPECT_EQ(c->http_max_connections_per_peer, 3u);
+  setenv("PROCESSFORK_HTTP_AUTH", "off", 1);
+  setenv("PROCESSFORK_HTTP_REQUEST_TIMEOUT_MS", "777", 1);
+  setenv("PROCESSFORK_HTTP_MAX_CONNECTIONS", "17", 1);
+  setenv("PROCESSFORK_HTTP_MAX_CONNECTIONS_PER_PEER", "5", 1);
+  c = parse({"--http-max-connections", "18"});
+  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+  EXPECT_FALSE(c->http_auth);
+  EXPECT_EQ(c->http_request_timeout_ms, 777u);
+  EXPECT_EQ(c->http_max_connections, 18u);
+  EXPECT_EQ(c->http_max_connections_per_peer, 5u);
+  EXPECT_TRUE(parse({"--http-auth", "on"})->http_auth);
+  unsetenv("PROCESSFORK_HTTP_AUTH");
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"--http-auth", "maybe"},
+           {"--http-auth="},
+           {"--http-request-timeout-ms", "9"},
+           {"--http-request-timeout-ms", "600001"},
+           {"--http-max-connections", "0"},
+           {"--http-max-connections", "4097"},
+           {"--http-max-connections-per-peer", "0"},
+           {"--http-max-connections-per-peer", "x"},
+           {"--http-auth=off", "--http", "0.0.0.0:80", "--token", "t"},
+           {"--http-auth=off", "--http", "[::]:80"},
+           {"--http-auth=off", "--token", "t"}}) {
+    Result<DaemonConfig> bad = parse(args);
+    ASSERT_FALSE(bad.is_ok()) << args[0];
+    EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
+  }
+  EXPECT_NE(parse({"--http-auth=off", "--http", "[::]:80"}).status().message().find("loopback"),
+            std::string::npos);
+  EXPECT_TRUE(parse({"--http-auth=off", "--http", "[::1]:80"}).is_ok());
+  EXPECT_TRUE(parse({"--http-auth=off", "--http", "off"}).is_ok());
 }
 
 TEST_F(ConfigTest, HostPortAndLoopback) {

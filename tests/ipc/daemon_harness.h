@@ -79,6 +79,12 @@ class Daemon : public DaemonProcess {
       host_ = hp.substr(0, hp.rfind(':'));
       port_ = std::stoi(hp.substr(hp.rfind(':') + 1));
     }
+    // The bearer token the daemon wrote for local clients (auth is on by default).
+    const auto token_file = info().find("token_file");
+    if (token_file != info().end() && token_file->is_string()) {
+      token_ = read_file(*token_file);
+      while (!token_.empty() && token_.back() == '\n') token_.pop_back();
+    }
   }
 
   const std::string& socket() const { return socket_; }
@@ -86,21 +92,29 @@ class Daemon : public DaemonProcess {
   const json& info() const { return ready(); }
   const std::string& host() const { return host_; }
   int port() const { return port_; }
+  // The token from the daemon's token file; "" when it wrote none (HTTP or auth off).
+  const std::string& token() const { return token_; }
 
-  httplib::Client http(const std::string& token = "") const {
+  // An HTTP client sending the daemon's token (token()).
+  httplib::Client http() const { return http(token_); }
+  // An HTTP client sending `token`; "" sends none.
+  httplib::Client http(const std::string& token) const {
     httplib::Client cli(host_, port_);
     cli.set_connection_timeout(5);
     cli.set_read_timeout(10);
     if (!token.empty()) cli.set_bearer_token_auth(token.c_str());
     return cli;
   }
-  // GET /v1/pool's body ("" on failure).
-  std::string pool(const std::string& token = "") const {
+  // An HTTP client without a token.
+  httplib::Client anon() const { return http(std::string()); }
+  // GET /v1/pool's body ("" on failure), with the daemon's token or `token`.
+  std::string pool() const { return pool(token_); }
+  std::string pool(const std::string& token) const {
     auto res = http(token).Get("/v1/pool");
     return res && res->status == 200 ? res->body : std::string();
   }
-  json pool_json(const std::string& token = "") const {
-    const std::string body = pool(token);
+  json pool_json() const {
+    const std::string body = pool();
     return body.empty() ? json() : json::parse(body);
   }
   // Open fds of the daemon process (leak checks).
@@ -117,6 +131,7 @@ class Daemon : public DaemonProcess {
   std::string socket_, ready_;
   std::string host_;
   int port_ = 0;
+  std::string token_;
 };
 
 // pf_lease_client (lease_client.cpp) on `socket` as a child process with stdout on a pipe: it

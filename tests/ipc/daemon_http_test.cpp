@@ -377,7 +377,7 @@ TEST_F(HttpTest, BadRequestsAnswerTheDocumentedErrorAndChangeNothing) {
 
 TEST(HttpTokenTest, BearerTokenRequiredEverywhere) {
   Daemon d({"--token", "s3cret-token"});
-  httplib::Client anon = d.http();
+  httplib::Client anon = d.anon();
   httplib::Client wrong = d.http("s3cret-tokem");
   httplib::Client good = d.http("s3cret-token");
   const std::string before = d.pool("s3cret-token");
@@ -395,7 +395,7 @@ TEST(HttpTokenTest, BearerTokenRequiredEverywhere) {
   // Mutations without the token change nothing.
   EXPECT_EQ(request(anon, "POST", "/v1/branches", "{}").status, 401);
   EXPECT_EQ(request(wrong, "POST", "/processfork/fork", R"({"branch":1,"n":1})").status, 401);
-  httplib::Client basic = d.http();
+  httplib::Client basic = d.anon();
   basic.set_basic_auth("user", "s3cret-token");
   EXPECT_EQ(request(basic, "GET", "/v1/pool").status, 401);
   EXPECT_EQ(d.pool("s3cret-token"), before);
