@@ -382,16 +382,9 @@ int serve_main(int argc, char** argv) {
     if (!uds.is_ok()) return start_failure("socket " + config.socket_path, uds.status());
 
     std::unique_ptr<HttpServer> http;
-    // The token file: written while the port is served with auth, removed on the way out
-    // (and a stale one of an earlier run removed when auth is off).
-    const std::string token_file = token_file_path(config.socket_path);
-    std::remove(token_file.c_str());
-    struct TokenFileScope {
-      std::string path;
-      ~TokenFileScope() {
-        if (!path.empty()) std::remove(path.c_str());
-      }
-    } token_scope;
+    // Written while the port is served with auth; removed on every way out (a stale one of
+    // an earlier run too).
+    TokenFile token_file(token_file_path(config.socket_path));
     if (config.http != "off") {
       Result<HostPort> hp = parse_host_port(config.http);  // validated by parse_serve_args
       if (!hp.is_ok()) return start_failure("--http", hp.status());
@@ -408,10 +401,9 @@ int serve_main(int argc, char** argv) {
         options.token = std::move(*token);
       }
       if (config.http_auth) {
-        if (Status s = write_token_file(token_file, options.token); !s.is_ok()) {
+        if (Status s = token_file.publish(options.token); !s.is_ok()) {
           return start_failure("the HTTP token file", s);
         }
-        token_scope.path = token_file;
       }
       Result<std::unique_ptr<HttpServer>> started = HttpServer::start(service, options);
       if (!started.is_ok()) return start_failure("--http " + config.http, started.status());
@@ -424,8 +416,8 @@ int serve_main(int argc, char** argv) {
           {"pid", getpid()},
           {"socket", config.socket_path},
           {"http", http ? nlohmann::json(http_address) : nlohmann::json()},
-          {"token_file",
-           token_scope.path.empty() ? nlohmann::json() : nlohmann::json(token_scope.path)},
+          {"token_file", token_file.published().empty() ? nlohmann::json()
+                                                        : nlohmann::json(token_file.published())},
           {"backend", service.identity().backend},
           {"device", service.identity().device}};
       if (Status s = write_ready_file(config.ready_file, ready); !s.is_ok()) {
@@ -433,14 +425,14 @@ int serve_main(int argc, char** argv) {
       }
     }
     const rt::PoolLayout layout = (*runtime)->pool_layout();
-    log_line("serving " + geometry->to_string() + " pool of " +
-             std::to_string(layout.capacity_pages) + " pages (" +
-             std::to_string(layout.page_bytes) + "-byte pages, " +
-             std::to_string(layout.chunk_bytes) + "-byte chunks) on unix:" + config.socket_path +
-             (http ? " and http://" + http_address +
-                         (config.http_auth ? " (token in " + token_file + ")" : " (no auth)")
-                   : std::string(" (HTTP off)")) +
-             ", pid " + std::to_string(getpid()));
+    log_line(
+        "serving " + geometry->to_string() + " pool of " + std::to_string(layout.capacity_pages) +
+        " pages (" + std::to_string(layout.page_bytes) + "-byte pages, " +
+        std::to_string(layout.chunk_bytes) + "-byte chunks) on unix:" + config.socket_path +
+        (http ? " and http://" + http_address +
+                    (config.http_auth ? " (token in " + token_file.published() + ")" : " (no auth)")
+              : std::string(" (HTTP off)")) +
+        ", pid " + std::to_string(getpid()));
 
     signalfd_siginfo info{};
     for (;;) {

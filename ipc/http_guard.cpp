@@ -263,7 +263,7 @@ void HttpGuard::serve(int fd, const RequestRunner& run, bool refuse_now) {
     if (!announces_body(req)) set_busy(&conn, true);
   };
   bool timed_out = false;
-  for (;;) {
+  for (std::size_t served = 1;; ++served) {
     if (!strm.wait_for_request()) break;  // idle past the timeout, closed, or evicted
     bool stopping = false;
     {
@@ -274,7 +274,8 @@ void HttpGuard::serve(int fd, const RequestRunner& run, bool refuse_now) {
     strm.begin_request(options_.max_head_bytes);
     ctx.close_after = false;
     bool closed = false;
-    const bool ok = run(strm, /*close_connection=*/false, closed, setup);
+    const bool last = served >= options_.max_requests_per_connection;
+    const bool ok = run(strm, /*close_connection=*/last, closed, setup);
     timed_out = strm.timed_out();
     {
       // Waiting again, unless stop() came meanwhile (it shuts down only waiting ones).
@@ -283,7 +284,9 @@ void HttpGuard::serve(int fd, const RequestRunner& run, bool refuse_now) {
       conn.waiting_since = Clock::now();
       stopping = stopping_;
     }
-    if (!ok || closed || ctx.close_after || timed_out || strm.over_budget() || stopping) break;
+    if (!ok || last || closed || ctx.close_after || timed_out || strm.over_budget() || stopping) {
+      break;
+    }
   }
   t_current = nullptr;
   release(&conn);

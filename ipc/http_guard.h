@@ -43,6 +43,8 @@ struct HttpGuardOptions {
   std::chrono::milliseconds request_timeout{10000};
   std::size_t max_connections = 256;
   std::size_t max_connections_per_peer = 64;
+  // Requests served on one keep-alive connection; the last is answered "Connection: close".
+  std::size_t max_requests_per_connection = 1000;
   // Wire bytes of a request's head (request line and headers) and of its body as framed
   // (chunk sizes included). Past them reads fail. The exact body limit (413) is HttpServer's.
   std::size_t max_head_bytes = 64u << 10;

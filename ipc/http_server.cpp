@@ -463,7 +463,9 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(Service& service, HttpOpti
   s.set_payload_max_length(self->options.max_body_bytes);
   s.set_tcp_nodelay(true);
   const auto timeout_s = std::chrono::ceil<std::chrono::seconds>(self->options.request_timeout);
-  s.set_keep_alive_timeout(static_cast<time_t>(timeout_s.count()));  // the Keep-Alive header
+  // What the Keep-Alive header of answers says; the guard enforces both.
+  s.set_keep_alive_timeout(static_cast<time_t>(timeout_s.count()));
+  s.set_keep_alive_max_count(self->guard.options().max_requests_per_connection);
   const std::size_t max_threads = 2 * self->options.max_connections + 16;
   s.new_task_queue = [self, max_threads] {
     return new ThreadPerConnection(self->guard, max_threads);

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <utility>
 
 namespace pf::ipc {
 
@@ -54,6 +55,20 @@ Status write_token_file(const std::string& path, const std::string& token) {
     std::remove(tmp.c_str());
     return PF_ERRNO_OF("write the token file " + path, err);
   }
+  return Status::ok();
+}
+
+TokenFile::TokenFile(std::string path) : path_(std::move(path)) {
+  std::remove(path_.c_str());
+}
+
+TokenFile::~TokenFile() {
+  if (!published_.empty()) std::remove(published_.c_str());
+}
+
+Status TokenFile::publish(const std::string& token) {
+  PF_TRY(write_token_file(path_, token));
+  published_ = path_;
   return Status::ok();
 }
 

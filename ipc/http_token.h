@@ -20,4 +20,21 @@ Result<std::string> random_token();
 // left behind).
 Status write_token_file(const std::string& path, const std::string& token);
 
+// The token file of a serving daemon: publish() writes it, the destructor removes it (so
+// every way out of serve_main cleans up). Construction removes a stale file at `path`.
+class TokenFile {
+ public:
+  explicit TokenFile(std::string path);
+  ~TokenFile();
+  TokenFile(const TokenFile&) = delete;
+  TokenFile& operator=(const TokenFile&) = delete;
+
+  Status publish(const std::string& token);
+  // The path once published; "" before.
+  const std::string& published() const { return published_; }
+
+ private:
+  std::string path_, published_;
+};
+
 }  // namespace pf::ipc

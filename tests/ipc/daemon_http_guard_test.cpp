@@ -485,7 +485,8 @@ bool health_on(int fd) {
 // Over the per-peer cap a new connection evicts that peer's longest-waiting connection, not
 // another peer's.
 TEST(HttpSlowClientsTest, EvictsThePeersLongestWaitingConnection) {
-  Daemon d({"--http-max-connections-per-peer", "2"});
+  // A long deadline: no idle connection is closed for that while the test runs.
+  Daemon d({"--http-max-connections-per-peer", "2", "--http-request-timeout-ms", "120000"});
   GaugeProbe gauge(d.port());
   // Idle connections, each admitted (waiting) before the next is opened.
   UniqueFd other = connect_tcp(d.port(), "127.0.0.2");
@@ -506,7 +507,7 @@ TEST(HttpSlowClientsTest, EvictsThePeersLongestWaitingConnection) {
 
 // Over the overall cap a new connection evicts the longest-waiting connection of any peer.
 TEST(HttpSlowClientsTest, EvictsTheLongestWaitingConnectionOverall) {
-  Daemon d({"--http-max-connections", "3"});
+  Daemon d({"--http-max-connections", "3", "--http-request-timeout-ms", "120000"});
   GaugeProbe gauge(d.port());  // one of the 3
   UniqueFd x = connect_tcp(d.port(), "127.0.0.2");
   ASSERT_TRUE(gauge.wait_for(1));
