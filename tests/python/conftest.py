@@ -25,6 +25,14 @@ class Daemon:
     def connect(self, **kw) -> processfork.Client:
         return processfork.connect(self.socket, **kw)
 
+    @property
+    def token(self) -> str | None:
+        """The bearer token for the daemon's HTTP port (``Authorization: Bearer <token>``):
+        the ``<socket>.token`` file it writes when serving HTTP with auth (the default), else
+        None (docs/daemon.md, Security). The client library needs none: it speaks the socket."""
+        path = Path(self.socket + ".token")
+        return path.read_text().strip() if path.exists() else None
+
 
 def start_daemon(where: Path, geometry: str = "tiny", capacity: str = "64MiB",
                  chunk: str = "2MiB", http: str = "off", device: str = "host") -> Daemon:
