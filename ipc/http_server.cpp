@@ -402,6 +402,7 @@ httplib::Server::HandlerResponse HttpServer::Impl::pre_route(const httplib::Requ
   // Ignoring Range is allowed (RFC 9110 §14.2): serve answers whole. httplib passes its own
   // non-const Request object (a local of process_request), so this const_cast is well defined.
   const_cast<httplib::Request&>(req).ranges.clear();
+  res.set_header("Accept-Ranges", "none");  // (httplib would claim "bytes" on HEAD)
   if (const std::string why = framing_failure(req); !why.empty()) {
     close_after(res);
     send_error(res, 400, "invalid_argument", why);

@@ -255,6 +255,7 @@ TEST(HttpBodyTest, RangeIsIgnored) {
                                            "Range: " + range + "\r\n\r\n");
     EXPECT_EQ(r.status, 200) << range << ": " << r.head;
     EXPECT_EQ(r.body, whole) << range;
+    EXPECT_NE(r.head.find("Accept-Ranges: none"), std::string::npos) << r.head;
   }
 }
 
