@@ -15,27 +15,12 @@
 #include <vector>
 
 #include "tests/ipc/daemon_harness.h"
+#include "tests/support/tcp.h"
 
 namespace pf::testing {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// A TCP connection to the daemon's HTTP port from `from` (any 127.0.0.0/8 address: each is
-// a distinct peer for the daemon's per-peer cap).
-UniqueFd connect_tcp(int port, const char* from = "127.0.0.1") {
-  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in local{};
-  local.sin_family = AF_INET;
-  inet_pton(AF_INET, from, &local.sin_addr);
-  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) return UniqueFd();
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return UniqueFd();
-  return fd;
-}
 
 bool send_all(int fd, std::string_view data) {
   while (!data.empty()) {
@@ -90,7 +75,7 @@ RawResponse read_response(int fd, std::chrono::milliseconds timeout = std::chron
 
 // Sends `request` on a fresh connection and reads the answer.
 RawResponse exchange(int port, const std::string& request) {
-  UniqueFd fd = connect_tcp(port);
+  UniqueFd fd = connect_loopback(port);
   EXPECT_TRUE(fd.valid());
   EXPECT_TRUE(send_all(fd.get(), request));
   return read_response(fd.get());
@@ -122,7 +107,7 @@ std::size_t branch_count(const Daemon& d) {
 // processfork_http_connections: it adds exactly one connection to the gauge, itself.
 class GaugeProbe {
  public:
-  explicit GaugeProbe(int port) : fd_(connect_tcp(port, "127.0.0.9")) {}
+  explicit GaugeProbe(int port) : fd_(connect_loopback(port, "127.0.0.9")) {}
   long connections() {
     if (!send_all(fd_.get(), "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")) return -1;
     const RawResponse r = read_response(fd_.get());
@@ -148,7 +133,7 @@ TEST(HttpBodyTest, ChunkedBodyOverTheLimitIs413AndNotBuffered) {
   const std::size_t branches = branch_count(d);
   const long hwm_before = status_kib(d.pid(), "VmHWM");
   const long rss_before = status_kib(d.pid(), "VmRSS");
-  UniqueFd fd = connect_tcp(d.port());
+  UniqueFd fd = connect_loopback(d.port());
   ASSERT_TRUE(fd.valid());
   ASSERT_TRUE(send_all(fd.get(), "POST /v1/branches HTTP/1.1\r\nHost: t\r\n" + bearer(d) +
                                      "Content-Type: application/json\r\n"
@@ -195,7 +180,7 @@ TEST(HttpBodyTest, EveryBodyIsBounded) {
   for (const Case& c : {Case{"POST /v1/no-such-route", 404}, Case{"PUT /v1/refs/main", 413},
                         Case{"POST /processfork/fork", 413}, Case{"DELETE /v1/branches/1", 400}}) {
     SCOPED_TRACE(c.target);
-    UniqueFd fd = connect_tcp(d.port());
+    UniqueFd fd = connect_loopback(d.port());
     ASSERT_TRUE(send_all(fd.get(), c.target + " HTTP/1.1\r\nHost: t\r\n" + bearer(d) +
                                        "Transfer-Encoding: chunked\r\n\r\n"));
     send_all(fd.get(), chunked_big);  // may fail once the daemon answered and closed
@@ -204,7 +189,7 @@ TEST(HttpBodyTest, EveryBodyIsBounded) {
     EXPECT_TRUE(sees_eof(fd.get()));
   }
   // Declared too large: answered at once, without waiting for the body.
-  UniqueFd fd = connect_tcp(d.port());
+  UniqueFd fd = connect_loopback(d.port());
   ASSERT_TRUE(send_all(fd.get(), "POST /v1/branches HTTP/1.1\r\nHost: t\r\n" + bearer(d) +
                                      "Content-Length: 268435456\r\n\r\n{"));
   RawResponse r = read_response(fd.get());
@@ -231,7 +216,7 @@ TEST(HttpBodyTest, AmbiguousFramingIs400AndChangesNothing) {
   };
   for (const std::string& request : requests) {
     SCOPED_TRACE(request.substr(0, 200));
-    UniqueFd fd = connect_tcp(d.port());
+    UniqueFd fd = connect_loopback(d.port());
     ASSERT_TRUE(send_all(fd.get(), request));
     RawResponse r = read_response(fd.get());
     EXPECT_EQ(r.status, 400) << r.body;
@@ -399,7 +384,7 @@ TEST(HttpSlowClientsTest, ProbesAnswerWhileManyConnectionsAreSlowOrIdle) {
   Daemon d;
   std::vector<UniqueFd> conns;
   for (int i = 0; i < 100; ++i) {
-    conns.push_back(connect_tcp(d.port()));
+    conns.push_back(connect_loopback(d.port()));
     ASSERT_TRUE(conns.back().valid());
     if (i % 2 == 1) {
       ASSERT_TRUE(send_all(conns.back().get(), "GET /v1/pool HTTP/1.1\r\nHo"));
@@ -421,7 +406,7 @@ TEST(HttpSlowClientsTest, HundredConnectionsStayOpenUnderRaisedCaps) {
             "--http-request-timeout-ms", "120000"});
   std::vector<UniqueFd> conns;
   for (int i = 0; i < 100; ++i) {
-    conns.push_back(connect_tcp(d.port()));
+    conns.push_back(connect_loopback(d.port()));
     ASSERT_TRUE(conns.back().valid());
   }
   GaugeProbe gauge(d.port());
@@ -438,7 +423,7 @@ TEST(HttpSlowClientsTest, HundredConnectionsStayOpenUnderRaisedCaps) {
 // often bytes arrive; an idle connection is closed after it too.
 TEST(HttpSlowClientsTest, TrickledRequestIsCutAtTheDeadline) {
   Daemon d({"--http-request-timeout-ms", "300"});
-  UniqueFd fd = connect_tcp(d.port());
+  UniqueFd fd = connect_loopback(d.port());
   ASSERT_TRUE(fd.valid());
   const std::string request =
       "GET /v1/health HTTP/1.1\r\nHost: t\r\nX-Slow: " + std::string(200, 'a') + "\r\n\r\n";
@@ -455,7 +440,7 @@ TEST(HttpSlowClientsTest, TrickledRequestIsCutAtTheDeadline) {
   RawResponse none = read_response(fd.get(), std::chrono::milliseconds(10));
   EXPECT_NE(none.status, 200);
 
-  UniqueFd idle = connect_tcp(d.port());
+  UniqueFd idle = connect_loopback(d.port());
   ASSERT_TRUE(idle.valid());
   EXPECT_TRUE(sees_eof(idle.get(), 5000)) << "an idle connection was kept past the deadline";
 
@@ -468,7 +453,7 @@ TEST(HttpSlowClientsTest, TrickledRequestIsCutAtTheDeadline) {
 // A body that stops arriving is answered 408 at the deadline.
 TEST(HttpSlowClientsTest, StalledBodyIs408) {
   Daemon d({"--http-request-timeout-ms", "300"});
-  UniqueFd fd = connect_tcp(d.port());
+  UniqueFd fd = connect_loopback(d.port());
   ASSERT_TRUE(send_all(fd.get(), "POST /v1/branches HTTP/1.1\r\nHost: t\r\n" + bearer(d) +
                                      "Content-Length: 10\r\n\r\n{"));
   RawResponse r = read_response(fd.get());
@@ -490,14 +475,14 @@ TEST(HttpSlowClientsTest, EvictsThePeersLongestWaitingConnection) {
   Daemon d({"--http-max-connections-per-peer", "2", "--http-request-timeout-ms", "120000"});
   GaugeProbe gauge(d.port());
   // Idle connections, each admitted (waiting) before the next is opened.
-  UniqueFd other = connect_tcp(d.port(), "127.0.0.2");
+  UniqueFd other = connect_loopback(d.port(), "127.0.0.2");
   ASSERT_TRUE(gauge.wait_for(1));
-  UniqueFd a1 = connect_tcp(d.port());
+  UniqueFd a1 = connect_loopback(d.port());
   ASSERT_TRUE(gauge.wait_for(2));
-  UniqueFd a2 = connect_tcp(d.port());
+  UniqueFd a2 = connect_loopback(d.port());
   ASSERT_TRUE(gauge.wait_for(3));
   // a3 evicts a1 (127.0.0.1's oldest), not `other` (older, but another peer's).
-  UniqueFd a3 = connect_tcp(d.port());
+  UniqueFd a3 = connect_loopback(d.port());
   EXPECT_TRUE(sees_eof(a1.get()));
   EXPECT_FALSE(closed_now(other.get()));
   EXPECT_FALSE(closed_now(a2.get()));
@@ -510,11 +495,11 @@ TEST(HttpSlowClientsTest, EvictsThePeersLongestWaitingConnection) {
 TEST(HttpSlowClientsTest, EvictsTheLongestWaitingConnectionOverall) {
   Daemon d({"--http-max-connections", "3", "--http-request-timeout-ms", "120000"});
   GaugeProbe gauge(d.port());  // one of the 3
-  UniqueFd x = connect_tcp(d.port(), "127.0.0.2");
+  UniqueFd x = connect_loopback(d.port(), "127.0.0.2");
   ASSERT_TRUE(gauge.wait_for(1));
-  UniqueFd y = connect_tcp(d.port(), "127.0.0.3");
+  UniqueFd y = connect_loopback(d.port(), "127.0.0.3");
   ASSERT_TRUE(gauge.wait_for(2));
-  UniqueFd z = connect_tcp(d.port(), "127.0.0.4");
+  UniqueFd z = connect_loopback(d.port(), "127.0.0.4");
   EXPECT_TRUE(sees_eof(x.get()));
   EXPECT_FALSE(closed_now(y.get()));
   EXPECT_TRUE(health_on(z.get()));

@@ -2,9 +2,7 @@
 // port, non-loopback without a token, bad device), the socket's mode and peer-uid check,
 // and clean shutdown on SIGTERM/SIGINT (exit 0, clients see EOF, socket and ready file
 // removed).
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +12,7 @@
 #include <vector>
 
 #include "tests/ipc/daemon_harness.h"
+#include "tests/support/tcp.h"
 
 namespace pf::testing {
 namespace {
@@ -174,18 +173,13 @@ TEST(LifecycleTest, NeverReplacesSomethingThatIsNotASocket) {
 }
 
 TEST(LifecycleTest, BusyHttpPortFailsStartAndCleansUp) {
-  UniqueFd tcp(socket(AF_INET, SOCK_STREAM, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(tcp.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(listen(tcp.get(), 1), 0);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(getsockname(tcp.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  int port = 0;
+  UniqueFd tcp = listen_loopback(&port, 1);
+  ASSERT_TRUE(tcp.valid());
   TempDir dir;
   std::vector<std::string> args = base_args(dir, dir.file("s.sock"));
   args.push_back("--http");
-  args.push_back("127.0.0.1:" + std::to_string(ntohs(addr.sin_port)));
+  args.push_back("127.0.0.1:" + std::to_string(port));
   RunResult e = run_to_exit(args, dir.file("err"));
   EXPECT_EQ(e.code, 1) << e.err;
   EXPECT_NE(e.err.find("cannot start"), std::string::npos) << e.err;

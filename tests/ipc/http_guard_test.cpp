@@ -15,33 +15,13 @@
 #include <vector>
 
 #include "base/unique_fd.h"
+#include "tests/support/tcp.h"
 
 namespace pf::ipc {
 namespace {
 
-// A listening loopback TCP socket on a free port.
-struct Listener {
-  UniqueFd fd{socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
-  int port = 0;
-  Listener() {
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    EXPECT_EQ(listen(fd.get(), 16), 0);
-    socklen_t len = sizeof addr;
-    getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len);
-    port = ntohs(addr.sin_port);
-  }
-};
-
 UniqueFd connect_to(int port) {
-  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  UniqueFd fd = testing::connect_loopback(port);
   timeval tv{10, 0};
   setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   return fd;
@@ -63,7 +43,9 @@ TEST(HttpGuardTest, RefusesWith503WhenEveryConnectionIsBusy) {
   options.max_connections = 1;
   options.max_connections_per_peer = 1;
   HttpGuard guard(options);
-  Listener listener;
+  int port = 0;
+  UniqueFd listener = testing::listen_loopback(&port);
+  ASSERT_TRUE(listener.valid());
 
   std::promise<void> busy, release;
   std::shared_future<void> released = release.get_future().share();
@@ -85,16 +67,16 @@ TEST(HttpGuardTest, RefusesWith503WhenEveryConnectionIsBusy) {
   std::vector<std::thread> served;
   std::thread acceptor([&] {
     for (int i = 0; i < 2; ++i) {
-      const int fd = accept4(listener.fd.get(), nullptr, nullptr, SOCK_CLOEXEC);
+      const int fd = accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
       ASSERT_GE(fd, 0);
       served.emplace_back([&, fd] { guard.serve(fd, runner, /*refuse_now=*/false); });
     }
   });
 
-  UniqueFd a = connect_to(listener.port);
+  UniqueFd a = connect_to(port);
   ASSERT_EQ(send(a.get(), "x", 1, MSG_NOSIGNAL), 1);
   busy.get_future().wait();
-  UniqueFd b = connect_to(listener.port);
+  UniqueFd b = connect_to(port);
   const std::string refusal = read_all(b.get());
   EXPECT_EQ(refusal.rfind("HTTP/1.1 503 ", 0), 0u) << refusal;
   EXPECT_NE(refusal.find(R"({"error":{"code":"unavailable")"), std::string::npos) << refusal;
