@@ -30,6 +30,7 @@
 #include "base/log.h"
 #include "base/page_format.h"
 #include "base/socket_path.h"
+#include "ipc/boot_epoch.h"
 #include "ipc/http_server.h"
 #include "ipc/service.h"
 #include "ipc/uds_server.h"
@@ -336,7 +337,11 @@ int serve_main(int argc, char** argv) {
 
   Result<rt::Geometry> geometry = rt::parse_geometry(config.geometry);
   if (!geometry.is_ok()) return start_failure("geometry", geometry.status());
+  // Before the runtime: every branch and lease id carries the epoch (runtime/ids.h).
+  const BootEpoch epoch = choose_boot_epoch(config.socket_path);
+  log_line("boot epoch " + std::to_string(epoch.epoch) + " from " + epoch.source);
   rt::RuntimeOptions options;
+  options.id_epoch = epoch.epoch;
   options.geometry = *geometry;
   options.pool.capacity_bytes = config.capacity_bytes;
   options.pool.chunk_bytes = config.chunk_bytes;
@@ -345,8 +350,8 @@ int serve_main(int argc, char** argv) {
   if (!runtime.is_ok()) return start_failure("pool", runtime.status());
 
   {
-    Service service(**runtime,
-                    PoolIdentity{std::string(backend->name()), backend->device(), PF_VERSION});
+    Service service(**runtime, PoolIdentity{std::string(backend->name()), backend->device(),
+                                            PF_VERSION, epoch.epoch});
     Result<std::unique_ptr<UdsServer>> uds = UdsServer::start(
         service, UdsOptions{.path = config.socket_path,
                             .max_clients = config.max_clients,
@@ -369,7 +374,8 @@ int serve_main(int argc, char** argv) {
                            {"socket", config.socket_path},
                            {"http", http ? nlohmann::json(http_address) : nlohmann::json()},
                            {"backend", service.identity().backend},
-                           {"device", service.identity().device}};
+                           {"device", service.identity().device},
+                           {"boot_epoch", epoch.epoch}};
       if (Status s = write_ready_file(config.ready_file, ready); !s.is_ok()) {
         return start_failure("ready file", s);
       }
