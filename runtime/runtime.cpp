@@ -132,6 +132,7 @@ std::size_t Runtime::free_owned_by(LeaseId owner) {
 
 Status Runtime::set_owner(BranchId branch, LeaseId owner) {
   Lock lock(mu_);
+  PF_TRY(before_mutation());
   PF_ASSIGN_OR_RETURN(Branch * b, detail::find_branch(*state_, branch));
   b->owner = owner;
   return Status::ok();
@@ -307,6 +308,7 @@ Status check_ref_name(std::string_view name) {
 Status Runtime::set_ref(std::string_view name, std::string_view cid_or_ref) {
   PF_TRY(check_ref_name(name));
   Lock lock(mu_);
+  PF_TRY(before_mutation());
   PF_ASSIGN_OR_RETURN(const detail::Snapshot* snap, detail::resolve_snapshot(*state_, cid_or_ref));
   state_->refs[std::string(name)] = snap->cid;
   return Status::ok();
@@ -323,6 +325,7 @@ Result<std::string> Runtime::get_ref(std::string_view name) const {
 
 Status Runtime::delete_ref(std::string_view name) {
   Lock lock(mu_);
+  PF_TRY(before_mutation());
   auto it = state_->refs.find(name);
   if (it == state_->refs.end()) {
     return PF_ERROR(Code::kNotFound, "unknown ref '" + std::string(name) + "'");
