@@ -33,6 +33,8 @@ std::string_view code_name(Code code) {
       return "DRIVER";
     case Code::kInternal:
       return "INTERNAL";
+    case Code::kDataCorrupt:
+      return "DATA_CORRUPT";
   }
   return "UNKNOWN";
 }

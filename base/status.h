@@ -30,7 +30,10 @@ enum class Code : int {
   kConflict = 10,         // state held by someone else (e.g. another lease)
   kDriver = 11,           // the CUDA driver returned an error
   kInternal = 12,         // an invariant broke: a bug in ProcessFork
+  kDataCorrupt = 13,      // stored data failed its integrity check (a quarantined page)
 };
+// The highest code; a peer's code above it is a protocol error.
+inline constexpr Code kLastCode = Code::kDataCorrupt;
 
 std::string_view code_name(Code code);
 

@@ -148,12 +148,13 @@ std::string answer_body(const msg::GcAnswer& m) {
 }
 
 std::string answer_body(const msg::Health& m) {
-  return dump(Json{
-      {"status", m.status},
-      {"version", m.version},
-      {"backend", m.backend},
-      {"device", m.device},
-      {"protocol", std::to_string(m.protocol_major) + "." + std::to_string(m.protocol_minor)}});
+  return dump(
+      Json{{"status", m.status},
+           {"version", m.version},
+           {"backend", m.backend},
+           {"device", m.device},
+           {"protocol", std::to_string(m.protocol_major) + "." + std::to_string(m.protocol_minor)},
+           {"boot_epoch", m.boot_epoch}});
 }
 
 }  // namespace pf::ipc::api

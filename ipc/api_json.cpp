@@ -216,6 +216,7 @@ int http_status(Code code) {
     case Code::kSystem:
     case Code::kDriver:
     case Code::kInternal:
+    case Code::kDataCorrupt:  // the daemon's own data is damaged: not the client's doing
       return 500;
   }
   return 500;

@@ -30,6 +30,7 @@
 #include "base/log.h"
 #include "base/page_format.h"
 #include "base/socket_path.h"
+#include "ipc/boot_epoch.h"
 #include "ipc/http_server.h"
 #include "ipc/http_token.h"
 #include "ipc/service.h"
@@ -364,7 +365,11 @@ int serve_main(int argc, char** argv) {
 
   Result<rt::Geometry> geometry = rt::parse_geometry(config.geometry);
   if (!geometry.is_ok()) return start_failure("geometry", geometry.status());
+  // Before the runtime: every branch and lease id carries the epoch (runtime/ids.h).
+  const BootEpoch epoch = choose_boot_epoch(config.socket_path);
+  log_line("boot epoch " + std::to_string(epoch.epoch) + " from " + epoch.source);
   rt::RuntimeOptions options;
+  options.id_epoch = epoch.epoch;
   options.geometry = *geometry;
   options.pool.capacity_bytes = config.capacity_bytes;
   options.pool.chunk_bytes = config.chunk_bytes;
@@ -373,8 +378,8 @@ int serve_main(int argc, char** argv) {
   if (!runtime.is_ok()) return start_failure("pool", runtime.status());
 
   {
-    Service service(**runtime,
-                    PoolIdentity{std::string(backend->name()), backend->device(), PF_VERSION});
+    Service service(**runtime, PoolIdentity{std::string(backend->name()), backend->device(),
+                                            PF_VERSION, epoch.epoch});
     Result<std::unique_ptr<UdsServer>> uds = UdsServer::start(
         service, UdsOptions{.path = config.socket_path,
                             .max_clients = config.max_clients,
@@ -419,7 +424,8 @@ int serve_main(int argc, char** argv) {
           {"token_file", token_file.published().empty() ? nlohmann::json()
                                                         : nlohmann::json(token_file.published())},
           {"backend", service.identity().backend},
-          {"device", service.identity().device}};
+          {"device", service.identity().device},
+          {"boot_epoch", epoch.epoch}};
       if (Status s = write_ready_file(config.ready_file, ready); !s.is_ok()) {
         return start_failure("ready file", s);
       }

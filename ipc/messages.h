@@ -486,6 +486,7 @@ struct Health {
   std::string device;
   std::uint16_t protocol_major = wire::kVersionMajor;
   std::uint16_t protocol_minor = wire::kVersionMinor;
+  std::uint32_t boot_epoch = 0;  // the high 32 bits of every id of this run (runtime/ids.h)
   template <class IO>
   Status io(IO& io) {
     PF_TRY(io.str(status, 64, "status"));
@@ -493,7 +494,8 @@ struct Health {
     PF_TRY(io.str(backend, 64, "backend"));
     PF_TRY(io.str(device, 64, "device"));
     PF_TRY(io.fixed(protocol_major));
-    return io.fixed(protocol_minor);
+    PF_TRY(io.fixed(protocol_minor));
+    return io.fixed(boot_epoch);
   }
 };
 

@@ -61,8 +61,9 @@ void OpMetrics::render(std::string* out) const {
   }
 }
 
-std::string prometheus_text(const rt::PoolStats& s, std::uint64_t epoch, std::size_t live_leases,
-                            const DaemonCounters& c, const OpMetrics& ops) {
+std::string prometheus_text(const rt::PoolStats& s, std::uint64_t epoch, std::uint32_t boot_epoch,
+                            std::size_t live_leases, const DaemonCounters& c,
+                            const OpMetrics& ops) {
   std::string out;
   out.reserve(32 << 10);
 
@@ -74,6 +75,8 @@ std::string prometheus_text(const rt::PoolStats& s, std::uint64_t epoch, std::si
   metric_line(&out, "processfork_pages", "state=\"sealed\"", std::uint64_t{s.sealed_pages});
   metric_line(&out, "processfork_pages", "state=\"shared\"", std::uint64_t{s.shared_pages});
   metric_line(&out, "processfork_pages", "state=\"cached\"", std::uint64_t{s.cached_pages});
+  metric_line(&out, "processfork_pages", "state=\"quarantined\"",
+              std::uint64_t{s.quarantined_pages});
   metric_header(&out, "processfork_pool_capacity_pages", "gauge", "Pages the pool may hold.");
   metric_line(&out, "processfork_pool_capacity_pages", "", std::uint64_t{s.capacity_pages});
   metric_header(&out, "processfork_pool_used_pages", "gauge", "Pages not free.");
@@ -86,6 +89,9 @@ std::string prometheus_text(const rt::PoolStats& s, std::uint64_t epoch, std::si
   metric_header(&out, "processfork_pool_epoch", "gauge",
                 "Changes whenever the set of mapped chunks changes.");
   metric_line(&out, "processfork_pool_epoch", "", epoch);
+  metric_header(&out, "processfork_boot_epoch", "gauge",
+                "This start's boot epoch: the high 32 bits of every branch and lease id.");
+  metric_line(&out, "processfork_boot_epoch", "", std::uint64_t{boot_epoch});
   metric_header(&out, "processfork_page_bytes", "gauge", "Bytes per page.");
   metric_line(&out, "processfork_page_bytes", "", std::uint64_t{s.page_bytes});
   metric_header(&out, "processfork_branches", "gauge", "Live branches.");

@@ -76,7 +76,8 @@ struct DaemonCounters {
 
 // GET /metrics: the pool's gauges, the daemon's counters and every op's counters and
 // latency histogram, in Prometheus text format.
-std::string prometheus_text(const rt::PoolStats& pool, std::uint64_t epoch, std::size_t live_leases,
+std::string prometheus_text(const rt::PoolStats& pool, std::uint64_t epoch,
+                            std::uint32_t boot_epoch, std::size_t live_leases,
                             const DaemonCounters& counters, const OpMetrics& ops);
 
 // Prometheus text helpers: "# HELP name help\n# TYPE name type\n".

@@ -9,7 +9,7 @@
 namespace pf::ipc {
 
 Service::Service(rt::Runtime& runtime, PoolIdentity identity)
-    : runtime_(runtime), identity_(std::move(identity)) {}
+    : runtime_(runtime), identity_(std::move(identity)), lease_ids_(identity_.boot_epoch) {}
 
 void Service::log_failure(Op op, const Status& status) const {
   // A client's mistake is the client's to read; these are ours, and an operator needs the
@@ -25,9 +25,9 @@ void Service::count_failed(Op op) {
   timer.finish(false);
 }
 
-rt::LeaseId Service::open_lease(pid_t client_pid) {
+Result<rt::LeaseId> Service::open_lease(pid_t client_pid) {
   std::lock_guard lock(leases_mu_);
-  const rt::LeaseId lease = next_lease_++;
+  PF_ASSIGN_OR_RETURN(const rt::LeaseId lease, lease_ids_.next());
   leases_.emplace(lease, client_pid);
   counters_.leases_opened.fetch_add(1, std::memory_order_relaxed);
   return lease;
@@ -76,7 +76,8 @@ Status Service::access(rt::LeaseId lease, const rt::Source& source) const {
 std::string Service::metrics_text() const {
   const rt::PoolStats stats = runtime_.pool_stats();
   const rt::PoolLayout layout = runtime_.pool_layout();
-  return prometheus_text(stats, layout.epoch, live_leases(), counters_, metrics_);
+  return prometheus_text(stats, layout.epoch, identity_.boot_epoch, live_leases(), counters_,
+                         metrics_);
 }
 
 }  // namespace pf::ipc

@@ -36,6 +36,7 @@
 #include "base/unique_fd.h"
 #include "ipc/metrics.h"
 #include "ipc/ops.h"
+#include "runtime/ids.h"
 #include "runtime/runtime.h"
 
 namespace pf::ipc {
@@ -47,6 +48,9 @@ struct PoolIdentity {
   std::string backend;
   std::string device;
   std::string version;
+  // This start's boot epoch (ipc/boot_epoch.h): the high bits of every lease id here and of
+  // every branch id (RuntimeOptions::id_epoch must be the same). 0 in in-process tests.
+  std::uint32_t boot_epoch = 0;
 };
 
 class Service {
@@ -73,8 +77,10 @@ class Service {
   void count_failed(Op op);
 
   // --- leases ----------------------------------------------------------------------------
-  // A new lease id (never 0, never reused) for a client process.
-  rt::LeaseId open_lease(pid_t client_pid);
+  // A new lease id for a client process: (boot epoch << 32) | sequence, never 0, never
+  // reused, not even across restarts (runtime/ids.h). kOutOfMemory once the epoch's
+  // sequence is used up.
+  Result<rt::LeaseId> open_lease(pid_t client_pid);
   // Frees every branch the lease owns, ends its page holds and forgets it; returns how many
   // branches it freed. Idempotent.
   std::size_t end_lease(rt::LeaseId lease);
@@ -110,7 +116,7 @@ class Service {
 
   mutable std::mutex leases_mu_;
   std::map<rt::LeaseId, pid_t> leases_;
-  rt::LeaseId next_lease_ = 1;
+  rt::IdSequence lease_ids_;
 
   DaemonCounters counters_;
 };

@@ -130,6 +130,7 @@ Result<msg::Health> Service::handle<Op::kHealth>(rt::LeaseId, const msg::Empty&)
   out.version = identity_.version;
   out.backend = identity_.backend;
   out.device = identity_.device;
+  out.boot_epoch = identity_.boot_epoch;
   return out;
 }
 

@@ -69,7 +69,12 @@ void Session::run(pid_t pid) {
     send_reply(hello_type, hello_id, uds_failure(answer.take_status()));
     return;
   }
-  const rt::LeaseId lease = service_.open_lease(pid);
+  Result<rt::LeaseId> opened = service_.open_lease(pid);
+  if (!opened.is_ok()) {
+    send_reply(hello_type, hello_id, uds_failure(opened.take_status()));
+    return;
+  }
+  const rt::LeaseId lease = *opened;
   struct LeaseGuard {
     Service& service;
     rt::LeaseId lease;

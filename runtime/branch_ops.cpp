@@ -1,6 +1,7 @@
 // Branch operations: create (with prefix reuse), append (copy-on-write), commit, truncate,
 // free, and the page-supply policy (grow by chunks, then evict LRU cached pages).
 #include <algorithm>
+#include <cassert>
 
 #include "runtime/state.h"
 
@@ -22,8 +23,19 @@ Result<const Branch*> find_branch(const State& s, BranchId id) {
   return &it->second;
 }
 
+Status check_branch_ids(const State& s, std::size_t n) {
+  if (s.branch_ids.remaining() >= n) return Status::ok();
+  return PF_ERROR(Code::kOutOfMemory, "out of branch ids: " + std::to_string(n) + " needed, " +
+                                          std::to_string(s.branch_ids.remaining()) +
+                                          " left in boot epoch " +
+                                          std::to_string(s.branch_ids.epoch()) +
+                                          "; restart the daemon for a new epoch");
+}
+
 Branch& new_branch(State& s, LeaseId owner) {
-  const BranchId id{s.next_branch++};
+  Result<std::uint64_t> next = s.branch_ids.next();
+  assert(next.is_ok() && "new_branch without check_branch_ids");
+  const BranchId id{*next};
   Branch& b = s.branches[id];
   b.id = id;
   b.owner = owner;
@@ -110,6 +122,7 @@ Status digest_missing(State& s, std::span<const PageId> pages,
 }
 
 Result<NewBranch> create_branch(State& s, std::span<const Token> tokens, LeaseId owner) {
+  PF_TRY(check_branch_ids(s, 1));
   std::vector<PageId> reused;
   if (!tokens.empty()) reused = s.index->lookup(tokens);
   const std::uint64_t n = std::uint64_t{reused.size()} * s.pt();
@@ -148,6 +161,13 @@ Result<AppendResult> append(State& s, BranchId id, std::span<const Token> tokens
       src = chain_page(b->base.get(), b->base_tokens, P, n / P);
       cow = true;
     }
+  }
+  if (cow && pool.meta(src).quarantined) {
+    return PF_ERROR(Code::kDataCorrupt, "branch " + std::to_string(id.value) + " page " +
+                                            std::to_string(n / P) + " (pool page " +
+                                            std::to_string(src) +
+                                            ") is quarantined: its bytes no longer match its "
+                                            "digest; it cannot be copied for the append");
   }
   const std::uint64_t fresh = (n2 + P - 1) / P - (n + P - 1) / P;
   const std::size_t total = static_cast<std::size_t>(fresh) + (cow ? 1 : 0);

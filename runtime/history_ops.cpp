@@ -45,13 +45,14 @@ std::uint64_t common_prefix(const std::vector<Token>& a, const std::vector<Token
   return static_cast<std::uint64_t>(m.first - a.begin());
 }
 
+// The source exists and reaches no quarantined page.
 Status check_source(const State& s, const Source& src) {
   if (const BranchId* id = std::get_if<BranchId>(&src)) {
     PF_ASSIGN_OR_RETURN(const Branch* b, find_branch(s, *id));
-    (void)b;
+    PF_TRY(check_branch_intact(s, *b));
   } else {
     PF_ASSIGN_OR_RETURN(const Snapshot* snap, resolve_snapshot(s, std::get<std::string>(src)));
-    (void)snap;
+    PF_TRY(check_snapshot_intact(s, *snap));
   }
   return Status::ok();
 }
@@ -90,6 +91,7 @@ Result<MergeResult> merge(State& s, const Source& from, const Source& into, Leas
   // Validate both before anything changes.
   PF_TRY(check_source(s, from));
   PF_TRY(check_source(s, into));
+  PF_TRY(check_branch_ids(s, 1));
   PF_ASSIGN_OR_RETURN(std::string from_cid, snapshot_cid(s, from));
   PF_ASSIGN_OR_RETURN(std::string into_cid, snapshot_cid(s, into));
   const Snapshot& f = s.snapshots.at(from_cid);

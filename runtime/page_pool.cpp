@@ -14,6 +14,8 @@ std::string_view page_state_name(PageState state) {
       return "exclusive";
     case PageState::kSealed:
       return "sealed";
+    case PageState::kQuarantined:
+      return "quarantined";
   }
   return "?";
 }
@@ -142,8 +144,8 @@ void PagePool::note_violation(std::string what) {
 }
 
 void PagePool::ref(PageId id) {
-  if (id >= metas_.size() || metas_[id].state == PageState::kFree) {
-    note_violation("ref of free or unmapped page " + std::to_string(id));
+  if (id >= metas_.size() || metas_[id].refs == 0) {
+    note_violation("ref of free, quarantined or unmapped page " + std::to_string(id));
     return;
   }
   ++metas_[id].refs;
@@ -156,9 +158,23 @@ void PagePool::unref(PageId id) {
   }
   PageMeta& m = metas_[id];
   if (--m.refs == 0) {
+    const bool retire = m.quarantined;
     m = PageMeta{};
-    free_.insert(id);
+    if (retire) {
+      m.state = PageState::kQuarantined;  // never handed out again
+      m.quarantined = true;
+    } else {
+      free_.insert(id);
+    }
   }
+}
+
+bool PagePool::quarantine(PageId id) {
+  PageMeta& m = metas_[id];
+  if (m.state != PageState::kSealed || m.quarantined) return false;
+  m.quarantined = true;
+  ++quarantined_;
+  return true;
 }
 
 void PagePool::seal(PageId id) {

@@ -16,6 +16,11 @@
 // Digests: a sealed page may carry K and V digests (runtime/page_digest.h) computed once,
 // over its first `digest_fill` token slots; they are dropped when the page is freed.
 //
+// Quarantine (docs/runtime.md "Verification and quarantine"): a sealed page whose bytes no longer
+// match its digest is marked quarantined; its holders keep it (and are refused as sources
+// by the operations), and when the last one lets go it becomes kQuarantined instead of
+// kFree: refs 0, outside the free set, never handed out again.
+//
 // Not thread-safe: the Runtime serializes every call under its mutex.
 #pragma once
 
@@ -26,21 +31,22 @@
 #include <string>
 #include <vector>
 
-#include "kernels/page_kernels.h"
 #include "base/page_format.h"
+#include "kernels/page_kernels.h"
 #include "runtime/types.h"
 #include "vmm/backend.h"
 #include "vmm/mapped_range.h"
 
 namespace pf::rt {
 
-enum class PageState : std::uint8_t { kFree, kExclusive, kSealed };
+enum class PageState : std::uint8_t { kFree, kExclusive, kSealed, kQuarantined };
 std::string_view page_state_name(PageState state);
 
 struct PageMeta {
   PageState state = PageState::kFree;
-  bool in_index = false;    // held by the prefix index (at most one index reference)
-  bool has_digest = false;  // k/v below are valid for the first digest_fill slots
+  bool in_index = false;     // held by the prefix index (at most one index reference)
+  bool has_digest = false;   // k/v below are valid for the first digest_fill slots
+  bool quarantined = false;  // bytes failed the digest check: kSealed (held) or kQuarantined
   std::uint32_t refs = 0;
   std::uint32_t digest_fill = 0;
   kernels::Digest k, v;
@@ -100,6 +106,11 @@ class PagePool {
   void ref(PageId id);
   void unref(PageId id);
   void seal(PageId id);  // kExclusive -> kSealed (no-op when already sealed)
+  // Marks a sealed page quarantined (see above); false (nothing changed) for a page that
+  // is not sealed or is quarantined already.
+  bool quarantine(PageId id);
+  // Quarantined pages, held or not.
+  std::size_t quarantined_pages() const { return quarantined_; }
   const PageMeta& meta(PageId id) const { return metas_[id]; }
   PageMeta& meta(PageId id) { return metas_[id]; }
   bool valid(PageId id) const { return id < metas_.size(); }
@@ -129,6 +140,7 @@ class PagePool {
   std::set<PageId> free_;
   std::int64_t live_lists_ = 0;
   std::string integrity_error_;
+  std::size_t quarantined_ = 0;
   std::uint64_t epoch_ = 0;
   std::uint64_t next_serial_ = 1;
   std::vector<std::uint64_t> chunk_serials_;

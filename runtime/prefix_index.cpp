@@ -99,7 +99,7 @@ std::vector<PageId> PrefixIndex::lookup(std::span<const Token> tokens) {
   for (std::size_t i = 0; (i + 1) * pt <= tokens.size(); ++i) {
     std::memcpy(page.data(), tokens.data() + i * pt, pt * sizeof(Token));
     Node* c = child_for(*n, page);
-    if (c == nullptr) break;
+    if (c == nullptr || pool_.meta(c->page).quarantined) break;  // never reuse a damaged page
     n = c;
     n->last_used = now;
     out.push_back(n->page);
@@ -140,7 +140,7 @@ std::vector<PageId> PrefixIndex::lookup_keys(std::span<const Sha256> keys) {
   const std::uint64_t now = ++clock_;
   for (const Sha256& k : keys) {
     auto it = by_key_.find(k);
-    if (it == by_key_.end()) break;
+    if (it == by_key_.end() || pool_.meta(it->second->page).quarantined) break;
     it->second->last_used = now;
     out.push_back(it->second->page);
   }

@@ -83,7 +83,7 @@ class PrefixIndex {
   ~PrefixIndex();  // drops every node's reference
 
   // Pages of the longest cached prefix of whole pages of `tokens` (in order); touches them.
-  // Adopts key-only nodes the walk meets (see above).
+  // Adopts key-only nodes the walk meets (see above). Stops before a quarantined page.
   std::vector<PageId> lookup(std::span<const Token> tokens);
   // Records pages[i] as the KV of full page i of `tokens` (tokens.size() must be
   // pages.size() * page_tokens) where no node exists yet; existing nodes (adopted key-only
@@ -91,7 +91,8 @@ class PrefixIndex {
   // nodes were added.
   std::size_t insert(std::span<const Token> tokens, std::span<const PageId> pages);
 
-  // Pages of the longest leading run of `keys` present in the index; touches them.
+  // Pages of the longest leading run of `keys` present in the index and not quarantined;
+  // touches them.
   std::vector<PageId> lookup_keys(std::span<const Sha256> keys);
   // Records pages[i] under keys[i] as key-only nodes chained after parent_key (nullptr:
   // keys[0] is a first page). A key already present keeps its node and page (pages[i] is

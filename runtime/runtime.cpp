@@ -7,6 +7,7 @@
 #include <set>
 #include <utility>
 
+#include "runtime/ids.h"
 #include "runtime/state.h"
 #include "runtime/verifier.h"
 
@@ -20,6 +21,10 @@ std::string_view merge_outcome_name(MergeOutcome o) {
 
 Result<std::unique_ptr<Runtime>> Runtime::create(vmm::Backend& backend, RuntimeOptions options) {
   PF_TRY(options.geometry.validate());
+  if (options.id_epoch > kMaxBootEpoch) {
+    return PF_ERROR(Code::kInvalidArgument, "id_epoch " + std::to_string(options.id_epoch) +
+                                                " exceeds " + std::to_string(kMaxBootEpoch));
+  }
   auto state = std::make_unique<detail::State>(backend, options);
   PF_ASSIGN_OR_RETURN(state->kernels, kernels::kernels_for(backend));
   PF_ASSIGN_OR_RETURN(state->pool, PagePool::create(backend, options.geometry, options.pool));
@@ -52,48 +57,66 @@ vmm::Backend& Runtime::backend() const {
   return state_->backend;
 }
 
-Status Runtime::after_mutation(Status s) const {
-  if (!state_->options.verify_each_op) return s;
-  if (Status v = detail::verify(*state_); !v.is_ok()) {
-    std::fprintf(stderr, "processfork runtime: %s\n", v.to_string().c_str());
-    return v.add_frame(__FILE__, __LINE__);
+Status Runtime::before_mutation() {
+  if (!state_->options.verify_each_op) return Status::ok();
+  if (!state_->halted.is_ok()) {
+    return PF_ERROR(Code::kInternal, "the runtime refuses changes since an invariant broke: " +
+                                         state_->halted.message());
   }
-  return s;
+  if (state_->options.verify_digests) {
+    PF_ASSIGN_OR_RETURN(std::size_t quarantined, detail::quarantine_corrupt_pages(*state_));
+    (void)quarantined;  // each one is logged
+  }
+  return Status::ok();
 }
 
-template <typename T>
-Result<T> Runtime::after_mutation(Result<T> r) const {
-  if (!state_->options.verify_each_op) return r;
-  if (Status v = detail::verify(*state_); !v.is_ok()) {
-    std::fprintf(stderr, "processfork runtime: %s\n", v.to_string().c_str());
-    return v.add_frame(__FILE__, __LINE__);
+void Runtime::after_mutation() {
+  if (!state_->options.verify_each_op || !state_->halted.is_ok()) return;
+  if (Status v = detail::verify_structure(*state_); !v.is_ok()) {
+    std::fprintf(stderr, "processfork runtime: %s; refusing further changes\n",
+                 v.to_string().c_str());
+    state_->halted = std::move(v);
   }
-  return r;
 }
 
 Result<NewBranch> Runtime::create_branch(std::span<const Token> tokens, LeaseId owner) {
   Lock lock(mu_);
-  return after_mutation(detail::create_branch(*state_, tokens, owner));
+  PF_TRY(before_mutation());
+  auto r = detail::create_branch(*state_, tokens, owner);
+  after_mutation();
+  return r;
 }
 
 Result<AppendResult> Runtime::append(BranchId branch, std::span<const Token> tokens) {
   Lock lock(mu_);
-  return after_mutation(detail::append(*state_, branch, tokens));
+  PF_TRY(before_mutation());
+  auto r = detail::append(*state_, branch, tokens);
+  after_mutation();
+  return r;
 }
 
 Status Runtime::commit(BranchId branch) {
   Lock lock(mu_);
-  return after_mutation(detail::commit(*state_, branch));
+  PF_TRY(before_mutation());
+  auto r = detail::commit(*state_, branch);
+  after_mutation();
+  return r;
 }
 
 Status Runtime::truncate(BranchId branch, std::uint64_t n_tokens) {
   Lock lock(mu_);
-  return after_mutation(detail::truncate(*state_, branch, n_tokens));
+  PF_TRY(before_mutation());
+  auto r = detail::truncate(*state_, branch, n_tokens);
+  after_mutation();
+  return r;
 }
 
 Status Runtime::free_branch(BranchId branch) {
   Lock lock(mu_);
-  return after_mutation(detail::free_branch(*state_, branch));
+  PF_TRY(before_mutation());
+  auto r = detail::free_branch(*state_, branch);
+  after_mutation();
+  return r;
 }
 
 std::size_t Runtime::free_owned_by(LeaseId owner) {
@@ -103,12 +126,13 @@ std::size_t Runtime::free_owned_by(LeaseId owner) {
     if (b.owner == owner) doomed.push_back(id);
   }
   for (BranchId id : doomed) detail::free_branch(*state_, id).ignore();  // ids just listed
-  after_mutation(Status::ok()).ignore();  // reported on stderr; nothing to return it to
+  after_mutation();  // a lease's end is never refused: a dead client leaks nothing
   return doomed.size();
 }
 
 Status Runtime::set_owner(BranchId branch, LeaseId owner) {
   Lock lock(mu_);
+  PF_TRY(before_mutation());
   PF_ASSIGN_OR_RETURN(Branch * b, detail::find_branch(*state_, branch));
   b->owner = owner;
   return Status::ok();
@@ -158,22 +182,34 @@ std::vector<BranchId> Runtime::branches() const {
 
 Result<SnapshotInfo> Runtime::snapshot(BranchId branch, std::string name) {
   Lock lock(mu_);
-  return after_mutation(detail::snapshot(*state_, branch, std::move(name)));
+  PF_TRY(before_mutation());
+  auto r = detail::snapshot(*state_, branch, std::move(name));
+  after_mutation();
+  return r;
 }
 
 Result<ForkResult> Runtime::fork(const Source& source, std::size_t n, LeaseId owner) {
   Lock lock(mu_);
-  return after_mutation(detail::fork(*state_, source, n, owner));
+  PF_TRY(before_mutation());
+  auto r = detail::fork(*state_, source, n, owner);
+  after_mutation();
+  return r;
 }
 
 Result<BranchId> Runtime::checkout(std::string_view cid_or_ref, LeaseId owner) {
   Lock lock(mu_);
-  return after_mutation(detail::checkout(*state_, cid_or_ref, owner));
+  PF_TRY(before_mutation());
+  auto r = detail::checkout(*state_, cid_or_ref, owner);
+  after_mutation();
+  return r;
 }
 
 Result<MergeResult> Runtime::merge(const Source& from, const Source& into, LeaseId owner) {
   Lock lock(mu_);
-  return after_mutation(detail::merge(*state_, from, into, owner));
+  PF_TRY(before_mutation());
+  auto r = detail::merge(*state_, from, into, owner);
+  after_mutation();
+  return r;
 }
 
 Result<DiffResult> Runtime::diff(const Source& a, const Source& b) const {
@@ -189,6 +225,7 @@ Result<std::vector<LogEntry>> Runtime::log(std::string_view cid_or_ref) const {
 Result<std::string> Runtime::manifest(std::string_view cid_or_ref) const {
   Lock lock(mu_);
   PF_ASSIGN_OR_RETURN(const detail::Snapshot* snap, detail::resolve_snapshot(*state_, cid_or_ref));
+  PF_TRY(detail::check_snapshot_intact(*state_, *snap));
   return snap->json;
 }
 
@@ -207,6 +244,7 @@ std::vector<SnapshotInfo> Runtime::snapshots() const {
 
 Status Runtime::unpin(std::string_view cid) {
   Lock lock(mu_);
+  PF_TRY(before_mutation());
   auto it = state_->snapshots.find(cid);
   if (it == state_->snapshots.end()) {
     return PF_ERROR(Code::kNotFound, "unknown CID '" + std::string(cid) + "'");
@@ -218,7 +256,8 @@ Status Runtime::unpin(std::string_view cid) {
     }
   }
   state_->snapshots.erase(it);
-  return after_mutation(Status::ok());
+  after_mutation();
+  return Status::ok();
 }
 
 Result<std::vector<std::uint64_t>> Runtime::missing_pages(std::string_view manifest_bytes) const {
@@ -269,6 +308,7 @@ Status check_ref_name(std::string_view name) {
 Status Runtime::set_ref(std::string_view name, std::string_view cid_or_ref) {
   PF_TRY(check_ref_name(name));
   Lock lock(mu_);
+  PF_TRY(before_mutation());
   PF_ASSIGN_OR_RETURN(const detail::Snapshot* snap, detail::resolve_snapshot(*state_, cid_or_ref));
   state_->refs[std::string(name)] = snap->cid;
   return Status::ok();
@@ -285,6 +325,7 @@ Result<std::string> Runtime::get_ref(std::string_view name) const {
 
 Status Runtime::delete_ref(std::string_view name) {
   Lock lock(mu_);
+  PF_TRY(before_mutation());
   auto it = state_->refs.find(name);
   if (it == state_->refs.end()) {
     return PF_ERROR(Code::kNotFound, "unknown ref '" + std::string(name) + "'");
@@ -308,7 +349,7 @@ std::uint64_t Runtime::lookup_prefix(std::span<const Token> tokens) {
 std::size_t Runtime::evict(std::size_t max_pages) {
   Lock lock(mu_);
   const std::size_t n = state_->index->evict(max_pages);
-  after_mutation(Status::ok()).ignore();  // reported on stderr
+  after_mutation();
   return n;
 }
 
@@ -319,7 +360,7 @@ GcResult Runtime::gc(bool drop_cache) {
   // collect; gc drops the cache on request and returns empty trailing chunks.
   if (drop_cache) r.evicted_pages = state_->index->evict(~std::size_t{0});
   r.released_chunks = state_->pool->trim();
-  after_mutation(Status::ok()).ignore();
+  after_mutation();
   return r;
 }
 
@@ -352,31 +393,43 @@ Result<UniqueFd> Runtime::export_chunk(std::size_t index, std::uint64_t* serial)
 Result<std::vector<PageId>> Runtime::lookup_keys(std::span<const Sha256> keys, bool hold,
                                                  LeaseId lease) {
   Lock lock(mu_);
-  return after_mutation(detail::lookup_keys(*state_, keys, hold, lease));
+  PF_TRY(before_mutation());
+  auto r = detail::lookup_keys(*state_, keys, hold, lease);
+  after_mutation();
+  return r;
 }
 
 Result<std::vector<PageId>> Runtime::alloc_pages(std::size_t n, LeaseId lease) {
   Lock lock(mu_);
-  return after_mutation(detail::alloc_pages(*state_, n, lease));
+  PF_TRY(before_mutation());
+  auto r = detail::alloc_pages(*state_, n, lease);
+  after_mutation();
+  return r;
 }
 
 Result<std::size_t> Runtime::publish_pages(std::span<const Sha256> keys,
                                            std::span<const PageId> pages, const Sha256* parent_key,
                                            LeaseId lease) {
   Lock lock(mu_);
-  return after_mutation(detail::publish_pages(*state_, keys, pages, parent_key, lease));
+  PF_TRY(before_mutation());
+  auto r = detail::publish_pages(*state_, keys, pages, parent_key, lease);
+  after_mutation();
+  return r;
 }
 
 Status Runtime::release_pages(std::span<const PageId> pages, LeaseId lease) {
   Lock lock(mu_);
-  return after_mutation(detail::release_pages(*state_, pages, lease));
+  PF_TRY(before_mutation());
+  auto r = detail::release_pages(*state_, pages, lease);
+  after_mutation();
+  return r;
 }
 
 std::size_t Runtime::release_holds(LeaseId lease) {
   Lock lock(mu_);
   const std::size_t n = detail::release_holds(*state_, lease);
   // Reported on stderr; nothing to return it to. A lease without holds changed nothing.
-  if (n > 0) after_mutation(Status::ok()).ignore();
+  if (n > 0) after_mutation();
   return n;
 }
 

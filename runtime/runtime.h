@@ -15,7 +15,14 @@
 //  - Nothing here knows whether the pool is on a GPU: pages are written and read by the
 //    kernels of the pool's backend (kernels_for) and by engines.
 //  - Errors: every call returns a Status/Result; a failed call changes nothing (cached
-//    prefix pages evicted to make room are the one exception: the cache is not state).
+//    prefix pages evicted to make room are the one exception: the cache is not state; and
+//    with the verifier on, pages found damaged before the call are quarantined whatever
+//    the call's outcome).
+//  - Quarantine: a sealed page whose bytes no longer match its digest (found by the
+//    verifier) is quarantined: it is never handed out again, prefix reuse stops before it,
+//    and snapshot, fork, checkout, merge, manifest and copy-on-write append of anything
+//    that reaches it answer kDataCorrupt naming the page and the CID or branch, changing
+//    nothing; everything else keeps working.
 //  - Backend calls (create/map/unmap) happen only when append/branch needs new pages beyond
 //    the mapped ones, and in gc(); fork, checkout, snapshot, prefix reuse, free and
 //    truncate never make them and never copy page bytes.
@@ -54,12 +61,17 @@ inline constexpr std::size_t kMaxForkChildren = 1024;
 struct RuntimeOptions {
   Geometry geometry;
   PoolOptions pool;
-  // Run the invariant verifier after every mutating call (on in debug builds); a violation
-  // turns the call's result into kInternal.
+  // Run the invariant verifier around every mutating call (on in debug builds; see
+  // before_mutation / after_mutation and docs/runtime.md "Verification and quarantine"):
+  // a call that fails for a verifier reason changes nothing.
   bool verify_each_op = kVerifyByDefault;
-  // The verifier also re-digests every sealed page with a digest (DESIGN §2: a sealed
-  // page's bytes never change).
+  // Before each mutating call, re-digest every sealed page (DESIGN §2: a sealed page's bytes
+  // never change) and quarantine those that no longer match: they are never handed out
+  // again, and every operation that would build on one answers kDataCorrupt.
   bool verify_digests = true;
+  // The boot epoch in every branch id: (id_epoch << 32) | sequence (runtime/ids.h). The
+  // daemon passes a fresh one per start (ipc/boot_epoch.h); 0..kMaxBootEpoch.
+  std::uint32_t id_epoch = 0;
 };
 
 struct NewBranch {
@@ -138,12 +150,13 @@ struct PoolStats {
   std::size_t chunks = 0;
   std::size_t capacity_pages = 0;
   std::size_t mapped_pages = 0;
-  std::size_t used_pages = 0;       // not free
-  std::size_t free_pages = 0;       // capacity_pages - used_pages (mapped or not)
-  std::size_t exclusive_pages = 0;  // writable by one branch
-  std::size_t sealed_pages = 0;     // immutable
-  std::size_t shared_pages = 0;     // seen by more than one branch/snapshot/index entry
-  std::size_t cached_pages = 0;     // held by the prefix index alone (evictable)
+  std::size_t used_pages = 0;         // not free
+  std::size_t free_pages = 0;         // capacity_pages - used_pages (mapped or not)
+  std::size_t exclusive_pages = 0;    // writable by one branch
+  std::size_t sealed_pages = 0;       // immutable
+  std::size_t shared_pages = 0;       // seen by more than one branch/snapshot/index entry
+  std::size_t cached_pages = 0;       // held by the prefix index alone (evictable)
+  std::size_t quarantined_pages = 0;  // failed their digest check (held or retired)
   std::size_t branches = 0;
   std::size_t snapshots = 0;
   std::size_t index_nodes = 0;
@@ -287,14 +300,21 @@ class Runtime {
   // References `lease` holds now (each hold counted).
   std::size_t held_pages(LeaseId lease) const;
 
-  // Checks every invariant of DESIGN §2 (see runtime/verifier.h). kInternal on violation.
+  // Checks every invariant of DESIGN §2 (see runtime/verifier.h): kInternal on a structural
+  // violation; with verify_digests, kDataCorrupt for a sealed page whose bytes changed and
+  // that is not quarantined yet (quarantined pages are known and pass).
   Status verify() const;
 
  private:
   explicit Runtime(std::unique_ptr<detail::State> state);
-  Status after_mutation(Status s) const;
-  template <typename T>
-  Result<T> after_mutation(Result<T> r) const;
+  // With verify_each_op: refuses (kInternal, nothing changed) once an invariant broke, and
+  // quarantines sealed pages whose bytes fail their digests (verify_digests) before the op
+  // looks at anything.
+  Status before_mutation();
+  // With verify_each_op: checks the structural invariants after the op; a violation (a bug
+  // in the op, which has happened) is logged and halts further changes. The op's own
+  // answer stands: it describes what the op did.
+  void after_mutation();
 
   mutable std::mutex mu_;
   std::unique_ptr<detail::State> state_;

@@ -93,6 +93,7 @@ Result<SnapshotInfo> snapshot_of(State& s, const std::vector<PageId>& pages,
 
 Result<SnapshotInfo> snapshot(State& s, BranchId id, std::string name) {
   PF_ASSIGN_OR_RETURN(Branch * b, find_branch(s, id));
+  PF_TRY(check_branch_intact(s, *b));
   const std::vector<PageId> pages = branch_pages(*b, s.pt());
   const std::vector<Token> tokens = branch_tokens(*b);
   PF_ASSIGN_OR_RETURN(SnapshotInfo info,
@@ -116,18 +117,21 @@ Result<ForkResult> fork(State& s, const Source& source, std::size_t n, LeaseId o
     return PF_ERROR(Code::kInvalidArgument, "fork: n = " + std::to_string(n) + " outside 1.." +
                                                 std::to_string(kMaxForkChildren));
   }
+  PF_TRY(check_branch_ids(s, n));
   ForkResult out;
   PageListPtr base;
   std::uint64_t base_tokens = 0;
   std::shared_ptr<const std::vector<std::string>> parents;
   if (const BranchId* id = std::get_if<BranchId>(&source)) {
     PF_ASSIGN_OR_RETURN(Branch * b, find_branch(s, *id));
+    PF_TRY(check_branch_intact(s, *b));
     freeze_tail(*s.pool, *b);  // O(tail pages) state flips; children then share one list
     base = b->base;
     base_tokens = b->base_tokens;
     parents = b->parents;
   } else {
     PF_ASSIGN_OR_RETURN(const Snapshot* snap, resolve_snapshot(s, std::get<std::string>(source)));
+    PF_TRY(check_snapshot_intact(s, *snap));
     base = snap->list;
     base_tokens = snap->n_tokens;
     parents = std::make_shared<const std::vector<std::string>>(1, snap->cid);
@@ -148,6 +152,8 @@ Result<ForkResult> fork(State& s, const Source& source, std::size_t n, LeaseId o
 
 Result<BranchId> checkout(State& s, std::string_view cid_or_ref, LeaseId owner) {
   PF_ASSIGN_OR_RETURN(const Snapshot* snap, resolve_snapshot(s, cid_or_ref));
+  PF_TRY(check_snapshot_intact(s, *snap));
+  PF_TRY(check_branch_ids(s, 1));
   Branch& b = new_branch(s, owner);
   b.base = snap->list;
   b.base_tokens = snap->n_tokens;

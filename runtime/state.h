@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "runtime/branch.h"
+#include "runtime/ids.h"
 #include "runtime/manifest.h"
 #include "runtime/page_digest.h"
 #include "runtime/prefix_index.h"
@@ -25,7 +26,8 @@ struct Snapshot {
 };
 
 struct State {
-  State(vmm::Backend& b, RuntimeOptions o) : backend(b), options(std::move(o)) {}
+  State(vmm::Backend& b, RuntimeOptions o)
+      : backend(b), options(std::move(o)), branch_ids(options.id_epoch) {}
 
   vmm::Backend& backend;
   RuntimeOptions options;
@@ -41,7 +43,10 @@ struct State {
   // once and by nothing else; a sealed one (from lookup_keys) may be held any number of
   // times. Released by release_pages, publish_pages, or when the lease ends.
   std::map<LeaseId, std::map<PageId, std::uint32_t>> holds;
-  std::uint64_t next_branch = 1;
+  IdSequence branch_ids;  // (boot epoch << 32) | sequence, never reused (runtime/ids.h)
+  // The first structural invariant violation found after a mutating call (verify_each_op);
+  // once set, mutating calls are refused (runtime.h). Ok while none was found.
+  Status halted;
 
   std::uint32_t pt() const { return pool->geometry().page_tokens; }
 };
@@ -51,6 +56,10 @@ Result<Branch*> find_branch(State& s, BranchId id);
 Result<const Branch*> find_branch(const State& s, BranchId id);
 // A CID, or a ref name, to its snapshot.
 Result<const Snapshot*> resolve_snapshot(const State& s, std::string_view cid_or_ref);
+// kOutOfMemory, nothing changed, unless n more branch ids are left (call it before
+// changing anything in an op that creates n branches).
+Status check_branch_ids(const State& s, std::size_t n);
+// A new, empty branch; the caller checked check_branch_ids.
 Branch& new_branch(State& s, LeaseId owner);
 
 // Makes sure `n` free pages exist: grows by whole chunks, then evicts LRU cached pages.
@@ -96,6 +105,16 @@ Status release_pages(State& s, std::span<const PageId> pages, LeaseId lease);
 std::size_t release_holds(State& s, LeaseId lease);
 
 PoolStats pool_stats(const State& s);
-Status verify(const State& s);
+
+// Quarantine (quarantine_ops.cpp; docs/runtime.md "Verification and quarantine").
+// Quarantines every sealed page that fails its digest check (verifier.h find_corrupt_pages)
+// and logs it with the snapshots referencing it; returns how many. Fails (nothing changed)
+// only when the digest kernel does.
+Result<std::size_t> quarantine_corrupt_pages(State& s);
+// kDataCorrupt naming `what`, the page index and the pool page when one of `pages` is
+// quarantined. O(1) while the pool has no quarantined page.
+Status check_pages_intact(const State& s, std::span<const PageId> pages, std::string_view what);
+Status check_branch_intact(const State& s, const Branch& b);
+Status check_snapshot_intact(const State& s, const Snapshot& snap);
 
 }  // namespace pf::rt::detail

@@ -18,7 +18,8 @@ using PageId = std::uint32_t;
 // A client connection (ipc/ lease). 0 = unowned: the branch lives until freed explicitly.
 using LeaseId = std::uint64_t;
 
-// A branch id. Never reused within one Runtime.
+// A branch id: (boot epoch << 32) | sequence, never reused, not even across daemon restarts
+// (runtime/ids.h).
 struct BranchId {
   std::uint64_t value = 0;
   auto operator<=>(const BranchId&) const = default;

@@ -18,7 +18,7 @@ std::string page_str(PageId p) {
 
 }  // namespace
 
-Status verify(const State& s) {
+Status verify_structure(const State& s) {
   const PagePool& pool = *s.pool;
   const std::uint32_t P = pool.geometry().page_tokens;
   if (!pool.integrity_error().empty()) return fail(pool.integrity_error());
@@ -72,7 +72,7 @@ Status verify(const State& s) {
     for (PageId p : b.tail) {
       PF_TRY(hold(p, name.c_str()));
       in_tail[p] += 1;
-      if (pool.meta(p).state == PageState::kFree) return fail(name + " holds free " + page_str(p));
+      if (pool.meta(p).refs == 0) return fail(name + " holds unreferenced " + page_str(p));
     }
     const std::vector<PageId> view = branch_pages(b, P);
     if (view.size() != (b.n_tokens() + P - 1) / P) return fail(name + " page count mismatch");
@@ -151,6 +151,7 @@ Status verify(const State& s) {
   }
 
   std::size_t free_count = 0;
+  std::size_t quarantined = 0;
   for (PageId p = 0; p < n; ++p) {
     const PageMeta& m = pool.meta(p);
     if (m.refs != expect[p]) {
@@ -158,11 +159,20 @@ Status verify(const State& s) {
                   std::to_string(expect[p]));
     }
     const bool free = m.state == PageState::kFree;
-    if (free != (m.refs == 0) || free != (pool.free_set().count(p) == 1)) {
+    const bool retired = m.state == PageState::kQuarantined;
+    if ((free || retired) != (m.refs == 0) || free != (pool.free_set().count(p) == 1)) {
       return fail(page_str(p) + " state " + std::string(page_state_name(m.state)) +
                   " disagrees with refs/free set");
     }
     free_count += free;
+    quarantined += m.quarantined;
+    if (m.quarantined ? !(retired || m.state == PageState::kSealed) : retired) {
+      return fail(page_str(p) + " state " + std::string(page_state_name(m.state)) +
+                  " disagrees with its quarantine flag");
+    }
+    if (retired && (m.in_index || m.has_digest)) {
+      return fail("unheld quarantined " + page_str(p) + " keeps an index flag or a digest");
+    }
     if (m.state == PageState::kExclusive &&
         (in_shared[p] || std::uint32_t{in_tail[p]} + alloc_held[p] != 1)) {
       return fail("exclusive " + page_str(p) + " is shared");
@@ -175,38 +185,63 @@ Status verify(const State& s) {
   }
   if (free_count != pool.free_set().size()) return fail("free set holds non-free pages");
 
-  if (s.options.verify_digests) {
-    std::vector<PageId> pages;
-    std::vector<std::uint32_t> fills;
-    std::vector<PageDigest> stored;
-    for (PageId p = 0; p < n; ++p) {
-      const PageMeta& m = pool.meta(p);
-      if (!m.has_digest) continue;
-      pages.push_back(p);
-      fills.push_back(m.digest_fill);
-      stored.push_back({m.k, m.v});
-    }
-    std::vector<PageDigest> now(pages.size());
-    PF_TRY(digest_pages(*s.kernels, pool.geometry(), pool.base(), pages, fills, now));
-    for (std::size_t i = 0; i < pages.size(); ++i) {
-      if (!(now[i].k == stored[i].k) || !(now[i].v == stored[i].v)) {
-        return fail("sealed " + page_str(pages[i]) + " bytes changed after its digest");
-      }
-    }
-    for (const auto& [cid, snap] : s.snapshots) {
-      const auto& sp = snap.list->pages();
-      std::vector<std::uint32_t> f(sp.size(), P);
-      if (!sp.empty()) f.back() = fill_in_last_page(snap.n_tokens, P);
-      std::vector<PageDigest> d(sp.size());
-      PF_TRY(digest_pages(*s.kernels, pool.geometry(), pool.base(), sp, f, d));
-      for (std::size_t i = 0; i < sp.size(); ++i) {
-        if (d[i].k.hex() != snap.manifest.pages[i].k || d[i].v.hex() != snap.manifest.pages[i].v) {
-          return fail("snapshot " + cid + " page " + std::to_string(i) + " digest mismatch");
-        }
+  if (quarantined != pool.quarantined_pages()) {
+    return fail(std::to_string(quarantined) + " pages flagged quarantined, the pool counts " +
+                std::to_string(pool.quarantined_pages()));
+  }
+  return Status::ok();
+}
+
+Result<std::vector<PageId>> find_corrupt_pages(const State& s) {
+  const PagePool& pool = *s.pool;
+  const std::uint32_t P = pool.geometry().page_tokens;
+  const std::size_t n = pool.mapped_pages();
+  std::vector<std::uint8_t> bad(n, 0);
+  // Stored digests of sealed pages.
+  std::vector<PageId> pages;
+  std::vector<std::uint32_t> fills;
+  std::vector<PageDigest> stored;
+  for (PageId p = 0; p < n; ++p) {
+    const PageMeta& m = pool.meta(p);
+    if (!m.has_digest || m.quarantined) continue;
+    pages.push_back(p);
+    fills.push_back(m.digest_fill);
+    stored.push_back({m.k, m.v});
+  }
+  std::vector<PageDigest> now(pages.size());
+  PF_TRY(digest_pages(*s.kernels, pool.geometry(), pool.base(), pages, fills, now));
+  for (std::size_t i = 0; i < pages.size(); ++i) {
+    if (!(now[i].k == stored[i].k) || !(now[i].v == stored[i].v)) bad[pages[i]] = 1;
+  }
+  // Every snapshot's manifest digests (a page may be pinned at another fill than the one
+  // its stored digest covers).
+  for (const auto& [cid, snap] : s.snapshots) {
+    const auto& sp = snap.list->pages();
+    std::vector<std::uint32_t> f(sp.size(), P);
+    if (!sp.empty()) f.back() = fill_in_last_page(snap.n_tokens, P);
+    std::vector<PageDigest> d(sp.size());
+    PF_TRY(digest_pages(*s.kernels, pool.geometry(), pool.base(), sp, f, d));
+    for (std::size_t i = 0; i < sp.size(); ++i) {
+      if (d[i].k.hex() != snap.manifest.pages[i].k || d[i].v.hex() != snap.manifest.pages[i].v) {
+        if (!pool.meta(sp[i]).quarantined) bad[sp[i]] = 1;
       }
     }
   }
-  return Status::ok();
+  std::vector<PageId> out;
+  for (PageId p = 0; p < n; ++p) {
+    if (bad[p]) out.push_back(p);
+  }
+  return out;
+}
+
+Status verify(const State& s) {
+  PF_TRY(verify_structure(s));
+  if (!s.options.verify_digests) return Status::ok();
+  PF_ASSIGN_OR_RETURN(std::vector<PageId> bad, find_corrupt_pages(s));
+  if (bad.empty()) return Status::ok();
+  return PF_ERROR(Code::kDataCorrupt,
+                  "sealed " + page_str(bad[0]) + " bytes changed after its digest (" +
+                      std::to_string(bad.size()) + " such pages, not quarantined yet)");
 }
 
 PoolStats pool_stats(const State& s) {
@@ -236,6 +271,7 @@ PoolStats pool_stats(const State& s) {
     if (m.in_index && m.refs == 1) ++st.cached_pages;
     if (seen[p] > 1) ++st.shared_pages;
   }
+  st.quarantined_pages = pool.quarantined_pages();
   st.branches = s.branches.size();
   st.snapshots = s.snapshots.size();
   st.index_nodes = s.index->size();

@@ -122,7 +122,7 @@ Result<Connection::Reply> Connection::call_locked(MsgType type, std::span<const 
         !s.is_ok()) {
       return broken(s);
     }
-    if (reply.header.code < 0 || reply.header.code > static_cast<int>(Code::kInternal)) {
+    if (reply.header.code < 0 || reply.header.code > static_cast<int>(kLastCode)) {
       return broken(PF_ERROR(Code::kProtocol, "daemon answered with unknown status code " +
                                                   std::to_string(reply.header.code) + ": " +
                                                   message));

@@ -65,7 +65,8 @@ typedef enum pf_result {
   PF_PERMISSION_DENIED = 9, /* the daemon refused this uid */
   PF_CONFLICT = 10,         /* the branch belongs to another client's lease; ref in use */
   PF_DRIVER = 11,           /* the GPU driver failed while mapping the pool */
-  PF_INTERNAL = 12          /* a bug in ProcessFork (an invariant broke) */
+  PF_INTERNAL = 12,         /* a bug in ProcessFork (an invariant broke) */
+  PF_DATA_CORRUPT = 13      /* a snapshot's page failed its digest check and is quarantined */
 } pf_result;
 
 typedef enum pf_dtype {

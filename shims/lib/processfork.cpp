@@ -32,6 +32,8 @@ static_assert(PF_PERMISSION_DENIED == static_cast<int>(pf::Code::kPermissionDeni
 static_assert(PF_CONFLICT == static_cast<int>(pf::Code::kConflict));
 static_assert(PF_DRIVER == static_cast<int>(pf::Code::kDriver));
 static_assert(PF_INTERNAL == static_cast<int>(pf::Code::kInternal));
+static_assert(PF_DATA_CORRUPT == static_cast<int>(pf::Code::kDataCorrupt));
+static_assert(pf::kLastCode == pf::Code::kDataCorrupt, "a new Code needs its pf_result");
 static_assert(PF_CID_BYTES == pf::wire::kCidBytes);
 static_assert(PF_MAX_FORK == pf::wire::kMaxForkChildren);
 static_assert(PF_ABI_VERSION_MAJOR == 1, "pf_connect_config's minimum size is the 1.0 prefix");
@@ -69,6 +71,8 @@ const char* pf_result_string(pf_result result) {
       return "PF_DRIVER";
     case PF_INTERNAL:
       return "PF_INTERNAL";
+    case PF_DATA_CORRUPT:
+      return "PF_DATA_CORRUPT";
   }
   return "PF_UNKNOWN_RESULT";
 }

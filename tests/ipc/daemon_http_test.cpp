@@ -159,9 +159,10 @@ TEST_F(HttpTest, SnapshotForkCheckoutRefsMergeLogDiffBothSpellings) {
     Resp co = request(cli, "POST", prefix + "/checkout", json{{"cid", cid}}.dump());
     ASSERT_EQ(co.status, 201) << co.body;
     EXPECT_EQ(co.j["cid"], cid);
-    EXPECT_EQ(request(cli, "GET", "/v1/branches/" + std::to_string(co.j["branch"].get<int>()))
-                  .j["n_tokens"],
-              10);
+    EXPECT_EQ(
+        request(cli, "GET", "/v1/branches/" + std::to_string(co.j["branch"].get<std::uint64_t>()))
+            .j["n_tokens"],
+        10);
 
     Resp lg = request(cli, "GET", prefix + "/log/" + cid);
     ASSERT_EQ(lg.status, 200) << lg.body;
@@ -226,9 +227,10 @@ TEST_F(HttpTest, SnapshotForkCheckoutRefsMergeLogDiffBothSpellings) {
   EXPECT_EQ(ff.j["outcome"], "fast-forward");
   EXPECT_TRUE(ff.j["recompute_tokens"].empty());
   EXPECT_TRUE(ff.j["branch"].is_number_unsigned());
-  EXPECT_EQ(request(cli, "GET", "/v1/branches/" + std::to_string(ff.j["branch"].get<int>()))
-                .j["n_tokens"],
-            14);
+  EXPECT_EQ(
+      request(cli, "GET", "/v1/branches/" + std::to_string(ff.j["branch"].get<std::uint64_t>()))
+          .j["n_tokens"],
+      14);
 
   // Merge, three-way: z = checkout of the snapshot, truncated to 5 tokens, then diverges.
   const std::uint64_t z =

@@ -46,6 +46,7 @@ def _restart(d):
     (processfork.AlreadyExists, 409, "conflict"),
     (processfork.Unavailable, 503, "unavailable"),
     (processfork.OutOfMemory, 507, "out_of_memory"),
+    (processfork.DataCorrupt, 500, "data_corrupt"),
     (processfork.SystemFailure, 500, "internal"),
     (processfork.ProtocolError, 500, "internal"),
     (processfork.DriverError, 500, "internal"),

@@ -70,6 +70,7 @@ TEST(ShimsCApiStatic, ResultStringsAndVersions) {
   EXPECT_STREQ(pf_result_string(PF_OK), "PF_OK");
   EXPECT_STREQ(pf_result_string(PF_NOT_FOUND), "PF_NOT_FOUND");
   EXPECT_STREQ(pf_result_string(PF_INTERNAL), "PF_INTERNAL");
+  EXPECT_STREQ(pf_result_string(PF_DATA_CORRUPT), "PF_DATA_CORRUPT");
   EXPECT_STREQ(pf_result_string(static_cast<pf_result>(99)), "PF_UNKNOWN_RESULT");
   EXPECT_EQ(pf_abi_version() >> 16, static_cast<std::uint32_t>(PF_ABI_VERSION_MAJOR));
   EXPECT_STRNE(pf_version_string(), "");

@@ -36,6 +36,7 @@ from processfork._layout import DTYPE_BYTES, KVLayout, KVRuns
 from processfork._errors import (
     AlreadyExists,
     Conflict,
+    DataCorrupt,
     DriverError,
     Error,
     InternalError,
@@ -56,7 +57,7 @@ __all__ = [
     "Client", "Diff", "GcResult", "LogEntry", "MergeResult", "PageView", "PoolInfo", "PoolStats",
     "RefEntry", "Snapshot", "SnapshotEntry", "Source",
     "WriteRun", "connect", "cli_path", "DTYPE_BYTES", "KVLayout", "KVRuns",
-    "Error", "AlreadyExists", "Conflict", "DriverError", "InternalError", "InvalidArgument",
+    "Error", "AlreadyExists", "Conflict", "DataCorrupt", "DriverError", "InternalError", "InvalidArgument",
     "NotFound", "OutOfMemory", "PermissionDenied", "ProtocolError", "SystemFailure",
     "Unavailable", "Unsupported", "__version__",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = [
     "Error", "InvalidArgument", "NotFound", "AlreadyExists", "OutOfMemory", "Unavailable",
     "Unsupported", "SystemFailure", "ProtocolError", "PermissionDenied", "Conflict",
-    "DriverError", "InternalError",
+    "DriverError", "InternalError", "DataCorrupt",
 ]
 
 
@@ -93,10 +93,15 @@ class InternalError(Error):
     code, code_name = 12, "PF_INTERNAL"
 
 
+class DataCorrupt(Error):
+    """A snapshot's page no longer matches its digest and is quarantined (PF_DATA_CORRUPT)."""
+    code, code_name = 13, "PF_DATA_CORRUPT"
+
+
 _CLASSES: dict[int, type[Error]] = {
     c.code: c for c in (InvalidArgument, NotFound, AlreadyExists, OutOfMemory, Unavailable,
                         Unsupported, SystemFailure, ProtocolError, PermissionDenied, Conflict,
-                        DriverError, InternalError)
+                        DriverError, InternalError, DataCorrupt)
 }
 _NAMES: dict[int, str] = {c.code: c.code_name for c in _CLASSES.values()}
 

@@ -14,6 +14,7 @@ status  code                   raised for
 413     ``payload_too_large``  a body over the route's limit (:data:`TOO_LARGE`)
 503     ``unavailable``        ``Unavailable``: no daemon (the session reconnects later)
 507     ``out_of_memory``      ``OutOfMemory``: the pool is out of pages
+500     ``data_corrupt``       ``DataCorrupt``: the source reaches a quarantined page
 500     ``internal``           any other error (``SystemFailure``, ``ProtocolError``, ...)
 ======  =====================  ===========================================================
 
@@ -59,6 +60,7 @@ _MAP: Tuple[Tuple[Type[processfork.Error], int, str], ...] = (
     (processfork.AlreadyExists, 409, "conflict"),
     (processfork.Unavailable, 503, "unavailable"),
     (processfork.OutOfMemory, 507, "out_of_memory"),
+    (processfork.DataCorrupt, 500, "data_corrupt"),
 )
 
 
