@@ -46,6 +46,9 @@ using ForkRequest = msg::Fork;
 Result<ForkRequest> get_fork_request(const Json& body);
 // Parses a decimal branch id from a URL path segment or query value ("12").
 Result<std::uint64_t> parse_id(std::string_view text, const char* what);
+// A query parameter naming a source (diff's ?a=&b=) as get_source reads it: all digits and
+// within uint64 = a branch id, anything else a CID or ref name (a string).
+Json query_source(std::string_view text);
 
 // Each HTTP op's request (DESIGN §6) from its JSON object: the body, with path parameters
 // ({branch}, {cid}, {name}) and query parameters already merged in by the HTTP server.

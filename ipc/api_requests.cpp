@@ -1,4 +1,8 @@
-// HTTP requests (DESIGN §6) as request messages: one from_json per op with a route.
+// HTTP requests (DESIGN §6) as request messages: one from_json per op with a route, and the
+// query values they read (query_source).
+#include <algorithm>
+#include <cctype>
+
 #include "ipc/api_json.h"
 
 namespace pf::ipc::api {
@@ -15,6 +19,16 @@ Status branch_target(const Json& body, msg::BranchTarget* out) {
 }
 
 }  // namespace
+
+Json query_source(std::string_view text) {
+  const bool digits = !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+    return std::isdigit(static_cast<unsigned char>(c));
+  });
+  if (digits) {
+    if (Result<std::uint64_t> id = parse_id(text, "branch id"); id.is_ok()) return *id;
+  }
+  return Json(text);
+}
 
 template <>
 Status from_json<Op::kBranchCreate>(const Json& body, msg::BranchCreate* out) {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "ipc/fd_passing.h"
+#include "ipc/frame_check.h"
 
 namespace pf::ipc {
 
@@ -31,14 +32,7 @@ Status recv_frame(int sock, Frame* out, std::uint32_t max_payload, std::size_t m
   Frame frame;
   PF_TRY(recv_with_fds(sock, std::as_writable_bytes(std::span(&frame.header, 1)), max_fds,
                        &frame.fds));
-  if (frame.header.magic != wire::kMagic) {
-    return PF_ERROR(Code::kProtocol, "bad frame magic (not a ProcessFork peer?)");
-  }
-  if (frame.header.payload_bytes > max_payload) {
-    return PF_ERROR(Code::kProtocol,
-                    "frame payload of " + std::to_string(frame.header.payload_bytes) +
-                        " bytes exceeds the limit of " + std::to_string(max_payload));
-  }
+  PF_TRY(check_frame_header(frame.header, max_payload));
   frame.payload.resize(frame.header.payload_bytes);
   if (!frame.payload.empty()) {
     std::vector<UniqueFd> late;

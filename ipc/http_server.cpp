@@ -150,14 +150,6 @@ void send_error(httplib::Response& res, const Status& s) {
   send_error(res, api::http_status(s.code()), api::error_code_name(s.code()), s.message());
 }
 
-// A query value naming a source: all digits = a branch id, else a CID or ref name.
-Json source_value(const std::string& text) {
-  if (all_digits(text)) {
-    if (Result<std::uint64_t> id = api::parse_id(text, "branch id"); id.is_ok()) return *id;
-  }
-  return text;
-}
-
 // A route of ipc/ops.def as httplib sees it: "{branch}" matches one path segment, "{cid}"
 // and "{name}" the rest of the path (CIDs and ref names may hold '/'); "?a&b" lists the
 // required query parameters.
@@ -327,7 +319,7 @@ struct HttpServer::Impl {
         send_error(res, 400, "invalid_argument", "missing query parameter '" + key + "'");
         return;
       }
-      body[key] = source_value(req.get_param_value(key));
+      body[key] = api::query_source(req.get_param_value(key));
     }
     RequestOf<op> request;
     if (Status s = api::from_json<op>(body, &request); !s.is_ok()) {

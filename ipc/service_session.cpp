@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "ipc/frame_check.h"
 #include "ipc/service.h"
 
 namespace pf::ipc {
@@ -27,14 +28,7 @@ wire::GeometryWire geometry_wire(const rt::Geometry& g) {
 // The lease is opened by the session once HELLO succeeded; it fills head.lease in.
 template <>
 Result<msg::HelloAnswer> Service::handle<Op::kHello>(rt::LeaseId, const msg::Hello& request) {
-  const wire::HelloRequest& req = request.head;
-  if (req.major != wire::kVersionMajor) {
-    return PF_ERROR(Code::kUnsupported, "protocol version " + std::to_string(req.major) + "." +
-                                            std::to_string(req.minor) +
-                                            " is not supported; this daemon speaks " +
-                                            std::to_string(wire::kVersionMajor) + "." +
-                                            std::to_string(wire::kVersionMinor));
-  }
+  PF_TRY(check_hello_version(request.head));
   const rt::PoolLayout layout = runtime_.pool_layout();
   msg::HelloAnswer out;
   wire::HelloReply& hr = out.head;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ipc/fd_passing.h"
+#include "ipc/frame_check.h"
 #include "ipc/frame_io.h"
 #include "ipc/uds_handlers.h"
 
@@ -58,13 +59,12 @@ void Session::run(pid_t pid) {
     return;
   }
   // HELLO's layout never changes; a later minor may append fields, which this one ignores.
-  msg::Hello request;
-  wire::PayloadReader in(hello.payload);
-  if (Status s = in.read(&request.head, "HelloRequest"); !s.is_ok()) {
-    refuse(hello_type, hello_id, std::move(s));
+  Result<msg::Hello> request = read_hello(hello.payload);
+  if (!request.is_ok()) {
+    refuse(hello_type, hello_id, request.take_status());
     return;
   }
-  Result<msg::HelloAnswer> answer = service_.call<Op::kHello>(kHttpLease, request);
+  Result<msg::HelloAnswer> answer = service_.call<Op::kHello>(kHttpLease, *request);
   if (!answer.is_ok()) {
     send_reply(hello_type, hello_id, uds_failure(answer.take_status()));
     return;
@@ -140,15 +140,8 @@ bool Session::read_frame(Frame* frame) {
     return false;  // peer closed, timed out mid-header, or the framing broke
   }
   const wire::FrameHeader& h = frame->header;
-  if (h.magic != wire::kMagic) {
-    return refuse(h.type, h.request_id,
-                  PF_ERROR(Code::kProtocol, "bad frame magic (not a ProcessFork client?)"));
-  }
-  if (h.payload_bytes > wire::kMaxPayload) {
-    return refuse(h.type, h.request_id,
-                  PF_ERROR(Code::kProtocol, "frame payload of " + std::to_string(h.payload_bytes) +
-                                                " bytes exceeds the limit of " +
-                                                std::to_string(wire::kMaxPayload)));
+  if (Status bad = check_frame_header(h, wire::kMaxPayload); !bad.is_ok()) {
+    return refuse(h.type, h.request_id, std::move(bad));
   }
   frame->payload.clear();
   while (frame->payload.size() < h.payload_bytes) {

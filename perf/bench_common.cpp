@@ -79,6 +79,17 @@ Machine machine() {
   return m;
 }
 
+std::string machine_slug() {
+  const std::string cpu = cpu_model();
+  const std::string vendor = cpu.find("AMD") != std::string::npos     ? "amd"
+                             : cpu.find("Intel") != std::string::npos ? "intel"
+                                                                      : "cpu";
+  const std::string family = cpu.find("EPYC") != std::string::npos   ? "-epyc"
+                             : cpu.find("Xeon") != std::string::npos ? "-xeon"
+                                                                     : "";
+  return vendor + family + "-" + std::to_string(std::thread::hardware_concurrency()) + "c-host";
+}
+
 std::string utc(std::time_t t, const char* fmt) {
   char b[64];
   const std::size_t n = std::strftime(b, sizeof b, fmt, std::gmtime(&t));

@@ -17,6 +17,8 @@
 //                      0 when the key is missing.
 //  machine()           cpu_model(), hardware threads, MemTotal in GiB (rounded down) and
 //                      "<sysname> <release>" from uname(2): the "machine" of a result file.
+//  machine_slug()      "amd-epyc-2c-host": vendor, family, hardware threads; how
+//                      perf/results names a machine in file names.
 //  utc(t, fmt)         strftime of t in UTC (fmt's output at most 63 characters).
 #pragma once
 
@@ -66,6 +68,8 @@ struct Machine {
   std::string kernel;
 };
 Machine machine();
+
+std::string machine_slug();
 
 std::string utc(std::time_t t, const char* fmt);
 

@@ -60,18 +60,6 @@ Json to_json(const Stats& s) {
               {"samples", s.n}};
 }
 
-// "amd-epyc-2c-host", as perf/results names machines.
-std::string machine_slug() {
-  std::string cpu = cpu_model();
-  std::string vendor = cpu.find("AMD") != std::string::npos     ? "amd"
-                       : cpu.find("Intel") != std::string::npos ? "intel"
-                                                                : "cpu";
-  std::string family = cpu.find("EPYC") != std::string::npos   ? "-epyc"
-                       : cpu.find("Xeon") != std::string::npos ? "-xeon"
-                                                               : "";
-  return vendor + family + "-" + std::to_string(std::thread::hardware_concurrency()) + "c-host";
-}
-
 struct Options {
   std::string cli;  // the processfork binary (daemon)
   std::string geometry;
@@ -620,7 +608,7 @@ int main(int argc, char** argv) {
     std::string path = o.out;
     if (path.empty()) {
       const fs::path src = fs::path(__FILE__).parent_path() / "results";
-      path = (src / ("bench_daemon-" + machine_slug() + "-" + day + ".json")).string();
+      path = (src / ("bench_daemon-" + pf::bench::machine_slug() + "-" + day + ".json")).string();
     }
     std::ofstream f(path);
     f << out.dump(2) << "\n";

@@ -174,6 +174,10 @@ Result<Daemon> Daemon::start(const DaemonOptions& options, std::chrono::millisec
       "--chunk",    options.chunk,    "--http",       options.http,
       "--socket",   options.socket,   "--ready-file", options.ready_file};
   if (options.verify) argv.push_back("--verify");
+  if (!options.token.empty()) {
+    argv.push_back("--token");
+    argv.push_back(options.token);
+  }
   ::unlink(options.ready_file.c_str());
   Daemon d;
   d.options_ = options;

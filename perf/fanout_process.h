@@ -74,6 +74,7 @@ struct DaemonOptions {
   std::string socket;      // --socket
   std::string ready_file;  // --ready-file
   std::string log_file;    // the daemon's stderr/stdout
+  std::string token;       // --token for the HTTP port ("" = none)
   bool verify = false;     // --verify
 };
 

@@ -11,6 +11,9 @@ Runs, side by side on this machine in one go:
   bench_daemon   Unix-socket and HTTP latency, throughput under concurrency, attach cost
   bench_kernels  page copy and digest kernels as a fraction of memcpy / device-to-device
                  bandwidth (host; CUDA where a GPU is)
+  bench_soak     mixed concurrent clients (some SIGKILLed and restarted) and HTTP probes
+                 against one daemon for a bounded time: RSS, fds, threads, p50/p99, ops/s at
+                 start and end, and a page / fd leak check (30 s here, 300 s with --full)
   fanout_demo    the main job's own measurements (TTFT vs re-prefill, pages, memory)
   bench_adapters the Python adapters (perf/bench_adapters.py, run with .venv's python when
                  torch and transformers import, else recorded as skipped): transformers
@@ -155,6 +158,7 @@ def benches(build, full, tmp):
         add("bench_daemon", [p("perf", "bench_daemon"), "--json", "--out", "{OUT}"], 1800)
         add("bench_kernels", [p("perf", "bench_kernels"), "--pages", "128", "--reps", "20",
                               "--out", "{OUT}"], 600)
+        add("bench_soak", [p("perf", "bench_soak"), "--seconds", "300", "--out", "{OUT}"], 900)
     else:
         add("bench_fanout", [p("perf", "bench_fanout"), "--tokens", "256,1024,4096",
                              "--n", "1,4,12,32", "--n-at-t", "1024", "--out", "{OUT}"], 900)
@@ -165,6 +169,8 @@ def benches(build, full, tmp):
                              "--no-second-daemon", "--json", "--out", "{OUT}"], 900)
         add("bench_kernels", [p("perf", "bench_kernels"), "--pages", "64", "--reps", "10",
                               "--out", "{OUT}"], 300)
+        add("bench_soak", [p("perf", "bench_soak"), "--seconds", "30", "--window", "5",
+                           "--out", "{OUT}"], 300)
     add("fanout_demo", [p("perf", "fanout_demo"), "--json", "{OUT}"], 600)
     ba = [python_for_benches(), os.path.join(HERE, "bench_adapters.py"), "--out", "{OUT}"]
     if full:
@@ -524,6 +530,9 @@ def markdown(res, errors, meta, plot_rel, plots):
             L.append("")
             L.append("No GPU measurements on this machine: %s" % bk.get("cuda_unavailable", ""))
         L.append("")
+    sk = res.get("bench_soak")
+    if sk:
+        L += soak_markdown(sk)
     dm = res.get("fanout_demo")
     if dm and dm.get("config"):
         c, p, t = dm["config"], dm["parent"], dm["ttft"]
@@ -559,6 +568,34 @@ def markdown(res, errors, meta, plot_rel, plots):
         L.append("")
     L.append(END)
     return "\n".join(L)
+
+
+def soak_markdown(sk):
+    c, b, f, la, a = (sk["config"], sk["baseline"], sk["first_window"], sk["last_window"],
+                      sk["after_cleanup"])
+    L = ["### Soak: concurrent clients, kills, HTTP probes (bench_soak, %d s)" % c["seconds"],
+         "",
+         "%d client processes (%d SIGKILLed mid-work every %d ms and restarted: %d kills), "
+         "one HTTP prober; `%s` geometry. Windows of %g s." % (
+             c["clients"], c["killable"], c["kill_every_ms"], sk["kills"], c["geometry"],
+             c["window_s"]),
+         "",
+         "| | baseline | first window | last window | after cleanup |",
+         "|---|---:|---:|---:|---:|"]
+    for key, name in (("rss_kib", "daemon RSS (KiB)"), ("fds", "open fds"),
+                      ("threads", "threads")):
+        L.append("| %s | %d | %d | %d | %d |" % (name, b["daemon"][key], f["daemon"][key],
+                                                la["daemon"][key], a["daemon"][key]))
+    L.append("| client ops/s | | %.0f | %.0f | |" % (f["ops_per_s"], la["ops_per_s"]))
+    L.append("| client op p50 / p99 | | %s / %s | %s / %s | |" % (
+        us(f["op_p50_us"]), us(f["op_p99_us"]), us(la["op_p50_us"]), us(la["op_p99_us"])))
+    L.append("| pool used pages | %d | | | %d |" % (b["used_pages"], a["used_pages"]))
+    L.append("")
+    L.append("Leaked pages %d, fd growth %d, worker failures %d: %s." % (
+        a["leaked_pages"], a["fd_growth"], sk["worker_failures"],
+        "ok" if sk["ok"] else "**FAILED**"))
+    L.append("")
+    return L
 
 
 def adapters_markdown(ba):
