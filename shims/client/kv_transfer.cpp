@@ -43,6 +43,12 @@ Result<std::uint64_t> KVTransfer::copy(const KVLayoutDesc& layout, std::span<con
                         std::string(dtype_name(static_cast<DType>(pool.dtype))) + " has " +
                         std::to_string(format.elem_bytes) + "-byte elements");
   }
+  if (direction == kernels::KVDirection::kEngineToPages) {
+    std::vector<std::uint32_t> pages;
+    pages.reserve(runs.size());
+    for (const KVPageRun& r : runs) pages.push_back(r.page);
+    PF_TRY(conn_.check_writable(pages, "kv store"));
+  }
   std::vector<kernels::KVRun> resolved;
   resolved.reserve(runs.size());
   for (const KVPageRun& r : runs) {
