@@ -156,11 +156,6 @@ void Connection::wait_for_reply() const {
   } while (std::chrono::steady_clock::now() < deadline);
 }
 
-Result<Connection::Reply> Connection::call(MsgType type, std::span<const std::byte> payload) {
-  std::lock_guard lock(mu_);
-  return call_locked(type, payload);
-}
-
 Status Connection::hello() {
   std::lock_guard lock(mu_);
   msg::Hello req;

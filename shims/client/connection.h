@@ -125,7 +125,10 @@ class Connection {
   template <ipc::Op op>
   Result<ipc::ReplyOf<op>> request(ipc::RequestOf<op> message) {
     const std::vector<std::byte> payload = wire::encode(message);
-    Result<Reply> reply = call(ipc::OpTraits<op>::message, payload);
+    // Held until the writable pages are updated too, so that ops of several threads on one
+    // branch update them in the order the daemon answered.
+    std::lock_guard lock(mu_);
+    Result<Reply> reply = call_locked(ipc::OpTraits<op>::message, payload);
     if constexpr (op == ipc::Op::kMerge) {
       // Merge snapshots branch sources, possibly before failing later on: whatever the
       // outcome, their pages may be sealed.
@@ -151,7 +154,8 @@ class Connection {
 
   Connection(UniqueFd sock, std::string socket_path);
 
-  // Writable-page bookkeeping of one successful op (the daemon changed nothing otherwise).
+  // Writable-page bookkeeping of one successful op (the daemon changed nothing otherwise);
+  // mu_ held.
   template <ipc::Op op>
   void track(const ipc::RequestOf<op>& request, const ipc::ReplyOf<op>& reply) {
     using ipc::Op;
@@ -182,7 +186,6 @@ class Connection {
   // Status; re-attaches when the reply's epoch is new (unless this is kAttach).
   Result<Reply> call_locked(wire::MsgType type, std::span<const std::byte> payload,
                             std::size_t max_fds = 0);
-  Result<Reply> call(wire::MsgType type, std::span<const std::byte> payload);
   Status attach_locked();
   Status hello();
   Status broken(Status why);

@@ -6,6 +6,7 @@ storing process with SIGSEGV."""
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import hashlib
 import os
 import resource
@@ -129,6 +130,7 @@ def test_stray_store_into_sealed_page_kills_the_storing_process(c):
     pid = os.fork()
     if pid == 0:  # the child: a raw store past every Python check
         try:
+            faulthandler.disable()  # pytest's traceback dump would only be noise here
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             ctypes.memset(address, 0x41, 8)
         finally:
