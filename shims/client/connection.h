@@ -3,8 +3,8 @@
 //
 // DESIGN
 //  - One request at a time per connection: a mutex is held from sending a request until
-//    its reply is read, so replies never interleave. Threads that need parallelism open
-//    several connections.
+//    its reply is read and decoded (and the writable pages updated), so replies never
+//    interleave. Threads that need parallelism open several connections.
 //  - Mapping: attach() maps the pool (PoolMapping). Every reply carries the pool epoch;
 //    when it differs from the mapped epoch the connection re-attaches before returning,
 //    so page ids in that reply are mapped by the time the caller sees them. If that remap

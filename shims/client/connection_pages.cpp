@@ -1,5 +1,6 @@
 // Connection (connection.h): the pages this session may write, and their protection in the
 // mapping. The bookkeeping is ExclusivePages; the protection PoolMapping::set_writable.
+#include <optional>
 #include <string>
 
 #include "shims/client/connection.h"
@@ -49,12 +50,23 @@ Status Connection::check_writable(std::span<const std::uint32_t> pages,
   std::lock_guard lock(map_mu_);
   for (std::uint32_t page : pages) {
     if (exclusive_.owner(page).has_value()) continue;
-    return PF_ERROR(Code::kPermissionDenied,
-                    std::string(what) + ": page " + std::to_string(page) +
-                        " is not writable by this session: it is exclusive to none of its "
-                        "branches (pages of a snapshot, fork, checkout or prefix reuse, "
-                        "committed full pages and published pages are sealed and shared; "
-                        "write only the pages of append's write runs or of pages_alloc)");
+    std::string why;
+    if (std::optional<std::uint64_t> was = exclusive_.former_owner(page); !was.has_value()) {
+      why =
+          "no branch of this session holds it exclusively (pages of a snapshot, a fork, a "
+          "checkout or a reused prefix are sealed and shared; another session's pages are "
+          "its own)";
+    } else if (*was == ExclusivePages::kNoBranch) {
+      why = "this session allocated it (pages_alloc) and has published or released it since";
+    } else {
+      why = "it was exclusive to branch " + std::to_string(*was) +
+            " until this session sealed, shared or freed it (commit of a full page, snapshot, "
+            "fork, merge, truncate, free, detach)";
+    }
+    return PF_ERROR(Code::kPermissionDenied, std::string(what) + ": page " + std::to_string(page) +
+                                                 " is not writable by this session: " + why +
+                                                 "; write only the pages of append's write "
+                                                 "runs or of pages_alloc");
   }
   return Status::ok();
 }

@@ -9,6 +9,7 @@ std::vector<std::uint32_t> ExclusivePages::add_runs(std::uint64_t branch,
                                                     std::span<const wire::WriteRunWire> runs) {
   std::vector<std::uint32_t> added;
   for (const wire::WriteRunWire& run : runs) {
+    former_.erase(run.page);
     auto [it, fresh] = pages_.try_emplace(run.page, Entry{branch, 0});
     if (fresh || it->second.branch != branch) added.push_back(run.page);
     it->second.branch = branch;
@@ -23,6 +24,7 @@ std::vector<std::uint32_t> ExclusivePages::add_pages(std::span<const std::uint32
   std::vector<std::uint32_t> added;
   for (std::uint32_t page : pages) {
     // An alloc'd page is a whole page for the caller to fill.
+    former_.erase(page);
     auto [it, fresh] = pages_.try_emplace(page, Entry{kNoBranch, page_tokens_});
     if (fresh) added.push_back(page);
   }
@@ -35,6 +37,7 @@ std::vector<std::uint32_t> ExclusivePages::drop_if(std::uint64_t branch, bool on
   for (auto it = pages_.begin(); it != pages_.end();) {
     if (it->second.branch == branch && (!only_full || it->second.filled >= page_tokens_)) {
       dropped.push_back(it->first);
+      former_[it->first] = it->second.branch;
       it = pages_.erase(it);
     } else {
       ++it;
@@ -54,7 +57,11 @@ std::vector<std::uint32_t> ExclusivePages::drop_branch(std::uint64_t branch) {
 std::vector<std::uint32_t> ExclusivePages::drop_pages(std::span<const std::uint32_t> pages) {
   std::vector<std::uint32_t> dropped;
   for (std::uint32_t page : pages) {
-    if (pages_.erase(page) != 0) dropped.push_back(page);
+    auto it = pages_.find(page);
+    if (it == pages_.end()) continue;
+    dropped.push_back(page);
+    former_[page] = it->second.branch;
+    pages_.erase(it);
   }
   std::sort(dropped.begin(), dropped.end());
   return dropped;
@@ -62,8 +69,15 @@ std::vector<std::uint32_t> ExclusivePages::drop_pages(std::span<const std::uint3
 
 std::vector<std::uint32_t> ExclusivePages::clear() {
   std::vector<std::uint32_t> all = pages();
+  for (const auto& [page, entry] : pages_) former_[page] = entry.branch;
   pages_.clear();
   return all;
+}
+
+std::optional<std::uint64_t> ExclusivePages::former_owner(std::uint32_t page) const {
+  auto it = former_.find(page);
+  if (it == former_.end()) return std::nullopt;
+  return it->second;
 }
 
 std::optional<std::uint64_t> ExclusivePages::owner(std::uint32_t page) const {

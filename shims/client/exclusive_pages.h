@@ -58,6 +58,9 @@ class ExclusivePages {
   // The branch `page` is writable through (kNoBranch for an alloc'd page), or nothing when
   // this session may not write it.
   std::optional<std::uint64_t> owner(std::uint32_t page) const;
+  // The branch (kNoBranch: pages_alloc) through which `page` was writable until this
+  // session sealed or freed it, for error messages; nothing when it never was.
+  std::optional<std::uint64_t> former_owner(std::uint32_t page) const;
   // Every writable page, sorted.
   std::vector<std::uint32_t> pages() const;
   std::size_t size() const { return pages_.size(); }
@@ -70,7 +73,8 @@ class ExclusivePages {
   std::vector<std::uint32_t> drop_if(std::uint64_t branch, bool only_full);
 
   std::uint32_t page_tokens_;
-  std::map<std::uint32_t, Entry> pages_;  // page id -> entry
+  std::map<std::uint32_t, Entry> pages_;           // page id -> entry
+  std::map<std::uint32_t, std::uint64_t> former_;  // page id -> branch, once dropped
 };
 
 }  // namespace pf::client

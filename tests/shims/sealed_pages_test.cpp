@@ -149,6 +149,9 @@ TEST_F(ShimsSealedPages, StoreIntoSharedPagesIsRefusedAndWritesNothing) {
   };
   // The snapshotted branch itself, through the session that wrote it.
   expect_refused({{page_a, 0, 4, 0, 0}}, page_a, "store into the snapshot's full page");
+  EXPECT_NE(std::string(pf_last_error_message(nullptr)).find("branch " + std::to_string(b)),
+            std::string::npos)
+      << "the message names the branch that held the page: " << pf_last_error_message(nullptr);
   // A checkout of the snapshot holds the same pages, shared: the free slots of its last
   // page included.
   pf_branch_id co = 0;
