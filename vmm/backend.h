@@ -82,6 +82,19 @@ class Backend {
                      std::size_t chunk_offset) = 0;
   // Sets access on a fully mapped range (it may span several mappings).
   virtual Status set_access(void* va, std::size_t bytes, Access access) = 0;
+  // The finest unit (a power of two dividing granularity()) at which protect() changes
+  // access inside a mapping of `chunk`; 0 when this backend cannot change access inside a
+  // mapping (then only set_access over whole mappings does).
+  virtual std::size_t protect_granularity(const ChunkHandle& /*chunk*/) const { return 0; }
+  // Sets access on [va, va + bytes): it must lie inside live mappings (it may start and end
+  // inside one) and be aligned to the protect_granularity() of their chunks. Each call may
+  // split the process's mapping entries; the OS bounds their number (Linux:
+  // vm.max_map_count), beyond which this fails with kOutOfMemory and changes nothing.
+  // kUnsupported where protect_granularity() is 0.
+  virtual Status protect(void* /*va*/, std::size_t /*bytes*/, Access /*access*/) {
+    return PF_ERROR(Code::kUnsupported,
+                    std::string(name()) + " backend cannot change access inside a mapping");
+  }
   // Unmaps a range made of whole mappings; the address range stays reserved.
   virtual Status unmap(void* va, std::size_t bytes) = 0;
 

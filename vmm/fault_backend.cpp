@@ -121,6 +121,10 @@ Status FaultBackend::set_access(void* va, std::size_t bytes, Access access) {
   PF_TRY(before(FaultOp::kSetAccess));
   return inner_->set_access(va, bytes, access);
 }
+Status FaultBackend::protect(void* va, std::size_t bytes, Access access) {
+  PF_TRY(before(FaultOp::kSetAccess));
+  return inner_->protect(va, bytes, access);
+}
 Status FaultBackend::unmap(void* va, std::size_t bytes) {
   PF_TRY(before(FaultOp::kUnmap));
   return inner_->unmap(va, bytes);

@@ -74,6 +74,11 @@ class FaultBackend final : public Backend {
   Status map(void* va, std::size_t bytes, const ChunkHandle& chunk,
              std::size_t chunk_offset) override;
   Status set_access(void* va, std::size_t bytes, Access access) override;
+  std::size_t protect_granularity(const ChunkHandle& chunk) const override {
+    return inner_->protect_granularity(chunk);
+  }
+  // Counted and failed as set_access (FaultOp::kSetAccess).
+  Status protect(void* va, std::size_t bytes, Access access) override;
   Status unmap(void* va, std::size_t bytes) override;
   Status copy_to_mapped(void* dst, const void* src, std::size_t bytes) override;
   Status copy_from_mapped(void* dst, const void* src, std::size_t bytes) override;

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -48,6 +49,11 @@ int prot_for(Access access) {
       return PROT_READ | PROT_WRITE;
   }
   return PROT_NONE;
+}
+
+std::size_t os_page_bytes() {
+  static const std::size_t bytes = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  return bytes;
 }
 
 int handle_fd(const ChunkHandle& chunk) {
@@ -194,6 +200,35 @@ class HostBackend final : public Backend {
     PF_TRY(tracker_.check_mapped_range(va, bytes, "set_access"));
     if (mprotect(va, bytes, prot_for(access)) != 0) {
       return PF_ERRNO("setting access on a mapped range");
+    }
+    return Status::ok();
+  }
+
+  std::size_t protect_granularity(const ChunkHandle& chunk) const override {
+    // A hugetlbfs memfd reports its huge page size as st_blksize: mprotect works in those.
+    struct stat st {};
+    if (fstat(handle_fd(chunk), &st) != 0) return 0;
+    const std::size_t unit = std::max(os_page_bytes(), static_cast<std::size_t>(st.st_blksize));
+    if ((unit & (unit - 1)) != 0 || kHostGranularity % unit != 0) return 0;
+    return unit;
+  }
+
+  Status protect(void* va, std::size_t bytes, Access access) override {
+    auto lock = tracker_.lock();
+    PF_TRY(tracker_.check_within_mappings(va, bytes, "protect"));
+    const std::size_t page = os_page_bytes();
+    if (reinterpret_cast<std::uintptr_t>(va) % page != 0 || bytes % page != 0) {
+      return PF_ERROR(Code::kInvalidArgument, "protect: range is not aligned to the " +
+                                                  std::to_string(page) + "-byte OS page");
+    }
+    if (mprotect(va, bytes, prot_for(access)) != 0) {
+      const int err = errno;
+      if (err == ENOMEM) {
+        return PF_ERROR(Code::kOutOfMemory,
+                        "protect: mprotect needs more mapping entries than the process may "
+                        "have (vm.max_map_count)");
+      }
+      return PF_ERRNO_OF("protect: mprotect of part of a mapping", err);
     }
     return Status::ok();
   }

@@ -132,6 +132,22 @@ Status ResourceTracker::check_mapped_range(void* va, std::size_t bytes, const ch
   return Status::ok();
 }
 
+Status ResourceTracker::check_within_mappings(void* va, std::size_t bytes, const char* what) const {
+  if (bytes == 0) return PF_ERROR(Code::kInvalidArgument, std::string(what) + ": empty range");
+  Addr cursor = reinterpret_cast<Addr>(va);
+  const Addr end = cursor + bytes;
+  if (end < cursor) return PF_ERROR(Code::kInvalidArgument, std::string(what) + ": range wraps");
+  while (cursor < end) {
+    auto m = mappings_.upper_bound(cursor);
+    if (m == mappings_.begin() || (--m, cursor >= m->first + m->second)) {
+      return PF_ERROR(Code::kInvalidArgument,
+                      std::string(what) + ": " + hex(cursor) + " is not inside a live mapping");
+    }
+    cursor = m->first + m->second;
+  }
+  return Status::ok();
+}
+
 void ResourceTracker::remove_mappings(void* va, std::size_t bytes) {
   Addr cursor = reinterpret_cast<Addr>(va);
   const Addr end = cursor + bytes;

@@ -43,6 +43,8 @@ class ResourceTracker {
   // The range is covered exactly by whole live mappings (no holes, no partial mapping).
   Status check_mapped_range(void* va, std::size_t bytes, const char* what) const;
   void remove_mappings(void* va, std::size_t bytes);
+  // The range lies inside live mappings without holes (it may start and end inside one).
+  Status check_within_mappings(void* va, std::size_t bytes, const char* what) const;
 
   BackendStats stats() const;
 

@@ -82,6 +82,9 @@ Result<std::unique_ptr<Connection>> Connection::connect(const ConnectOptions& op
 Status Connection::broken(Status why) {
   if (broken_.is_ok()) broken_ = why;
   sock_.reset();
+  // The daemon frees this lease's branches and holds: nothing here is ours to write.
+  std::lock_guard lock(map_mu_);
+  protect_locked(exclusive_.clear(), false);
   return why;
 }
 
@@ -153,11 +156,6 @@ void Connection::wait_for_reply() const {
   } while (std::chrono::steady_clock::now() < deadline);
 }
 
-Result<Connection::Reply> Connection::call(MsgType type, std::span<const std::byte> payload) {
-  std::lock_guard lock(mu_);
-  return call_locked(type, payload);
-}
-
 Status Connection::hello() {
   std::lock_guard lock(mu_);
   msg::Hello req;
@@ -192,6 +190,7 @@ Status Connection::hello() {
   pool_.capacity_pages = hr.capacity_pages;
   pool_.backend = fixed_text(hr.backend, sizeof hr.backend);
   pool_.device = fixed_text(hr.device, sizeof hr.device);
+  exclusive_ = ExclusivePages(pool_.page_tokens);
   return Status::ok();
 }
 
@@ -202,8 +201,8 @@ Status Connection::attach() {
 
 Status Connection::attach_locked() {
   if (mapping_ == nullptr) {
-    PF_ASSIGN_OR_RETURN(auto mapping,
-                        PoolMapping::create(pool_.device, pool_.capacity_bytes, pool_.chunk_bytes));
+    PF_ASSIGN_OR_RETURN(auto mapping, PoolMapping::create(pool_.device, pool_.capacity_bytes,
+                                                          pool_.chunk_bytes, pool_.page_bytes));
     std::lock_guard lock(map_mu_);
     mapping_ = std::move(mapping);
     stale_ = true;
@@ -251,7 +250,7 @@ Status Connection::attach_locked() {
       total = ar.total_chunks;
       {
         std::lock_guard lock(map_mu_);
-        s = mapping_->apply(first, reply->fds, serials);
+        s = mapping_->apply(first, reply->fds, serials, exclusive_.pages());
         if (!s.is_ok()) {
           stale_ = true;
           return s;

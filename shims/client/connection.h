@@ -3,8 +3,8 @@
 //
 // DESIGN
 //  - One request at a time per connection: a mutex is held from sending a request until
-//    its reply is read, so replies never interleave. Threads that need parallelism open
-//    several connections.
+//    its reply is read and decoded (and the writable pages updated), so replies never
+//    interleave. Threads that need parallelism open several connections.
 //  - Mapping: attach() maps the pool (PoolMapping). Every reply carries the pool epoch;
 //    when it differs from the mapped epoch the connection re-attaches before returning,
 //    so page ids in that reply are mapped by the time the caller sees them. If that remap
@@ -17,6 +17,10 @@
 //    protocol violation) is remembered: later calls fail with kUnavailable without
 //    touching the socket. The daemon's own error codes come back unchanged, with its
 //    message.
+//  - Writable pages: the pages this session may write (ExclusivePages: append's write runs,
+//    alloc'd keyed pages, until this session seals or frees them) are learned from the
+//    replies that request() decodes; the pool mapping opens exactly those read-write where
+//    the page size allows (PoolMapping "Page protection"). A broken session writes nothing.
 //  - Nothing here throws on purpose; the C ABI boundary still catches everything
 //    (std::bad_alloc).
 #pragma once
@@ -35,6 +39,7 @@
 #include "ipc/frame_io.h"
 #include "ipc/ops.h"
 #include "ipc/wire.h"
+#include "shims/client/exclusive_pages.h"
 #include "shims/client/pool_mapping.h"
 
 namespace pf::client {
@@ -100,21 +105,43 @@ class Connection {
   // Attaches or re-attaches when the page is not mapped yet. kInvalidArgument beyond the
   // pool's capacity; kNotFound when the daemon's pool has no chunk holding it.
   Result<std::byte*> page_ptr(std::uint32_t page);
+  // True when this session may write page `page`: a page of one of its append's write runs
+  // or of pf_pages_alloc that it has not sealed, shared or freed since. Lock-cheap.
+  bool page_writable(std::uint32_t page) const;
+  // kPermissionDenied naming the first of `pages` this session may not write, else ok.
+  // `what` names the caller's operation in the message.
+  Status check_writable(std::span<const std::uint32_t> pages, std::string_view what) const;
+  // True when a store into `page` through this process's mapping faults (SIGSEGV) unless
+  // the page is writable: the chunk is guarded (host pool, page size a multiple of the
+  // protection unit).
+  bool page_guarded(std::uint32_t page) const;
   // Upper bound on the write runs append() can return for n tokens.
   std::size_t max_runs(std::size_t n_tokens) const;
 
   // Runs one operation of ipc/ops.def: encodes the request message, waits for the reply and
   // decodes it (ipc/messages.h). The daemon's error codes come back unchanged; a reply that
   // does not decode is kProtocol. Blocking; one request at a time per connection.
+  // Replies that hand out or take back writable pages update page_writable().
   template <ipc::Op op>
   Result<ipc::ReplyOf<op>> request(ipc::RequestOf<op> message) {
     const std::vector<std::byte> payload = wire::encode(message);
-    PF_ASSIGN_OR_RETURN(Reply reply, call(ipc::OpTraits<op>::message, payload));
+    // Held until the writable pages are updated too, so that ops of several threads on one
+    // branch update them in the order the daemon answered.
+    std::lock_guard lock(mu_);
+    Result<Reply> reply = call_locked(ipc::OpTraits<op>::message, payload);
+    if constexpr (op == ipc::Op::kMerge) {
+      // Merge snapshots branch sources, possibly before failing later on: whatever the
+      // outcome, their pages may be sealed.
+      if (message.from.is_branch()) revoke_branch(message.from.head.branch, false);
+      if (message.into.is_branch()) revoke_branch(message.into.head.branch, false);
+    }
+    PF_TRY(reply.status());
     ipc::ReplyOf<op> out;
-    if (Status s = wire::decode(reply.payload, &out, ipc::OpTraits<op>::name.data()); !s.is_ok()) {
+    if (Status s = wire::decode(reply->payload, &out, ipc::OpTraits<op>::name.data()); !s.is_ok()) {
       return PF_ERROR(Code::kProtocol, "the daemon's " + std::string(ipc::OpTraits<op>::name) +
                                            " reply does not decode: " + s.message());
     }
+    track<op>(message, out);
     return out;
   }
 
@@ -127,11 +154,38 @@ class Connection {
 
   Connection(UniqueFd sock, std::string socket_path);
 
+  // Writable-page bookkeeping of one successful op (the daemon changed nothing otherwise);
+  // mu_ held.
+  template <ipc::Op op>
+  void track(const ipc::RequestOf<op>& request, const ipc::ReplyOf<op>& reply) {
+    using ipc::Op;
+    if constexpr (op == Op::kAppend) {
+      grant_runs(request.head.branch, reply.runs);
+    } else if constexpr (op == Op::kPagesAlloc) {
+      grant_pages(reply.pages);
+    } else if constexpr (op == Op::kCommit) {
+      revoke_branch(request.head.branch, true);
+    } else if constexpr (op == Op::kTruncate || op == Op::kBranchFree || op == Op::kDetach ||
+                         op == Op::kSnapshot) {
+      revoke_branch(request.head.branch, false);
+    } else if constexpr (op == Op::kFork) {
+      if (request.source.is_branch()) revoke_branch(request.source.head.branch, false);
+    } else if constexpr (op == Op::kPagesPublish || op == Op::kPagesRelease) {
+      revoke_pages(request.pages);
+    }
+  }
+  void grant_runs(std::uint64_t branch, std::span<const wire::WriteRunWire> runs);
+  void grant_pages(std::span<const std::uint32_t> pages);
+  // committed_only: only the branch's full pages (a commit); else every page of it.
+  void revoke_branch(std::uint64_t branch, bool committed_only);
+  void revoke_pages(std::span<const std::uint32_t> pages);
+  // Applies a change of the writable set to the mapping (map_mu_ held).
+  void protect_locked(std::span<const std::uint32_t> pages, bool writable);
+
   // Sends one request and reads its reply (mu_ held). Turns an error reply into its
   // Status; re-attaches when the reply's epoch is new (unless this is kAttach).
   Result<Reply> call_locked(wire::MsgType type, std::span<const std::byte> payload,
                             std::size_t max_fds = 0);
-  Result<Reply> call(wire::MsgType type, std::span<const std::byte> payload);
   Status attach_locked();
   Status hello();
   Status broken(Status why);
@@ -149,7 +203,8 @@ class Connection {
   std::unique_ptr<PoolMapping> mapping_;
   std::uint64_t mapped_epoch_ = 0;
   std::uint64_t latest_epoch_ = 0;
-  bool stale_ = false;  // the mapping may not match mapped_epoch_: re-attach before use
+  bool stale_ = false;        // the mapping may not match mapped_epoch_: re-attach before use
+  ExclusivePages exclusive_;  // the pages this session may write
 };
 
 }  // namespace pf::client

@@ -49,6 +49,13 @@ Result<std::uint64_t> KVTransfer::copy(const KVLayoutDesc& layout, std::span<con
     PF_ASSIGN_OR_RETURN(std::byte * page, conn_.page_ptr(r.page));
     resolved.push_back(kernels::KVRun{page, r.page_slot, r.count, r.engine_token});
   }
+  // Valid page ids, then: a store writes only pages this session may write.
+  if (direction == kernels::KVDirection::kEngineToPages) {
+    std::vector<std::uint32_t> pages;
+    pages.reserve(runs.size());
+    for (const KVPageRun& r : runs) pages.push_back(r.page);
+    PF_TRY(conn_.check_writable(pages, "kv store"));
+  }
   const kernels::KVCopy job{format,
                             {layout.k_ptrs, layout.v_ptrs, layout.block_tokens, layout.block_stride,
                              layout.token_stride, layout.head_stride},

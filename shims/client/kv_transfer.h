@@ -10,10 +10,10 @@
 //  - Geometry: the layout must give one K and one V pointer per pool layer, and its element
 //    size must equal the pool dtype's (the engine tensors must BE the pool's dtype; nothing
 //    converts).
-//  - Storing writes page memory directly: the caller stores only into pages it was given
-//    exclusively (append's write runs, alloc'd pages). Sealed pages are shared and
-//    immutable (DESIGN §2); writing them corrupts every holder. Loading reads any page the
-//    caller holds.
+//  - Storing writes page memory directly, so it is refused (kPermissionDenied, nothing
+//    copied) unless every page is one this session may write (Connection::page_writable:
+//    append's write runs, alloc'd pages, not sealed since). Sealed pages are shared and
+//    immutable (DESIGN §2). Loading reads any page the caller holds.
 //  - Blocking: returns when the copy is complete (a CUDA copy is ordered on `stream` after
 //    the engine's own work, then synchronized).
 //  - Threading: any number of threads may call copy(); the kernels are created once, on

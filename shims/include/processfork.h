@@ -43,7 +43,7 @@ extern "C" {
 /* The ABI version of this header: the library's major must equal it; a library of a
  * higher minor accepts everything a lower minor's header passes (docs/c_api.md). */
 #define PF_ABI_VERSION_MAJOR 1
-#define PF_ABI_VERSION_MINOR 1
+#define PF_ABI_VERSION_MINOR 2
 
 /* "sha256:" + 64 hex digits + NUL. */
 #define PF_CID_BYTES 72
@@ -186,6 +186,19 @@ PF_API pf_result pf_attach(pf_client* client);
  * is connected. PF_INVALID_ARGUMENT beyond the pool's capacity, PF_NOT_FOUND outside the
  * daemon's current chunks. */
 PF_API pf_result pf_page_ptr(pf_client* client, uint32_t page, void** out);
+
+/* Bits of pf_page_access's *flags. */
+#define PF_PAGE_WRITABLE 0x1u /* this session may write the page (below) */
+#define PF_PAGE_GUARDED 0x2u  /* stores through this process's mapping fault (SIGSEGV) unless
+                                 the page is writable: the page size allows protection */
+/* What this session may do with page `page` (docs/c_api.md "Sealed pages"). Writable: a
+ * page of this client's pf_append write runs or of pf_pages_alloc, until this client seals
+ * or frees it (commit of a full page, snapshot, fork or merge of the branch, truncate,
+ * free, detach, publish, release). Every other page — a snapshot's, a fork's or
+ * checkout's base, a reused prefix, another client's — is read-only: pf_kv_copy
+ * (PF_KV_STORE) refuses it. No round trip; any page id below the capacity (PF_INVALID_ARGUMENT
+ * beyond it). (ABI 1.2) */
+PF_API pf_result pf_page_access(pf_client* client, uint32_t page, uint32_t* flags);
 
 /* ---- branches ------------------------------------------------------------------------ */
 
@@ -446,16 +459,18 @@ typedef struct pf_kv_run {
 } pf_kv_run;
 
 typedef enum pf_kv_direction {
-  PF_KV_STORE = 0, /* engine tensors -> pages (only into pages this caller holds exclusively:
-                      append's write runs; sealed pages are immutable, DESIGN §2) */
+  PF_KV_STORE = 0, /* engine tensors -> pages: only into pages this session may write
+                      (pf_page_access: append's write runs, alloc'd pages); any other page
+                      is PF_PERMISSION_DENIED (sealed pages are immutable, DESIGN §2) */
   PF_KV_LOAD = 1   /* pages -> engine tensors */
 } pf_kv_direction;
 
 /* Copies layers [layer_begin, layer_end) of every run. `cuda_stream` (a cudaStream_t; NULL =
  * the library's own stream) orders a CUDA copy after the engine's work; ignored on a host
  * pool. Blocking: returns when the copy is complete. bytes_copied may be NULL.
- * PF_INVALID_ARGUMENT for a malformed layout or run (checked before any byte moves: nothing
- * is copied), PF_UNAVAILABLE when the pool's device kernels cannot run here (a CUDA pool in
+ * PF_INVALID_ARGUMENT for a malformed layout or run and PF_PERMISSION_DENIED for a store into
+ * a page this session may not write (checked before any byte moves: nothing is copied),
+ * PF_UNAVAILABLE when the pool's device kernels cannot run here (a CUDA pool in
  * a build without CUDA or without a GPU). */
 PF_API pf_result pf_kv_copy(pf_client* client, const pf_kv_layout* layout, const pf_kv_run* runs,
                             size_t n_runs, uint32_t layer_begin, uint32_t layer_end,

@@ -241,6 +241,13 @@ class Client {
   T* page_as(std::uint32_t page) {
     return static_cast<T*>(page_ptr(page));
   }
+  // PF_PAGE_WRITABLE / PF_PAGE_GUARDED bits (pf_page_access).
+  std::uint32_t page_access(std::uint32_t page) {
+    std::uint32_t flags = 0;
+    detail::check(pf_page_access(client_, page, &flags));
+    return flags;
+  }
+  bool page_writable(std::uint32_t page) { return (page_access(page) & PF_PAGE_WRITABLE) != 0; }
 
   NewBranch branch(std::span<const std::uint32_t> tokens = {}) {
     pf_new_branch b{};

@@ -219,6 +219,21 @@ pf_result pf_page_ptr(pf_client* client, uint32_t page, void** out) {
   });
 }
 
+pf_result pf_page_access(pf_client* client, uint32_t page, uint32_t* flags) {
+  return boundary([&]() -> Status {
+    PF_TRY(check_client(client));
+    PF_TRY(check_out(flags, "flags"));
+    const std::uint64_t capacity = client->conn->pool().capacity_pages;
+    if (page >= capacity) {
+      return invalid("page " + std::to_string(page) + " is beyond the pool's capacity of " +
+                     std::to_string(capacity) + " pages");
+    }
+    *flags = (client->conn->page_writable(page) ? PF_PAGE_WRITABLE : 0u) |
+             (client->conn->page_guarded(page) ? PF_PAGE_GUARDED : 0u);
+    return Status::ok();
+  });
+}
+
 pf_result pf_pool_stats_get(pf_client* client, pf_pool_stats* out) {
   return boundary([&]() -> Status {
     PF_TRY(check_client(client));

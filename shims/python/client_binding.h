@@ -170,9 +170,11 @@ class Client {
   }
 
   // A view of page `page`: [layers, 2, page_tokens, kv_heads, head_dim] of the pool's dtype
-  // (bf16 as uint16, fp8 as uint8). The owner is the Python Client object.
-  template <typename Array>
-  Array page_view(nb::handle self, std::uint32_t page, bool require_host) {
+  // (bf16 as uint16, fp8 as uint8). The owner is the Python Client object. Read-only
+  // (nb::ro: NumPy raises on assignment) unless this session may write the page
+  // (pf_page_access); a view keeps the access it was made with.
+  template <typename Framework>
+  nb::object page_view(nb::handle self, std::uint32_t page, bool require_host) {
     const pf_pool_info i = info();
     if (require_host && i.device_memory != 0) {
       throw PfError{PF_UNSUPPORTED, "page(): the pool is device memory (" +
@@ -207,7 +209,16 @@ class Client {
       }
       device_id = device->ordinal;
     }
-    return Array(p, 5, shape, self, nullptr, dt, device_type, device_id);
+    std::uint32_t access = 0;
+    check(pf_page_access(live(), page, &access));
+    if ((access & PF_PAGE_WRITABLE) != 0) {
+      return nb::cast(
+          nb::ndarray<Framework>(p, 5, shape, self, nullptr, dt, device_type, device_id),
+          nb::rv_policy::reference);
+    }
+    return nb::cast(
+        nb::ndarray<Framework, nb::ro>(p, 5, shape, self, nullptr, dt, device_type, device_id),
+        nb::rv_policy::reference);
   }
 
  private:

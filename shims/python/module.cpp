@@ -257,12 +257,18 @@ NB_MODULE(_core, m) {
            [](Client& c, std::uint32_t page) {
              return reinterpret_cast<std::uintptr_t>(c.page_ptr(page));
            })
+      .def("page_access",
+           [](Client& c, std::uint32_t page) {
+             std::uint32_t flags = 0;
+             c.call([&](pf_client* p) { return pf_page_access(p, page, &flags); });
+             return flags;
+           })
       .def("page_array",
            [](nb::handle self, std::uint32_t page) {
-             return nb::cast<Client&>(self).page_view<nb::ndarray<nb::numpy>>(self, page, true);
+             return nb::cast<Client&>(self).page_view<nb::numpy>(self, page, true);
            })
       .def("page_dlpack", [](nb::handle self, std::uint32_t page) {
-        return nb::cast<Client&>(self).page_view<nb::ndarray<nb::array_api>>(self, page, false);
+        return nb::cast<Client&>(self).page_view<nb::array_api>(self, page, false);
       });
 
   bind_pages(m);

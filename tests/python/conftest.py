@@ -5,11 +5,13 @@ The CLI binary comes from $PF_CLI, else the one bundled with the installed packa
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -92,22 +94,29 @@ def stop_daemon(d: Daemon) -> None:
         d.proc.wait()
 
 
+@contextlib.contextmanager
+def daemon_in_tempdir(geometry: str = "tiny", prefix: str = "pfpy-") -> Iterator[Daemon]:
+    """A daemon (start_daemon) in its own temporary directory, stopped on leaving."""
+    # A short directory: Unix socket paths are limited to 107 bytes.
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        d = start_daemon(Path(tmp), geometry=geometry)
+        try:
+            yield d
+        finally:
+            stop_daemon(d)
+
+
 @pytest.fixture(scope="session")
 def daemon():
-    # A short directory: Unix socket paths are limited to 107 bytes.
-    with tempfile.TemporaryDirectory(prefix="pfpy-") as tmp:
-        d = start_daemon(Path(tmp))
+    with daemon_in_tempdir() as d:
         yield d
-        stop_daemon(d)
 
 
 @pytest.fixture
 def private_daemon():
     """A daemon of the test's own (for tests that stop or disturb it)."""
-    with tempfile.TemporaryDirectory(prefix="pfpy-") as tmp:
-        d = start_daemon(Path(tmp))
+    with daemon_in_tempdir() as d:
         yield d
-        stop_daemon(d)
 
 
 @pytest.fixture

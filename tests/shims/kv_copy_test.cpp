@@ -36,17 +36,8 @@ class ShimsKVCopy : public ::testing::Test {
       }
     }
     pf_kv_layout layout() const {
-      pf_kv_layout out{};
-      out.struct_size = sizeof out;
-      out.n_layers = kL;
-      out.k_ptrs = k.data();
-      out.v_ptrs = v.data();
-      out.block_tokens = kBlock;
-      out.block_stride = static_cast<std::int64_t>(kBlock * kH * kRow);
-      out.token_stride = static_cast<std::int64_t>(kH * kRow);
-      out.head_stride = static_cast<std::int64_t>(kRow);
-      out.elem_bytes = kE;
-      return out;
+      return kv_layout(k, v, kBlock, static_cast<std::int64_t>(kBlock * kH * kRow),
+                       static_cast<std::int64_t>(kH * kRow), static_cast<std::int64_t>(kRow), kE);
     }
     // Fills the buffer in place (the layer pointers stay valid).
     void fill(std::uint64_t seed) {
@@ -178,8 +169,11 @@ TEST_F(ShimsKVCopy, CppHeaderRoundTripAndErrorsAsExceptions) {
   processfork::Client c(o);
   Engine a, b;
   a.fill(11);
-  const std::vector<pf_write_run> wr = append(4);
-  const std::vector<pf_kv_run> runs = {{wr[0].page, 0, 4, 0, 0}};
+  // Stores go into pages of this client's own append (another session's are refused).
+  processfork::NewBranch nb = c.branch();
+  const std::vector<std::uint32_t> tokens(4, 7);
+  const processfork::AppendResult ar = nb.branch.append(tokens);
+  const std::vector<pf_kv_run> runs = {{ar.runs[0].page, 0, 4, 0, 0}};
   EXPECT_EQ(c.kv_copy(a.layout(), runs, PF_KV_STORE), 4ull * kL * 2 * kH * kRow);
   EXPECT_EQ(c.kv_copy(b.layout(), runs, PF_KV_LOAD), 4ull * kL * 2 * kH * kRow);
   for (std::uint32_t l = 0; l < kL; ++l)

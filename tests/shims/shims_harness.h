@@ -110,4 +110,21 @@ inline std::vector<std::uint32_t> view_pages(pf_client* c, pf_branch_id b,
   return pages;
 }
 
+// A pf_kv_layout over one K and one V pointer per layer, strides in bytes (pf_kv_copy).
+inline pf_kv_layout kv_layout(const std::vector<std::uint64_t>& k,
+                              const std::vector<std::uint64_t>& v, std::uint64_t block_tokens,
+                              std::int64_t block_stride, std::int64_t token_stride,
+                              std::int64_t head_stride, std::uint32_t elem_bytes) {
+  return pf_kv_layout{sizeof(pf_kv_layout),
+                      static_cast<std::uint32_t>(k.size()),
+                      k.data(),
+                      v.data(),
+                      block_tokens,
+                      block_stride,
+                      token_stride,
+                      head_stride,
+                      elem_bytes,
+                      0};
+}
+
 }  // namespace pf::shimtest

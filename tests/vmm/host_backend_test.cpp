@@ -8,8 +8,8 @@
 
 #include <cstring>
 
-#include "tests/support/process_resources.h"
 #include "base/unique_fd.h"
+#include "tests/support/process_resources.h"
 
 namespace pf::vmm {
 namespace {
@@ -65,6 +65,38 @@ TEST(HostBackend, WriteThroughReadOnlyMappingFaults) {
       << "an unmapped range must be inaccessible, not silently backed by fresh memory";
   ASSERT_TRUE(b->release_chunk(chunk).is_ok());
   ASSERT_TRUE(b->free_reservation(va, kG).is_ok());
+}
+
+TEST(HostBackend, ProtectChangesAccessInsideAMapping) {
+  auto b = make_host_backend(HostBackendOptions{HugePages::kOff});
+  ChunkHandle chunk;
+  ASSERT_TRUE(b->create_chunk(kG, &chunk).is_ok());
+  const std::size_t unit = b->protect_granularity(chunk);
+  ASSERT_EQ(unit, static_cast<std::size_t>(sysconf(_SC_PAGESIZE)));
+  void* va = nullptr;
+  ASSERT_TRUE(b->reserve(2 * kG, &va).is_ok());
+  ASSERT_TRUE(b->map(va, kG, chunk, 0).is_ok());
+  ASSERT_TRUE(b->set_access(va, kG, Access::kRead).is_ok());
+  auto* bytes = static_cast<volatile char*>(va);
+  // One OS page in the middle of the mapping opens for writing; its neighbours stay read-only.
+  ASSERT_TRUE(b->protect(static_cast<char*>(va) + 3 * unit, unit, Access::kReadWrite).is_ok());
+  bytes[3 * unit + 1] = 7;
+  EXPECT_EQ(bytes[3 * unit + 1], 7);
+  EXPECT_DEATH(bytes[2 * unit] = 1, "");
+  EXPECT_DEATH(bytes[4 * unit] = 1, "");
+  ASSERT_TRUE(b->protect(static_cast<char*>(va) + 3 * unit, unit, Access::kRead).is_ok());
+  EXPECT_DEATH(bytes[3 * unit + 1] = 1, "");
+  // Bad ranges are refused before mprotect: misaligned, outside every mapping, empty.
+  EXPECT_EQ(b->protect(static_cast<char*>(va) + 1, unit, Access::kReadWrite).code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(b->protect(static_cast<char*>(va) + kG - unit, 2 * unit, Access::kReadWrite).code(),
+            Code::kInvalidArgument)
+      << "runs past the mapping into the bare reservation";
+  EXPECT_EQ(b->protect(va, 0, Access::kReadWrite).code(), Code::kInvalidArgument);
+  EXPECT_EQ(bytes[3 * unit + 1], 7);
+  ASSERT_TRUE(b->unmap(va, kG).is_ok());
+  ASSERT_TRUE(b->release_chunk(chunk).is_ok());
+  ASSERT_TRUE(b->free_reservation(va, 2 * kG).is_ok());
 }
 
 TEST(HostBackend, ReleasingEverythingReturnsEveryFdAndMapping) {

@@ -462,11 +462,26 @@ class Client:
         """The address of page ``page_id`` in this process (a device address on CUDA)."""
         return self._c.page_ptr(int(page_id))
 
+    def page_writable(self, page_id: int) -> bool:
+        """Whether this session may write page ``page_id``: a page of :meth:`append`'s write
+        runs or of :meth:`alloc_pages` that this session has not sealed or freed since
+        (commit of a full page, snapshot, fork, merge, truncate, free, detach, publish,
+        release). Every other page is sealed or shared: read-only. No round trip."""
+        return bool(self._c.page_access(int(page_id)) & 1)
+
+    def page_guarded(self, page_id: int) -> bool:
+        """Whether a store into page ``page_id`` through this process's mapping faults
+        (SIGSEGV) unless the page is writable: true on a host pool whose page size is a
+        multiple of the OS page (docs/python.md, "Sealed pages")."""
+        return bool(self._c.page_access(int(page_id)) & 2)
+
     def page(self, page_id: int) -> np.ndarray:
-        """A writable zero-copy NumPy view of a host page:
+        """A zero-copy NumPy view of a host page:
         ``[layers, 2, page_tokens, kv_heads, head_dim]`` of uint16 (bf16), float16 or
-        float32 (uint8 for fp8). The array keeps this Client object alive, but it is valid
-        only while the client is connected and the page is held by a branch or snapshot.
+        float32 (uint8 for fp8). Writable only when :meth:`page_writable` is true when the
+        view is made; a view of a sealed or shared page is read-only (assignment raises
+        ValueError). The array keeps this Client object alive, but it is valid only while
+        the client is connected and the page is held by a branch or snapshot.
         Raises Unsupported on a CUDA pool (use :meth:`page_view` / :meth:`page_torch`)."""
         return self._c.page_array(int(page_id))
 
@@ -497,8 +512,9 @@ class Client:
         ``runs``: rows of ``(page, page_slot, engine_token, count)`` (an int array of shape
         (n, 4) or tuples): engine tokens [engine_token, engine_token+count) go to slots
         [page_slot, page_slot+count) of ``page``, for every layer (or ``layers``, a range
-        with step 1). Store only into pages this session holds exclusively (the pages of
-        :meth:`append`'s write runs): sealed pages are shared and immutable.
+        with step 1). Stores only into pages this session may write
+        (:meth:`page_writable`: the pages of :meth:`append`'s write runs or
+        :meth:`alloc_pages`); sealed pages are shared and immutable.
         Blocking (GIL released); on a CUDA pool the copy is ordered on ``stream`` (a
         ``cudaStream_t`` as int, e.g. ``torch.cuda.current_stream().cuda_stream``; 0 = the
         library's own stream). Returns the bytes copied.
@@ -506,6 +522,8 @@ class Client:
         Raises:
             InvalidArgument: layout and pool disagree (layers, dtype, device), a run is out
                 of range (page, slots, engine tokens past ``layout.capacity_tokens``).
+            PermissionDenied: a run names a page this session may not write (nothing is
+                copied).
             Unavailable: the pool's device kernels cannot run in this process.
         """
         return self._kv_copy(layout, runs, layers, stream, store=True)

@@ -74,7 +74,8 @@ class ProtocolError(Error):
 
 
 class PermissionDenied(Error, PermissionError):
-    """The daemon refused this uid (PF_PERMISSION_DENIED)."""
+    """The daemon refused this uid, or a store into a page this session may not write
+    (a sealed or shared page; PF_PERMISSION_DENIED)."""
     code, code_name = 9, "PF_PERMISSION_DENIED"
 
 
