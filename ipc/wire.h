@@ -32,7 +32,7 @@
 namespace pf::wire {
 
 inline constexpr std::uint32_t kMagic = 0x314b4650;  // "PFK1" in memory order
-inline constexpr std::uint16_t kVersionMajor = 2;    // incompatible changes bump this
+inline constexpr std::uint16_t kVersionMajor = 3;    // incompatible changes bump this
 inline constexpr std::uint16_t kVersionMinor = 0;    // compatible additions bump this
 inline constexpr std::uint32_t kMaxPayload = 16u << 20;
 inline constexpr std::uint32_t kMaxTokensPerRequest = 1u << 20;

@@ -113,9 +113,9 @@ class KeyedPagesDaemon : public ::testing::Test {
   wire::HelloReply hello;
 };
 
-// Keyed pages came with 1.2; the binary protocol (2.0) keeps them.
+// Keyed pages came with 1.2; the binary protocols (2.0, 3.0) keep them.
 TEST_F(KeyedPagesDaemon, HelloSpeaksTheCurrentProtocol) {
-  EXPECT_EQ(hello.major, 2);
+  EXPECT_EQ(hello.major, wire::kVersionMajor);
   EXPECT_EQ(hello.minor, wire::kVersionMinor);
 }
 

@@ -266,7 +266,7 @@ TEST_F(ShimsCApi, SizeTaggedStructs) {
   EXPECT_EQ(info.device_memory, 0u);
   EXPECT_EQ(info.layers, 2u);
   EXPECT_EQ(info.dtype, static_cast<std::uint32_t>(PF_DTYPE_BF16));
-  EXPECT_EQ(info.protocol_major, 2u);
+  EXPECT_EQ(info.protocol_major, 3u);
   EXPECT_EQ(info.daemon_pid, static_cast<std::uint32_t>(daemon_.pid()));
   EXPECT_NE(info.lease, 0u);
 
