@@ -5,9 +5,9 @@
 // issue takes it over). It reads the counter file `<socket path>.epoch`, adds one
 // (kMaxBootEpoch wraps to 1) and writes the new value back atomically (a 0600 temporary
 // file, fsync, rename) before returning it. With no file yet, an unreadable or malformed
-// one, one that is not a regular file of this user, or a failed write, the epoch is random instead (getrandom, 1..kMaxBootEpoch), and a
-// successful write of it seeds the counter for the next start. It never fails; `source`
-// says where the epoch came from, for the log.
+// one, one that is not a regular file of this user, or a failed write, the epoch is random instead
+// (getrandom, 1..kMaxBootEpoch), and a successful write of it seeds the counter for the next start.
+// It never fails; `source` says where the epoch came from, for the log.
 #pragma once
 
 #include <cstdint>

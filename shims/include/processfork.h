@@ -189,8 +189,9 @@ PF_API pf_result pf_page_ptr(pf_client* client, uint32_t page, void** out);
 
 /* Bits of pf_page_access's *flags. */
 #define PF_PAGE_WRITABLE 0x1u /* this session may write the page (below) */
-#define PF_PAGE_GUARDED 0x2u  /* stores through this process's mapping fault (SIGSEGV) unless
-                                 the page is writable: the page size allows protection */
+#define PF_PAGE_GUARDED                                                \
+  0x2u /* stores through this process's mapping fault (SIGSEGV) unless \
+          the page is writable: the page size allows protection */
 /* What this session may do with page `page` (docs/c_api.md "Sealed pages"). Writable: a
  * page of this client's pf_append write runs or of pf_pages_alloc, until this client seals
  * or frees it (commit of a full page, snapshot, fork or merge of the branch, truncate,
