@@ -466,6 +466,12 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(Service& service, HttpOpti
   s.set_pre_routing_handler([self](const httplib::Request& req, httplib::Response& res) {
     return self->pre_route(req, res);
   });
+  // httplib answers "Expect: 100-continue" before routing: run the same checks first, so a
+  // client waiting for "100 Continue" gets the 400/401/413 instead and never sends the body.
+  s.set_expect_100_continue_handler([self](const httplib::Request& req, httplib::Response& res) {
+    using HR = httplib::Server::HandlerResponse;
+    return self->pre_route(req, res) == HR::Handled ? res.status : 100;
+  });
   // httplib's own errors (no route, unreadable request) get the JSON error shape too;
   // answers that already carry a body keep it.
   s.set_error_handler([self](const httplib::Request& req, httplib::Response& res) {

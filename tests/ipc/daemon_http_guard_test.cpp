@@ -244,6 +244,40 @@ TEST(HttpBodyTest, RangeIsIgnored) {
   }
 }
 
+// "Expect: 100-continue" is answered after the same checks as any request: a refusal (401,
+// 413) instead of "100 Continue", so a waiting client never sends a body that would be
+// refused; a request that passes gets "100 Continue" and is served.
+TEST(HttpBodyTest, ExpectContinueComesAfterTheChecks) {
+  Daemon d;
+  const std::string post =
+      "POST /v1/branches HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+      "Expect: 100-continue\r\n";
+  const std::size_t before = branch_count(d);
+  {
+    UniqueFd fd = connect_loopback(d.port());
+    ASSERT_TRUE(send_all(fd.get(), post + "Content-Length: 2\r\n\r\n"));
+    RawResponse r = read_response(fd.get());
+    EXPECT_EQ(r.status, 401) << r.head;
+    EXPECT_TRUE(sees_eof(fd.get()));
+  }
+  {
+    UniqueFd fd = connect_loopback(d.port());
+    ASSERT_TRUE(send_all(fd.get(), post + bearer(d) + "Content-Length: 999999999\r\n\r\n"));
+    RawResponse r = read_response(fd.get());
+    EXPECT_EQ(r.status, 413) << r.head;
+    EXPECT_TRUE(sees_eof(fd.get()));
+  }
+  EXPECT_EQ(branch_count(d), before);
+  UniqueFd fd = connect_loopback(d.port());
+  ASSERT_TRUE(send_all(fd.get(), post + bearer(d) + "Content-Length: 2\r\n\r\n"));
+  RawResponse go_on = read_response(fd.get());
+  EXPECT_EQ(go_on.status, 100) << go_on.head;
+  ASSERT_TRUE(send_all(fd.get(), "{}"));
+  RawResponse created = read_response(fd.get());
+  EXPECT_EQ(created.status, 201) << created.head << created.body;
+  EXPECT_EQ(branch_count(d), before + 1);
+}
+
 // Deep nesting is refused before a tree is built; brackets inside strings do not count.
 TEST(HttpBodyTest, DeepJsonIs400) {
   Daemon d;
