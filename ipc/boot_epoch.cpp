@@ -11,6 +11,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "base/replace_file.h"
 #include "base/unique_fd.h"
 #include "runtime/ids.h"
 
@@ -57,24 +58,6 @@ std::uint32_t read_counter(const std::string& path, std::string* why) {
   return v;
 }
 
-// Replaces the counter file with `epoch` (temporary file, fsync, rename); false with `why`.
-bool write_counter(const std::string& path, std::uint32_t epoch, std::string* why) {
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!fd.valid()) {
-    *why = "cannot create " + tmp + ": " + std::strerror(errno);
-    return false;
-  }
-  const std::string text = std::to_string(epoch) + "\n";
-  const bool ok = write(fd.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-                  fsync(fd.get()) == 0 && rename(tmp.c_str(), path.c_str()) == 0;
-  if (!ok) {
-    *why = "cannot write " + path + ": " + std::strerror(errno);
-    unlink(tmp.c_str());
-  }
-  return ok;
-}
-
 }  // namespace
 
 BootEpoch choose_boot_epoch(const std::string& socket_path) {
@@ -89,11 +72,11 @@ BootEpoch choose_boot_epoch(const std::string& socket_path) {
     out.epoch = random_epoch();
     out.source = "random (" + why + ")";
   }
-  std::string write_why;
-  if (!write_counter(path, out.epoch, &write_why)) {
+  if (Status s = replace_file(path, std::to_string(out.epoch) + "\n", /*owner_only=*/true);
+      !s.is_ok()) {
     // The file still holds the old value: a counter epoch would repeat at the next start.
     out.epoch = random_epoch();
-    out.source = "random (" + write_why + ")";
+    out.source = "random (" + s.message() + ")";
   }
   return out;
 }

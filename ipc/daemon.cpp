@@ -20,7 +20,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -29,6 +28,7 @@
 
 #include "base/log.h"
 #include "base/page_format.h"
+#include "base/replace_file.h"
 #include "base/socket_path.h"
 #include "ipc/boot_epoch.h"
 #include "ipc/http_server.h"
@@ -178,22 +178,7 @@ const Setting* find_setting(std::string_view flag) {
 }
 
 Status write_ready_file(const std::string& path, const nlohmann::json& content) {
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << content.dump() << "\n";
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      return PF_ERROR(Code::kSystem, "cannot write the ready file " + tmp);
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    return PF_ERRNO_OF("rename " + tmp + " to " + path, err);
-  }
-  return Status::ok();
+  return replace_file(path, content.dump() + "\n", /*owner_only=*/false);
 }
 
 // Restores the signal state serve_main changed, whatever path it returns by.

@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <utility>
 
+#include "base/replace_file.h"
+
 namespace pf::ipc {
 
 std::string token_file_path(const std::string& socket_path) {
@@ -34,28 +36,7 @@ Result<std::string> random_token() {
 }
 
 Status write_token_file(const std::string& path, const std::string& token) {
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  std::remove(tmp.c_str());  // a leftover of an earlier run with this pid
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return PF_ERRNO("create " + tmp);
-  const std::string text = token + "\n";
-  std::size_t done = 0;
-  int err = 0;
-  // fchmod: the mode must be 0600 whatever the umask.
-  if (fchmod(fd, 0600) != 0) err = errno;
-  while (err == 0 && done < text.size()) {
-    const ssize_t n = write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) err = errno;
-    if (n > 0) done += static_cast<std::size_t>(n);
-  }
-  if (close(fd) != 0 && err == 0) err = errno;
-  if (err == 0 && std::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
-  if (err != 0) {
-    std::remove(tmp.c_str());
-    return PF_ERRNO_OF("write the token file " + path, err);
-  }
-  return Status::ok();
+  return replace_file(path, token + "\n", /*owner_only=*/true);
 }
 
 TokenFile::TokenFile(std::string path) : path_(std::move(path)) {
