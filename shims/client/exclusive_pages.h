@@ -35,7 +35,8 @@ namespace pf::client {
 
 class ExclusivePages {
  public:
-  // Branch id recorded for pages of pf_pages_alloc (branch ids start at 1).
+  // Branch id recorded for pages of pf_pages_alloc (branch ids are never 0: they carry the
+  // boot epoch in their high bits).
   static constexpr std::uint64_t kNoBranch = 0;
 
   explicit ExclusivePages(std::uint32_t page_tokens = 0) : page_tokens_(page_tokens) {}
