@@ -37,13 +37,27 @@ std::vector<std::string> geometry_preset_names() {
 
 Result<Geometry> parse_geometry(std::string_view spec) {
   if (spec.find('=') == std::string_view::npos) {
-    auto preset = geometry_preset(spec);
+    const std::size_t colon = spec.find(':');
+    const std::string_view name = spec.substr(0, colon);
+    auto preset = geometry_preset(name);
     if (!preset.is_ok()) {
       return PF_ERROR(Code::kInvalidArgument,
                       "'" + std::string(spec) +
-                          "' is neither a preset (tiny, llama-3-8b, llama-3-70b-tp8) nor "
+                          "' is neither a preset (tiny, llama-3-8b, llama-3-70b-tp8, each "
+                          "optionally :PAGE_TOKENS) nor "
                           "layers=..,kv_heads=..,head_dim=..,dtype=..,page_tokens=..");
     }
+    if (colon == std::string_view::npos) return preset;
+    // "llama-3-8b:128": the preset's model with 128-token pages (an engine's block size).
+    const std::string_view tokens = spec.substr(colon + 1);
+    std::uint32_t page_tokens = 0;
+    auto [end, ec] = std::from_chars(tokens.data(), tokens.data() + tokens.size(), page_tokens);
+    if (tokens.empty() || ec != std::errc() || end != tokens.data() + tokens.size()) {
+      return PF_ERROR(Code::kInvalidArgument, "page tokens '" + std::string(tokens) + "' in '" +
+                                                  std::string(spec) + "' is not a number");
+    }
+    preset->page_tokens = page_tokens;
+    PF_TRY(preset->validate());
     return preset;
   }
   std::map<std::string, std::string, std::less<>> kv;

@@ -49,10 +49,14 @@ struct Geometry {
 // Presets: "tiny" (2 layers, 2 kv heads, head_dim 8, bf16, 4 tokens/page: 512-byte pages,
 // for tests), "llama-3-8b" (32, 8, 128, bf16, 16: 2 MiB pages), "llama-3-70b-tp8" (80, 1,
 // 128, bf16, 16: one tensor-parallel rank's share, 640 KiB pages). kNotFound otherwise.
+// The page_tokens of 16 suits vLLM's CUDA backends; parse_geometry's "NAME:N" gives any other
+// block size (vLLM's CPU backend needs a multiple of 32, 128 by default).
 Result<Geometry> geometry_preset(std::string_view name);
 std::vector<std::string> geometry_preset_names();
-// A preset name, or "layers=..,kv_heads=..,head_dim=..,dtype=..,page_tokens=.." (every key
-// exactly once, any order). kInvalidArgument on a malformed spec or an invalid geometry.
+// A preset name, optionally with its page_tokens replaced ("llama-3-8b:128": 128-token
+// pages, 16 MiB, for an engine whose block size is 128), or
+// "layers=..,kv_heads=..,head_dim=..,dtype=..,page_tokens=.." (every key exactly once, any
+// order). kInvalidArgument on a malformed spec or an invalid geometry.
 Result<Geometry> parse_geometry(std::string_view spec);
 
 }  // namespace pf

@@ -1,5 +1,6 @@
 // HTTP answers (DESIGN §6) from reply messages: one answer_body per reply message.
 #include "base/dtype.h"
+#include "base/hex.h"
 #include "ipc/api_json.h"
 
 namespace pf::ipc::api {
@@ -18,13 +19,16 @@ Json geometry_json(const wire::GeometryWire& g) {
 }
 
 Json branch_json(const msg::BranchInfo& b) {
-  return Json{{"branch", b.branch},
-              {"n_tokens", b.n_tokens},
-              {"n_pages", b.n_pages},
-              {"fill_in_last_page", b.fill_in_last_page},
-              {"base", b.parents.empty() ? Json(nullptr) : Json(b.parents.front())},
-              {"parents", b.parents},
-              {"owner", b.owner}};
+  Json out{{"branch", b.branch},
+           {"n_tokens", b.n_tokens},
+           {"n_pages", b.n_pages},
+           {"fill_in_last_page", b.fill_in_last_page},
+           {"base", b.parents.empty() ? Json(nullptr) : Json(b.parents.front())},
+           {"parents", b.parents},
+           {"owner", b.owner}};
+  // Shown only outside the default namespace, like the manifest's field.
+  if (b.ns != wire::Namespace{}) out["namespace"] = hex_string(b.ns.data(), b.ns.size());
+  return out;
 }
 
 Json ref_json(const msg::RefEntry& r) {

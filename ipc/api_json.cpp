@@ -4,6 +4,7 @@
 #include <charconv>
 #include <limits>
 
+#include "base/hex.h"
 #include "ipc/wire.h"
 
 namespace pf::ipc::api {
@@ -113,6 +114,14 @@ Result<bool> get_opt_bool(const Json& body, const char* key, bool fallback) {
   if (it == body.end() || it->is_null()) return fallback;
   if (!it->is_boolean()) return bad(field(key) + " must be true or false");
   return it->get<bool>();
+}
+
+Result<std::optional<wire::Namespace>> get_opt_namespace(const Json& body, const char* key) {
+  PF_ASSIGN_OR_RETURN(std::optional<std::string> text, get_opt_string(body, key));
+  if (!text) return std::optional<wire::Namespace>();
+  wire::Namespace ns{};
+  if (!parse_hex(*text, ns.data(), ns.size())) return bad(field(key) + " must be 64 hex digits");
+  return std::optional<wire::Namespace>(ns);
 }
 
 Result<std::vector<std::uint32_t>> get_opt_tokens(const Json& body, const char* key) {

@@ -39,6 +39,9 @@ Result<std::optional<std::string>> get_opt_string(const Json& body, const char* 
 Result<bool> get_opt_bool(const Json& body, const char* key, bool fallback);
 // Token ids (unsigned integers < 2^32), at most wire::kMaxTokensPerRequest. Absent = [].
 Result<std::vector<std::uint32_t>> get_opt_tokens(const Json& body, const char* key);
+// A prefix-index namespace: 64 hex digits (either case). Absent or null = the default
+// namespace (nullopt); anything else is kInvalidArgument.
+Result<std::optional<wire::Namespace>> get_opt_namespace(const Json& body, const char* key);
 // A source: an integer is a branch id, a string a CID or ref name.
 Result<msg::Source> get_source(const Json& body, const char* key);
 // fork's {cid | branch, n}: exactly one of cid/branch; n in 1..wire::kMaxForkChildren.

@@ -33,6 +33,7 @@ Json query_source(std::string_view text) {
 template <>
 Status from_json<Op::kBranchCreate>(const Json& body, msg::BranchCreate* out) {
   PF_ASSIGN_OR_RETURN(out->tokens, get_opt_tokens(body, "tokens"));
+  PF_ASSIGN_OR_RETURN(out->ns, get_opt_namespace(body, "namespace"));
   return Status::ok();
 }
 

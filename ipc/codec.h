@@ -13,6 +13,11 @@
 //      list(v, limit, what)          a uint32 count, then the elements (integers in bulk,
 //                                    structs through their own io())
 //      str(s, limit, what)           a uint32 length, then the bytes
+//      tail(v, what)                 an optional packed struct that ends the message: written
+//                                    only when set; read when bytes are left (a field a
+//                                    later protocol minor appended to a request, so that an
+//                                    older peer's message, which ends before it, still
+//                                    decodes; docs/protocol.md "Optional tail fields")
 //  - Encoding is two passes: the Sizer stores every array's size into its count field
 //    (so a caller never sets counts by hand), then the Writer appends bytes. Heads are
 //    therefore encoded from a non-const message.
@@ -23,6 +28,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -67,6 +73,10 @@ class Sizer {
     return Status::ok();
   }
   Status str(std::string&, std::size_t, const char*) { return Status::ok(); }
+  template <Bulk T>
+  Status tail(std::optional<T>&, const char*) {
+    return Status::ok();
+  }
 };
 
 // Pass 2 of encoding: appends the bytes.
@@ -94,6 +104,11 @@ class Writer {
   Status str(std::string& s, std::size_t, const char*) {
     out_.put(static_cast<std::uint32_t>(s.size()));
     out_.put_text(s);
+    return Status::ok();
+  }
+  template <Bulk T>
+  Status tail(std::optional<T>& v, const char*) {
+    if (v) out_.put(*v);
     return Status::ok();
   }
 
@@ -141,6 +156,19 @@ class Reader {
     PF_TRY(in_.read(&bytes, what));
     if (bytes > limit) return detail::over_limit(bytes, limit, what);
     return in_.read_text(bytes, &s, what);
+  }
+  // Absent when the payload ends here; otherwise the whole struct must follow (a partial
+  // one is kProtocol, and decode() refuses bytes after it).
+  template <Bulk T>
+  Status tail(std::optional<T>& v, const char* what) {
+    if (in_.remaining() == 0) {
+      v.reset();
+      return Status::ok();
+    }
+    T t{};
+    PF_TRY(in_.read(&t, what));
+    v = t;
+    return Status::ok();
   }
 
  private:

@@ -48,8 +48,8 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: processfork serve [--device auto|host|cuda:N] [--capacity 4GiB] [--chunk 64MiB]\n"
-    "                         [--geometry NAME|layers=..,kv_heads=..,head_dim=..,dtype=..,"
-    "page_tokens=..]\n"
+    "                         [--geometry NAME[:PAGE_TOKENS]|layers=..,kv_heads=..,head_dim=..,"
+    "dtype=..,page_tokens=..]\n"
     "                         [--socket PATH] [--http HOST:PORT|off] [--token T]\n"
     "                         [--http-auth on|off] [--http-request-timeout-ms MS]\n"
     "                         [--http-max-connections N] [--http-max-connections-per-peer N]\n"
@@ -121,7 +121,7 @@ Status apply(DaemonConfig* c, std::string_view flag, const std::string& value,
     (flag == "capacity" ? c->capacity_bytes : c->chunk_bytes) = *size;
   } else if (flag == "geometry") {
     if (Result<rt::Geometry> g = rt::parse_geometry(value); !g.is_ok()) {
-      return fail(g.status().message() + " (presets: tiny, llama-3-8b, llama-3-70b-tp8)");
+      return fail(g.status().message());
     }
     c->geometry = value;
   } else if (flag == "socket") {

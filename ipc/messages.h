@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -125,10 +126,12 @@ struct AttachAnswer {
 struct BranchCreate {
   wire::BranchCreateRequest head;
   std::vector<std::uint32_t> tokens;
+  std::optional<wire::Namespace> ns;  // 3.1; absent: the default namespace
   template <class IO>
   Status io(IO& io) {
     PF_TRY(io.fixed(head));
-    return io.array(head.n_tokens, tokens, wire::kMaxTokensPerRequest, "tokens");
+    PF_TRY(io.array(head.n_tokens, tokens, wire::kMaxTokensPerRequest, "tokens"));
+    return io.tail(ns, "namespace");
   }
 };
 
@@ -212,6 +215,10 @@ struct BranchInfo {
   std::uint64_t n_pages = 0;
   std::uint32_t fill_in_last_page = 0;
   std::vector<std::string> parents;  // CIDs its next snapshot names as parents
+  // Its prefix-index namespace (zero: default). Shown by the HTTP answers only: it is not
+  // part of this message's socket encoding, whose 3.0 layout clients decode exactly (a
+  // socket client names the namespace when it creates the branch).
+  wire::Namespace ns{};
   template <class IO>
   Status io(IO& io) {
     PF_TRY(io.fixed(branch));
@@ -504,10 +511,12 @@ struct Health {
 struct LookupKeys {
   wire::PagesLookupKeysRequest head;
   std::vector<wire::Key> keys;
+  std::optional<wire::Namespace> ns;  // 3.1; absent: the default namespace
   template <class IO>
   Status io(IO& io) {
     PF_TRY(io.fixed(head));
-    return io.array(head.n_keys, keys, wire::kMaxKeysPerRequest, "keys");
+    PF_TRY(io.array(head.n_keys, keys, wire::kMaxKeysPerRequest, "keys"));
+    return io.tail(ns, "namespace");
   }
 };
 
@@ -532,12 +541,14 @@ struct Pages {
 struct Publish {
   wire::PagesPublishRequest head;
   std::vector<wire::Key> keys;
-  std::vector<std::uint32_t> pages;  // pages[i] under keys[i]
+  std::vector<std::uint32_t> pages;   // pages[i] under keys[i]
+  std::optional<wire::Namespace> ns;  // 3.1; absent: the default namespace
   template <class IO>
   Status io(IO& io) {
     PF_TRY(io.fixed(head));
     PF_TRY(io.array(head.n, keys, wire::kMaxKeysPerRequest, "keys"));
-    return io.array(head.n, pages, wire::kMaxKeysPerRequest, "pages");
+    PF_TRY(io.array(head.n, pages, wire::kMaxKeysPerRequest, "pages"));
+    return io.tail(ns, "namespace");
   }
 };
 

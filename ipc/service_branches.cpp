@@ -23,6 +23,7 @@ msg::BranchInfo info_message(const rt::BranchInfo& info) {
   out.n_pages = info.n_pages;
   out.fill_in_last_page = info.fill_in_last_page;
   out.parents = info.parents;
+  out.ns = info.ns;
   return out;
 }
 
@@ -36,12 +37,18 @@ std::span<const rt::Sha256> as_keys(const std::vector<wire::Key>& keys) {
   return {reinterpret_cast<const rt::Sha256*>(keys.data()), keys.size()};
 }
 
+// An absent namespace is the default one (a 3.0 request, or a 3.1 client that left it out).
+rt::Namespace namespace_of(const std::optional<wire::Namespace>& ns) {
+  return ns.value_or(rt::kDefaultNamespace);
+}
+
 }  // namespace
 
 template <>
 Result<msg::NewBranch> Service::handle<Op::kBranchCreate>(rt::LeaseId lease,
                                                           const msg::BranchCreate& request) {
-  PF_ASSIGN_OR_RETURN(rt::NewBranch b, runtime_.create_branch(request.tokens, lease));
+  PF_ASSIGN_OR_RETURN(rt::NewBranch b,
+                      runtime_.create_branch(request.tokens, lease, namespace_of(request.ns)));
   msg::NewBranch out;
   out.head.branch = b.id.value;
   out.head.n_tokens = b.n_tokens;
@@ -151,7 +158,8 @@ Result<msg::Pages> Service::handle<Op::kPagesLookupKeys>(rt::LeaseId lease,
                                                          const msg::LookupKeys& request) {
   PF_TRY(check_flag(request.head.hold, "hold"));
   PF_ASSIGN_OR_RETURN(std::vector<rt::PageId> pages,
-                      runtime_.lookup_keys(as_keys(request.keys), request.head.hold != 0, lease));
+                      runtime_.lookup_keys(as_keys(request.keys), request.head.hold != 0, lease,
+                                           namespace_of(request.ns)));
   return pages_message(std::move(pages));
 }
 
@@ -174,10 +182,10 @@ Result<msg::Published> Service::handle<Op::kPagesPublish>(rt::LeaseId lease,
   PF_TRY(check_flag(request.head.has_parent, "has_parent"));
   rt::Sha256 parent{};
   std::memcpy(parent.data(), request.head.parent_key, parent.size());
-  PF_ASSIGN_OR_RETURN(
-      std::size_t added,
-      runtime_.publish_pages(as_keys(request.keys), request.pages,
-                             request.head.has_parent != 0 ? &parent : nullptr, lease));
+  PF_ASSIGN_OR_RETURN(std::size_t added,
+                      runtime_.publish_pages(as_keys(request.keys), request.pages,
+                                             request.head.has_parent != 0 ? &parent : nullptr,
+                                             lease, namespace_of(request.ns)));
   msg::Published out;
   out.head.new_keys = static_cast<std::uint32_t>(added);
   return out;

@@ -33,7 +33,7 @@ namespace pf::wire {
 
 inline constexpr std::uint32_t kMagic = 0x314b4650;  // "PFK1" in memory order
 inline constexpr std::uint16_t kVersionMajor = 3;    // incompatible changes bump this
-inline constexpr std::uint16_t kVersionMinor = 0;    // compatible additions bump this
+inline constexpr std::uint16_t kVersionMinor = 1;    // compatible additions bump this
 inline constexpr std::uint32_t kMaxPayload = 16u << 20;
 inline constexpr std::uint32_t kMaxTokensPerRequest = 1u << 20;
 inline constexpr std::uint32_t kMaxNameBytes = 256;
@@ -53,7 +53,7 @@ enum class MsgType : std::uint16_t {
 
 // Operations per protocol minor of this major: adding a row to ipc/ops.def without bumping
 // kVersionMinor (and appending the new count here) fails to compile.
-inline constexpr std::size_t kOpsByMinor[] = {31};
+inline constexpr std::size_t kOpsByMinor[] = {31, 31};
 inline constexpr std::size_t kOpRows = 0
 #define PF_OP(...) +1
 #include "ipc/ops.def"
@@ -65,6 +65,13 @@ static_assert(kOpRows == kOpsByMinor[kVersionMinor],
 
 // A 32-byte binary SHA-256 prefix key (DESIGN §4).
 using Key = std::array<std::uint8_t, 32>;
+// A prefix-index namespace (3.1; runtime/namespace.h): 32 bytes, all zero = the default
+// namespace. Requests that act on the prefix index (branch create, keyed lookup, publish)
+// may end with one, after every other field; a request without it (any 3.0 client) acts
+// on the default namespace. A client sends a non-default namespace only in a session whose
+// negotiated minor is >= 1.
+using Namespace = std::array<std::uint8_t, 32>;
+inline constexpr std::uint16_t kNamespaceMinor = 1;
 
 // Flags in FrameHeader::flags.
 inline constexpr std::uint16_t kFlagReply = 1;
@@ -144,7 +151,7 @@ struct AttachReply {
 };
 static_assert(sizeof(AttachReply) == 24);
 
-// Trailed by n_tokens uint32 token ids.
+// Trailed by n_tokens uint32 token ids, then (3.1) an optional Namespace.
 struct BranchCreateRequest {
   std::uint32_t n_tokens = 0;
   std::uint32_t reserved = 0;
@@ -278,7 +285,8 @@ static_assert(sizeof(CheckoutReply) == 88);
 // must be held by the requesting lease (alloc / lookup with hold); anything else is
 // kInvalidArgument and changes nothing. n_keys / n_pages <= kMaxKeysPerRequest.
 
-// kPagesLookupKeys: trailed by n_keys keys. Reply: PagesReply.
+// kPagesLookupKeys: trailed by n_keys keys, then (3.1) an optional Namespace. Reply:
+// PagesReply.
 struct PagesLookupKeysRequest {
   std::uint32_t n_keys = 0;
   std::uint8_t hold = 1;  // 0 or 1: the lease holds each returned page
@@ -300,7 +308,8 @@ struct PagesReply {
 };
 static_assert(sizeof(PagesReply) == 8);
 
-// kPagesPublish: trailed by n keys, then n uint32 page ids (pages[i] under keys[i]).
+// kPagesPublish: trailed by n keys, then n uint32 page ids (pages[i] under keys[i]), then
+// (3.1) an optional Namespace; parent_key is looked up in that namespace.
 struct PagesPublishRequest {
   std::uint32_t n = 0;
   std::uint8_t has_parent = 0;  // 0 or 1: keys[0] chains after parent_key

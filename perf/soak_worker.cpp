@@ -97,7 +97,8 @@ class Worker {
   void check_kv(pf_branch_id b, const std::vector<std::uint32_t>& tokens);
   std::string snapshot(pf_branch_id b, const std::string& name);
   void free_branch(pf_branch_id b);
-  void unpin(const std::string& cid);
+  // Deletes `ref` (the snapshot's name; "" for none), then unpins `cid`.
+  void unpin(const std::string& cid, const std::string& ref);
 
   WorkerOptions o_;
   int fd_ = -1;
@@ -210,7 +211,11 @@ void Worker::free_branch(pf_branch_id b) {
   timed(SoakOp::kFree, "branch_free", [&] { return pf_branch_free(c_, b); });
 }
 
-void Worker::unpin(const std::string& cid) {
+void Worker::unpin(const std::string& cid, const std::string& ref) {
+  // A named snapshot's name is a ref, which blocks its unpin: the ref goes first.
+  if (!ref.empty()) {
+    timed(SoakOp::kUnpin, "ref_delete", [&] { return pf_ref_delete(c_, ref.c_str()); });
+  }
   // Another snapshot of this cycle may be the same content (a merge result): gone already.
   timed(
       SoakOp::kUnpin, "unpin", [&] { return pf_unpin(c_, cid.c_str()); }, PF_NOT_FOUND);
@@ -260,9 +265,10 @@ void Worker::cycle(std::uint64_t n) {
 
   for (pf_branch_id id : {nb.branch, back, merged.branch}) free_branch(id);
   for (pf_branch_id id : kids) free_branch(id);
-  for (const std::string& cid : {std::string(merged.cid), child_cids[0], child_cids[1], parent}) {
-    unpin(cid);
-  }
+  // Children first: a fast-forward merge's CID is child 0's, unpinned only after its ref.
+  for (int k = 0; k < 2; ++k) unpin(child_cids[k], tag + "-k" + std::to_string(k));
+  unpin(merged.cid, "");
+  unpin(parent, tag);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/namespace.h"
 #include "runtime/page_list.h"
 #include "runtime/types.h"
 
@@ -31,6 +32,9 @@ struct Branch {
   std::vector<Token> tail_tokens;  // tokens after base_tokens
   // The CIDs the next snapshot of this branch names as its parents.
   std::shared_ptr<const std::vector<std::string>> parents;
+  // The prefix-index namespace its commits insert into (runtime/namespace.h): set at
+  // creation, inherited by fork, taken from the snapshot by checkout and merge.
+  Namespace ns{};
 
   std::uint64_t n_tokens() const { return base_tokens + tail_tokens.size(); }
 };

@@ -121,12 +121,14 @@ Status digest_missing(State& s, std::span<const PageId> pages,
   return Status::ok();
 }
 
-Result<NewBranch> create_branch(State& s, std::span<const Token> tokens, LeaseId owner) {
+Result<NewBranch> create_branch(State& s, std::span<const Token> tokens, LeaseId owner,
+                                const Namespace& ns) {
   PF_TRY(check_branch_ids(s, 1));
   std::vector<PageId> reused;
-  if (!tokens.empty()) reused = s.index->lookup(tokens);
+  if (!tokens.empty()) reused = s.index->lookup(ns, tokens);
   const std::uint64_t n = std::uint64_t{reused.size()} * s.pt();
   Branch& b = new_branch(s, owner);
+  b.ns = ns;
   b.parents = std::make_shared<const std::vector<std::string>>();
   if (n > 0) {
     b.base = make_flat_list(*s.pool, reused, tokens.first(n));
@@ -229,7 +231,7 @@ Status commit(State& s, BranchId id) {
     m.v = d[i].v;
   }
   for (PageId p : pages) s.pool->seal(p);
-  s.index->insert(tokens, pages);
+  s.index->insert(b->ns, tokens, pages);
   return Status::ok();
 }
 

@@ -46,15 +46,16 @@ std::uint64_t common_prefix(const std::vector<Token>& a, const std::vector<Token
 }
 
 // The source exists and reaches no quarantined page.
-Status check_source(const State& s, const Source& src) {
+// Checks that the source exists and is intact; returns its prefix-index namespace.
+Result<Namespace> check_source(const State& s, const Source& src) {
   if (const BranchId* id = std::get_if<BranchId>(&src)) {
     PF_ASSIGN_OR_RETURN(const Branch* b, find_branch(s, *id));
     PF_TRY(check_branch_intact(s, *b));
-  } else {
-    PF_ASSIGN_OR_RETURN(const Snapshot* snap, resolve_snapshot(s, std::get<std::string>(src)));
-    PF_TRY(check_snapshot_intact(s, *snap));
+    return b->ns;
   }
-  return Status::ok();
+  PF_ASSIGN_OR_RETURN(const Snapshot* snap, resolve_snapshot(s, std::get<std::string>(src)));
+  PF_TRY(check_snapshot_intact(s, *snap));
+  return snap->manifest.ns;
 }
 
 Result<std::string> snapshot_cid(State& s, const Source& src) {
@@ -89,8 +90,15 @@ Result<SeqView> view_of(const State& s, const Source& src) {
 
 Result<MergeResult> merge(State& s, const Source& from, const Source& into, LeaseId owner) {
   // Validate both before anything changes.
-  PF_TRY(check_source(s, from));
-  PF_TRY(check_source(s, into));
+  PF_ASSIGN_OR_RETURN(Namespace from_ns, check_source(s, from));
+  PF_ASSIGN_OR_RETURN(Namespace into_ns, check_source(s, into));
+  // KV of one namespace is not valid in another (a fast-forward would hand from's pages to
+  // into's engine), so a merge stays within one namespace.
+  if (from_ns != into_ns) {
+    return PF_ERROR(Code::kInvalidArgument,
+                    "merge: from and into are in different prefix-index namespaces (" +
+                        to_hex(from_ns) + " and " + to_hex(into_ns) + ")");
+  }
   PF_TRY(check_branch_ids(s, 1));
   PF_ASSIGN_OR_RETURN(std::string from_cid, snapshot_cid(s, from));
   PF_ASSIGN_OR_RETURN(std::string into_cid, snapshot_cid(s, into));
@@ -113,8 +121,8 @@ Result<MergeResult> merge(State& s, const Source& from, const Source& into, Leas
   const std::vector<Token> tokens = t.manifest.tokens;
   out.recompute_tokens.assign(f.manifest.tokens.begin() + out.common_tokens,
                               f.manifest.tokens.end());
-  PF_ASSIGN_OR_RETURN(SnapshotInfo merged,
-                      snapshot_of(s, pages, tokens, {into_cid, from_cid}, "merge", into_list));
+  PF_ASSIGN_OR_RETURN(SnapshotInfo merged, snapshot_of(s, pages, tokens, {into_cid, from_cid},
+                                                       "merge", into_list, into_ns));
   out.outcome = MergeOutcome::kThreeWay;
   out.cid = merged.cid;
   PF_ASSIGN_OR_RETURN(out.branch, checkout(s, merged.cid, owner));

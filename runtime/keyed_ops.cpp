@@ -35,9 +35,9 @@ void drop_hold(State& s, LeaseId lease, PageId page) {
 
 }  // namespace
 
-Result<std::vector<PageId>> lookup_keys(State& s, std::span<const Sha256> keys, bool hold,
-                                        LeaseId lease) {
-  std::vector<PageId> pages = s.index->lookup_keys(keys);
+Result<std::vector<PageId>> lookup_keys(State& s, const Namespace& ns, std::span<const Sha256> keys,
+                                        bool hold, LeaseId lease) {
+  std::vector<PageId> pages = s.index->lookup_keys(ns, keys);
   if (hold && !pages.empty()) {
     auto& mine = s.holds[lease];
     for (PageId p : pages) {
@@ -57,7 +57,7 @@ Result<std::vector<PageId>> alloc_pages(State& s, std::size_t n, LeaseId lease) 
   return pages;
 }
 
-Result<std::size_t> publish_pages(State& s, std::span<const Sha256> keys,
+Result<std::size_t> publish_pages(State& s, const Namespace& ns, std::span<const Sha256> keys,
                                   std::span<const PageId> pages, const Sha256* parent_key,
                                   LeaseId lease) {
   if (keys.size() != pages.size()) {
@@ -97,7 +97,7 @@ Result<std::size_t> publish_pages(State& s, std::span<const Sha256> keys,
   const std::uint32_t P = s.pt();
   std::vector<PageId> fresh;
   for (std::size_t i = 0; i < keys.size(); ++i) {
-    if (!s.index->contains(keys[i])) fresh.push_back(pages[i]);
+    if (!s.index->contains(ns, keys[i])) fresh.push_back(pages[i]);
   }
   std::vector<std::uint32_t> fills(fresh.size(), P);
   PF_ASSIGN_OR_RETURN(std::vector<PageDigest> d, digests_for(s, fresh, fills));
@@ -111,7 +111,7 @@ Result<std::size_t> publish_pages(State& s, std::span<const Sha256> keys,
     m.v = d[i].v;
   }
   std::vector<bool> added;
-  const std::size_t n = s.index->publish(keys, pages, parent_key, &added);
+  const std::size_t n = s.index->publish(ns, keys, pages, parent_key, &added);
   // The index took its own reference on each new page; the allocation's reference ends
   // here (a page whose key was present is freed).
   for (PageId p : pages) drop_hold(s, lease, p);

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/prefix_index.h"
 #include "runtime/sha256.h"
 
 namespace pf::rt {
@@ -53,7 +54,8 @@ Result<std::string> canonical_json(const Manifest& m) {
   std::string s;
   s.reserve(256 + m.tokens.size() * 7 + m.pages.size() * 150);
   // Keys in byte order: dtype, format_version, head_dim, layout, logical_seqs, n_heads,
-  // n_layers, name, page_size_tokens, pages, parents, tokens.
+  // n_layers, name, namespace (only when not default), page_size_tokens, pages, parents,
+  // tokens.
   s += "{\"dtype\":\"";
   s += dtype_name(m.geometry.dtype);
   s += "\",\"format_version\":";
@@ -81,6 +83,11 @@ Result<std::string> canonical_json(const Manifest& m) {
   put_uint(s, m.geometry.layers);
   s += ",\"name\":";
   s += name;
+  if (!is_default_namespace(m.ns)) {
+    s += ",\"namespace\":\"";
+    s += to_hex(m.ns);
+    s += '"';
+  }
   s += ",\"page_size_tokens\":";
   put_uint(s, m.geometry.page_tokens);
   s += ",\"pages\":[";
@@ -142,10 +149,11 @@ Result<ParsedManifest> parse_manifest(std::string_view bytes) {
   static const char* kKeys[] = {
       "dtype",    "format_version", "head_dim",         "layout", "logical_seqs", "n_heads",
       "n_layers", "name",           "page_size_tokens", "pages",  "parents",      "tokens"};
-  if (j.size() != std::size(kKeys)) {
-    return PF_ERROR(Code::kInvalidArgument, "manifest has " + std::to_string(j.size()) +
-                                                " fields, expected " +
-                                                std::to_string(std::size(kKeys)));
+  const bool has_ns = j.contains("namespace");  // optional: absent in the default namespace
+  if (j.size() != std::size(kKeys) + (has_ns ? 1 : 0)) {
+    return PF_ERROR(Code::kInvalidArgument,
+                    "manifest has " + std::to_string(j.size()) + " fields, expected " +
+                        std::to_string(std::size(kKeys)) + " (plus an optional 'namespace')");
   }
   for (const char* k : kKeys) {
     if (!j.contains(k))
@@ -177,6 +185,13 @@ Result<ParsedManifest> parse_manifest(std::string_view bytes) {
   if (!j["name"].is_string()) return bad("'name' is not a string");
   m.name = j["name"].get<std::string>();
   if (m.name.size() > kMaxNameBytes) return bad("'name' too long");
+  if (has_ns) {
+    // A zero namespace is the default one, which is never written: canonical form fails.
+    if (!j["namespace"].is_string() || !is_hex64(j["namespace"].get<std::string>()) ||
+        !parse_key_hex(j["namespace"].get<std::string>(), &m.ns)) {
+      return bad("'namespace' is not 64 lowercase hex digits");
+    }
+  }
   if (!j["parents"].is_array()) return bad("'parents' is not an array");
   for (const json& p : j["parents"]) {
     if (!p.is_string() || !is_cid(p.get<std::string>())) return bad("a parent is not a CID");

@@ -3,10 +3,11 @@
 // A manifest carries the paged-batchinvariant-v1 page-manifest fields (layout,
 // page_size_tokens, n_layers, n_heads = KV heads, head_dim, dtype, pages [{ix, k, v}],
 // logical_seqs [{id, page_ixs, fill_in_last_page}]) plus tokens, parents, name and
-// format_version. Its canonical form is JSON with sorted keys, no whitespace and integers
-// only (digests and CIDs are lowercase hex strings); the CID is
-// "sha256:" + hex(SHA-256(canonical bytes)). Manifests name no pool page ids: identical
-// content gives the identical CID in any runtime.
+// format_version, and `namespace` (64 lowercase hex digits) only when the snapshot is not in
+// the default namespace, so default-namespace CIDs are those of before namespaces. Its canonical
+// form is JSON with sorted keys, no whitespace and integers only (digests and CIDs are lowercase
+// hex strings); the CID is "sha256:" + hex(SHA-256(canonical bytes)). Manifests name no pool page
+// ids: identical content gives the identical CID in any runtime.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "base/page_format.h"
+#include "runtime/namespace.h"
 #include "runtime/types.h"
 
 namespace pf::rt {
@@ -45,6 +47,7 @@ struct Manifest {
   std::vector<Token> tokens;         // the tokens of logical_seqs[0]
   std::vector<ManifestPage> pages;
   std::vector<LogicalSeq> logical_seqs;
+  Namespace ns{};  // the prefix-index namespace of its pages; zero (default): not written
   bool operator==(const Manifest&) const = default;
 };
 

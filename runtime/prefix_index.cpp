@@ -3,6 +3,8 @@
 #include <cstring>
 #include <queue>
 
+#include "base/hex.h"
+
 namespace pf::rt {
 
 Sha256 prefix_page_key(const Sha256* parent, std::span<const Token> tokens) {
@@ -30,28 +32,13 @@ std::vector<std::string> prefix_page_keys(std::span<const Token> tokens,
 }
 
 bool parse_key_hex(std::string_view hex, Sha256* out) {
-  if (hex.size() != 64) return false;
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  Sha256 k{};
-  for (std::size_t i = 0; i < 32; ++i) {
-    const int hi = nibble(hex[2 * i]);
-    const int lo = nibble(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    k[i] = static_cast<std::uint8_t>(hi << 4 | lo);
-  }
-  *out = k;
-  return true;
+  return parse_hex(hex, out->data(), out->size());
 }
 
 PrefixIndex::PrefixIndex(PagePool& pool) : pool_(pool) {}
 
 PrefixIndex::~PrefixIndex() {
-  drop_subtree(root_);
+  for (auto& [ns, root] : roots_) drop_subtree(*root);
 }
 
 void PrefixIndex::drop_subtree(Node& n) {
@@ -59,7 +46,7 @@ void PrefixIndex::drop_subtree(Node& n) {
     drop_subtree(child);
     pool_.meta(child.page).in_index = false;
     pool_.unref(child.page);
-    by_key_.erase(child.key);
+    by_key_.erase({child.ns, child.key});
     --nodes_;
   };
   for (auto& [toks, child] : n.children) drop(*child);
@@ -68,17 +55,37 @@ void PrefixIndex::drop_subtree(Node& n) {
   n.key_children.clear();
 }
 
-const PrefixIndex::Node* PrefixIndex::find(const Sha256& key) const {
-  auto it = by_key_.find(key);
+PrefixIndex::Node& PrefixIndex::root_for(const Namespace& ns) {
+  std::unique_ptr<Node>& root = roots_[ns];
+  if (!root) {
+    root = std::make_unique<Node>();
+    root->ns = ns;
+  }
+  return *root;
+}
+
+PrefixIndex::Node* PrefixIndex::find_root(const Namespace& ns) {
+  auto it = roots_.find(ns);
+  return it == roots_.end() ? nullptr : it->second.get();
+}
+
+void PrefixIndex::drop_root_if_empty(const Namespace& ns) {
+  auto it = roots_.find(ns);
+  if (it != roots_.end() && it->second->leaf()) roots_.erase(it);
+}
+
+const PrefixIndex::Node* PrefixIndex::find(const Namespace& ns, const Sha256& key) const {
+  auto it = by_key_.find({ns, key});
   return it == by_key_.end() ? nullptr : it->second;
 }
 
 PrefixIndex::Node* PrefixIndex::child_for(Node& n, const std::vector<Token>& tokens) {
   if (auto it = n.children.find(tokens); it != n.children.end()) return it->second.get();
-  const Sha256 key = prefix_page_key(&n == &root_ ? nullptr : &n.key, tokens);
-  auto k = by_key_.find(key);
+  const Sha256 key = prefix_page_key(n.parent == nullptr ? nullptr : &n.key, tokens);
+  auto k = by_key_.find({n.ns, key});
   if (k == by_key_.end() || !k->second->key_only()) return nullptr;
-  // Adopt: move the key-only node (with its key_children) under n's token map.
+  // Adopt: move the key-only node (with its key_children) under n's token map. Both lie in
+  // n's namespace (the key map is scoped), so no root changes hands.
   Node* m = k->second;
   Node* owner = m->parent;
   auto owned = owner->key_children.find(key);
@@ -90,11 +97,12 @@ PrefixIndex::Node* PrefixIndex::child_for(Node& n, const std::vector<Token>& tok
   return m;
 }
 
-std::vector<PageId> PrefixIndex::lookup(std::span<const Token> tokens) {
+std::vector<PageId> PrefixIndex::lookup(const Namespace& ns, std::span<const Token> tokens) {
   const std::uint32_t pt = pool_.geometry().page_tokens;
   std::vector<PageId> out;
+  Node* n = find_root(ns);
+  if (n == nullptr) return out;  // nothing cached in this namespace
   const std::uint64_t now = ++clock_;
-  Node* n = &root_;
   std::vector<Token> page(pt);
   for (std::size_t i = 0; (i + 1) * pt <= tokens.size(); ++i) {
     std::memcpy(page.data(), tokens.data() + i * pt, pt * sizeof(Token));
@@ -107,24 +115,27 @@ std::vector<PageId> PrefixIndex::lookup(std::span<const Token> tokens) {
   return out;
 }
 
-std::size_t PrefixIndex::insert(std::span<const Token> tokens, std::span<const PageId> pages) {
+std::size_t PrefixIndex::insert(const Namespace& ns, std::span<const Token> tokens,
+                                std::span<const PageId> pages) {
   const std::uint32_t pt = pool_.geometry().page_tokens;
+  if (pages.empty() || tokens.size() < pt) return 0;
   std::size_t added = 0;
   const std::uint64_t now = ++clock_;
-  Node* n = &root_;
+  Node* n = &root_for(ns);
   for (std::size_t i = 0; i < pages.size() && (i + 1) * pt <= tokens.size(); ++i) {
     std::vector<Token> page(tokens.begin() + i * pt, tokens.begin() + (i + 1) * pt);
     Node* c = child_for(*n, page);
     if (c == nullptr) {
       auto node = std::make_unique<Node>();
       node->parent = n;
-      node->key = prefix_page_key(n == &root_ ? nullptr : &n->key, page);
+      node->ns = ns;
+      node->key = prefix_page_key(n->parent == nullptr ? nullptr : &n->key, page);
       node->tokens = page;
       node->page = pages[i];
       pool_.ref(pages[i]);
       pool_.meta(pages[i]).in_index = true;
       c = node.get();
-      by_key_.emplace(node->key, c);
+      by_key_.emplace(ScopedKey{ns, node->key}, c);
       n->children.emplace(std::move(page), std::move(node));
       ++nodes_;
       ++added;
@@ -135,11 +146,11 @@ std::size_t PrefixIndex::insert(std::span<const Token> tokens, std::span<const P
   return added;
 }
 
-std::vector<PageId> PrefixIndex::lookup_keys(std::span<const Sha256> keys) {
+std::vector<PageId> PrefixIndex::lookup_keys(const Namespace& ns, std::span<const Sha256> keys) {
   std::vector<PageId> out;
   const std::uint64_t now = ++clock_;
   for (const Sha256& k : keys) {
-    auto it = by_key_.find(k);
+    auto it = by_key_.find({ns, k});
     if (it == by_key_.end() || pool_.meta(it->second->page).quarantined) break;
     it->second->last_used = now;
     out.push_back(it->second->page);
@@ -147,29 +158,33 @@ std::vector<PageId> PrefixIndex::lookup_keys(std::span<const Sha256> keys) {
   return out;
 }
 
-std::size_t PrefixIndex::publish(std::span<const Sha256> keys, std::span<const PageId> pages,
-                                 const Sha256* parent_key, std::vector<bool>* new_key) {
+std::size_t PrefixIndex::publish(const Namespace& ns, std::span<const Sha256> keys,
+                                 std::span<const PageId> pages, const Sha256* parent_key,
+                                 std::vector<bool>* new_key) {
   new_key->assign(keys.size(), false);
+  if (keys.empty()) return 0;
   const std::uint64_t now = ++clock_;
-  Node* n = &root_;  // first pages and pages of an unknown parent hang under the root
+  // First pages and pages of an unknown parent hang under the namespace's root.
+  Node* n = &root_for(ns);
   if (parent_key != nullptr) {
-    if (auto it = by_key_.find(*parent_key); it != by_key_.end()) n = it->second;
+    if (auto it = by_key_.find({ns, *parent_key}); it != by_key_.end()) n = it->second;
   }
   std::size_t added = 0;
   for (std::size_t i = 0; i < keys.size(); ++i) {
-    auto it = by_key_.find(keys[i]);
+    auto it = by_key_.find({ns, keys[i]});
     Node* c = nullptr;
     if (it != by_key_.end()) {
       c = it->second;
     } else {
       auto node = std::make_unique<Node>();
       node->parent = n;
+      node->ns = ns;
       node->key = keys[i];
       node->page = pages[i];
       pool_.ref(pages[i]);
       pool_.meta(pages[i]).in_index = true;
       c = node.get();
-      by_key_.emplace(keys[i], c);
+      by_key_.emplace(ScopedKey{ns, keys[i]}, c);
       n->key_children.emplace(keys[i], std::move(node));
       ++nodes_;
       ++added;
@@ -178,6 +193,8 @@ std::size_t PrefixIndex::publish(std::span<const Sha256> keys, std::span<const P
     n = c;
     n->last_used = now;
   }
+  // Every key may already have been present elsewhere than under a fresh root.
+  drop_root_if_empty(ns);
   return added;
 }
 
@@ -202,16 +219,21 @@ std::size_t PrefixIndex::count_evictable(const Node& n, bool* all) const {
 }
 
 std::size_t PrefixIndex::evictable_pages() const {
-  bool all = false;
-  return count_evictable(root_, &all);
+  std::size_t count = 0;
+  for (const auto& [ns, root] : roots_) {
+    bool all = false;
+    count += count_evictable(*root, &all);
+  }
+  return count;
 }
 
 void PrefixIndex::erase_leaf(Node* n) {
   Node* parent = n->parent;
   pool_.meta(n->page).in_index = false;
   pool_.unref(n->page);
-  by_key_.erase(n->key);
+  by_key_.erase({n->ns, n->key});
   --nodes_;
+  const Namespace ns = n->ns;
   if (n->key_only()) {
     const Sha256 key = n->key;
     parent->key_children.erase(key);  // destroys n
@@ -219,13 +241,15 @@ void PrefixIndex::erase_leaf(Node* n) {
     const std::vector<Token> tokens = n->tokens;
     parent->children.erase(tokens);  // destroys n
   }
+  if (parent->parent == nullptr) drop_root_if_empty(ns);  // destroys parent when empty
 }
 
 std::size_t PrefixIndex::evict(std::size_t max_pages) {
   using Entry = std::pair<std::uint64_t, Node*>;
   std::priority_queue<Entry, std::vector<Entry>, std::greater<>> heap;
+  // Roots are never candidates, so destroying an emptied root leaves the heap valid.
   auto evictable = [&](const Node* n) {
-    return n != &root_ && n->leaf() && pool_.meta(n->page).refs == 1;
+    return n->parent != nullptr && n->leaf() && pool_.meta(n->page).refs == 1;
   };
   for_each([&](const Node& n) {
     if (evictable(&n)) heap.push({n.last_used, const_cast<Node*>(&n)});
@@ -235,19 +259,21 @@ std::size_t PrefixIndex::evict(std::size_t max_pages) {
     Node* n = heap.top().second;
     heap.pop();
     Node* parent = n->parent;
+    const bool parent_is_root = parent->parent == nullptr;
     erase_leaf(n);
     ++freed;
-    if (evictable(parent)) heap.push({parent->last_used, parent});
+    if (!parent_is_root && evictable(parent)) heap.push({parent->last_used, parent});
   }
   return freed;
 }
 
 void PrefixIndex::for_each(const std::function<void(const Node&)>& fn) const {
-  std::vector<const Node*> stack{&root_};
+  std::vector<const Node*> stack;
+  for (const auto& [ns, root] : roots_) stack.push_back(root.get());
   while (!stack.empty()) {
     const Node* n = stack.back();
     stack.pop_back();
-    if (n != &root_) fn(*n);
+    if (n->parent != nullptr) fn(*n);
     for (const auto& [toks, child] : n->children) stack.push_back(child.get());
     for (const auto& [key, child] : n->key_children) stack.push_back(child.get());
   }

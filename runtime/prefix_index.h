@@ -31,6 +31,14 @@
 // node on its path); removing a leaf may make its parent evictable. Pages held by a branch,
 // snapshot or lease are never evicted (evicting them would free nothing).
 //
+// Namespaces (runtime/namespace.h): the index is a forest with one root per namespace that
+// holds at least one node. Every operation names its namespace; token walks start at that
+// namespace's root, adoption and key lookups consult the key map under (namespace, key), so
+// nothing of one namespace is ever reached from another. Keys inside a namespace are the
+// unchanged chain above. A root is created by the first insert/publish into its namespace
+// and destroyed as soon as it has no child (eviction removed its last node), so empty
+// namespaces hold no memory. Eviction is one LRU over every namespace.
+//
 // Not thread-safe: the Runtime serializes every call.
 #pragma once
 
@@ -44,6 +52,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runtime/namespace.h"
 #include "runtime/page_pool.h"
 #include "runtime/sha256.h"
 #include "runtime/types.h"
@@ -65,10 +74,24 @@ struct Sha256Hash {
   }
 };
 
+// A key map entry: a key within its namespace.
+struct ScopedKey {
+  Namespace ns;
+  Sha256 key;
+  bool operator==(const ScopedKey&) const = default;
+};
+
+struct ScopedKeyHash {
+  std::size_t operator()(const ScopedKey& k) const noexcept {
+    return Sha256Hash()(k.key) ^ (Sha256Hash()(k.ns) * 0x9e3779b97f4a7c15ull);
+  }
+};
+
 class PrefixIndex {
  public:
   struct Node {
-    Node* parent = nullptr;
+    Node* parent = nullptr;  // nullptr: a namespace root (never visited by for_each)
+    Namespace ns{};
     Sha256 key{};
     std::vector<Token> tokens;  // this page's tokens (page_tokens of them); empty: key-only
     PageId page = 0;
@@ -84,26 +107,30 @@ class PrefixIndex {
 
   // Pages of the longest cached prefix of whole pages of `tokens` (in order); touches them.
   // Adopts key-only nodes the walk meets (see above). Stops before a quarantined page.
-  std::vector<PageId> lookup(std::span<const Token> tokens);
+  std::vector<PageId> lookup(const Namespace& ns, std::span<const Token> tokens);
   // Records pages[i] as the KV of full page i of `tokens` (tokens.size() must be
   // pages.size() * page_tokens) where no node exists yet; existing nodes (adopted key-only
   // ones included) keep their page. Each new node takes a reference. Returns how many
   // nodes were added.
-  std::size_t insert(std::span<const Token> tokens, std::span<const PageId> pages);
+  std::size_t insert(const Namespace& ns, std::span<const Token> tokens,
+                     std::span<const PageId> pages);
 
   // Pages of the longest leading run of `keys` present in the index and not quarantined;
   // touches them.
-  std::vector<PageId> lookup_keys(std::span<const Sha256> keys);
+  std::vector<PageId> lookup_keys(const Namespace& ns, std::span<const Sha256> keys);
   // Records pages[i] under keys[i] as key-only nodes chained after parent_key (nullptr:
   // keys[0] is a first page). A key already present keeps its node and page (pages[i] is
   // not referenced; the chain continues from the existing node). Each new node takes a
   // reference. new_key[i] (resized to keys.size()) says which keys were added. The caller
   // has checked keys are distinct and pages sealed. Returns how many nodes were added.
-  std::size_t publish(std::span<const Sha256> keys, std::span<const PageId> pages,
-                      const Sha256* parent_key, std::vector<bool>* new_key);
-  // Which of `keys` are present (no touch).
-  bool contains(const Sha256& key) const { return by_key_.count(key) != 0; }
-  const Node* find(const Sha256& key) const;
+  std::size_t publish(const Namespace& ns, std::span<const Sha256> keys,
+                      std::span<const PageId> pages, const Sha256* parent_key,
+                      std::vector<bool>* new_key);
+  // Whether `key` is present in namespace `ns` (no touch).
+  bool contains(const Namespace& ns, const Sha256& key) const {
+    return by_key_.count({ns, key}) != 0;
+  }
+  const Node* find(const Namespace& ns, const Sha256& key) const;
 
   // Pages evict(unbounded) would free now.
   std::size_t evictable_pages() const;
@@ -111,8 +138,10 @@ class PrefixIndex {
   std::size_t evict(std::size_t max_pages);
   std::size_t size() const { return nodes_; }
   std::size_t key_map_size() const { return by_key_.size(); }
+  // Namespaces holding at least one node (their roots; an empty namespace has none).
+  std::size_t namespaces() const { return roots_.size(); }
 
-  // Visits every node (parents before children).
+  // Visits every node of every namespace (parents before children; roots are not nodes).
   void for_each(const std::function<void(const Node&)>& fn) const;
 
  private:
@@ -121,12 +150,19 @@ class PrefixIndex {
   // The child of n for the page with `tokens`: a token child, or an adopted key-only node
   // with that chained key; nullptr when neither exists.
   Node* child_for(Node& n, const std::vector<Token>& tokens);
-  // Removes n (a leaf) from its parent's map; destroys it.
+  // Removes n (a leaf) from its parent's map; destroys it, and its parent too when that is a
+  // namespace root left without children.
   void erase_leaf(Node* n);
+  // The root of ns, created when absent.
+  Node& root_for(const Namespace& ns);
+  // The root of ns, or nullptr when the namespace holds nothing.
+  Node* find_root(const Namespace& ns);
+  // Destroys ns's root when it has no child.
+  void drop_root_if_empty(const Namespace& ns);
 
   PagePool& pool_;
-  Node root_;
-  std::unordered_map<Sha256, Node*, Sha256Hash> by_key_;
+  std::map<Namespace, std::unique_ptr<Node>> roots_;
+  std::unordered_map<ScopedKey, Node*, ScopedKeyHash> by_key_;
   std::size_t nodes_ = 0;
   std::uint64_t clock_ = 0;
 };

@@ -79,10 +79,11 @@ void Runtime::after_mutation() {
   }
 }
 
-Result<NewBranch> Runtime::create_branch(std::span<const Token> tokens, LeaseId owner) {
+Result<NewBranch> Runtime::create_branch(std::span<const Token> tokens, LeaseId owner,
+                                         const Namespace& ns) {
   Lock lock(mu_);
   PF_TRY(before_mutation());
-  auto r = detail::create_branch(*state_, tokens, owner);
+  auto r = detail::create_branch(*state_, tokens, owner, ns);
   after_mutation();
   return r;
 }
@@ -159,6 +160,7 @@ Result<BranchInfo> Runtime::branch_info(BranchId branch) const {
   i.n_pages = (i.n_tokens + P - 1) / P;
   i.fill_in_last_page = fill_in_last_page(i.n_tokens, P);
   i.parents = *b->parents;
+  i.ns = b->ns;
   return i;
 }
 
@@ -285,28 +287,8 @@ Result<std::vector<std::uint64_t>> Runtime::missing_pages(std::string_view manif
   return missing;
 }
 
-namespace {
-Status check_ref_name(std::string_view name) {
-  if (name.empty() || name.size() > 255) {
-    return PF_ERROR(Code::kInvalidArgument, "ref name must be 1..255 characters");
-  }
-  if (name.front() == '.' || name.front() == '/' || name.front() == '-') {
-    return PF_ERROR(Code::kInvalidArgument, "ref name may not start with '.', '/' or '-'");
-  }
-  for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '_' || c == '-' || c == '/';
-    if (!ok) {
-      return PF_ERROR(Code::kInvalidArgument, "ref name '" + std::string(name) +
-                                                  "' has a character outside [A-Za-z0-9._/-]");
-    }
-  }
-  return Status::ok();
-}
-}  // namespace
-
 Status Runtime::set_ref(std::string_view name, std::string_view cid_or_ref) {
-  PF_TRY(check_ref_name(name));
+  PF_TRY(detail::check_ref_name(name));
   Lock lock(mu_);
   PF_TRY(before_mutation());
   PF_ASSIGN_OR_RETURN(const detail::Snapshot* snap, detail::resolve_snapshot(*state_, cid_or_ref));
@@ -341,9 +323,9 @@ std::vector<RefEntry> Runtime::refs() const {
   return out;
 }
 
-std::uint64_t Runtime::lookup_prefix(std::span<const Token> tokens) {
+std::uint64_t Runtime::lookup_prefix(std::span<const Token> tokens, const Namespace& ns) {
   Lock lock(mu_);
-  return std::uint64_t{state_->index->lookup(tokens).size()} * state_->pt();
+  return std::uint64_t{state_->index->lookup(ns, tokens).size()} * state_->pt();
 }
 
 std::size_t Runtime::evict(std::size_t max_pages) {
@@ -391,10 +373,10 @@ Result<UniqueFd> Runtime::export_chunk(std::size_t index, std::uint64_t* serial)
 }
 
 Result<std::vector<PageId>> Runtime::lookup_keys(std::span<const Sha256> keys, bool hold,
-                                                 LeaseId lease) {
+                                                 LeaseId lease, const Namespace& ns) {
   Lock lock(mu_);
   PF_TRY(before_mutation());
-  auto r = detail::lookup_keys(*state_, keys, hold, lease);
+  auto r = detail::lookup_keys(*state_, ns, keys, hold, lease);
   after_mutation();
   return r;
 }
@@ -409,10 +391,10 @@ Result<std::vector<PageId>> Runtime::alloc_pages(std::size_t n, LeaseId lease) {
 
 Result<std::size_t> Runtime::publish_pages(std::span<const Sha256> keys,
                                            std::span<const PageId> pages, const Sha256* parent_key,
-                                           LeaseId lease) {
+                                           LeaseId lease, const Namespace& ns) {
   Lock lock(mu_);
   PF_TRY(before_mutation());
-  auto r = detail::publish_pages(*state_, keys, pages, parent_key, lease);
+  auto r = detail::publish_pages(*state_, ns, keys, pages, parent_key, lease);
   after_mutation();
   return r;
 }

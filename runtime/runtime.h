@@ -43,6 +43,7 @@
 #include "base/page_format.h"
 #include "base/unique_fd.h"
 #include "kernels/page_kernels.h"
+#include "runtime/namespace.h"
 #include "runtime/page_pool.h"
 #include "runtime/sha256.h"
 #include "runtime/types.h"
@@ -87,6 +88,7 @@ struct BranchInfo {
   std::uint64_t n_pages = 0;
   std::uint32_t fill_in_last_page = 0;
   std::vector<std::string> parents;  // CIDs the next snapshot will name as parents
+  Namespace ns{};                    // its prefix-index namespace (zero: default)
 };
 
 struct BranchView {
@@ -108,6 +110,7 @@ struct SnapshotInfo {
   std::uint64_t n_tokens = 0;
   std::uint64_t n_pages = 0;
   std::vector<std::string> parents;
+  Namespace ns{};        // the manifest's namespace (zero: default)
   bool created = false;  // false when an identical snapshot already existed
 };
 
@@ -160,6 +163,7 @@ struct PoolStats {
   std::size_t branches = 0;
   std::size_t snapshots = 0;
   std::size_t index_nodes = 0;
+  std::size_t index_namespaces = 0;  // namespaces holding at least one cached page
 };
 
 // The pool's memory as an attached process maps it (ipc/wire.h kHello / kAttach).
@@ -204,8 +208,10 @@ class Runtime {
   // --- branches ------------------------------------------------------------------------
   // A new branch. With tokens, the longest cached prefix of whole pages is reused from the
   // prefix index (no copy, no backend call); the branch holds exactly the reused tokens and
-  // the caller appends the rest.
-  Result<NewBranch> create_branch(std::span<const Token> tokens = {}, LeaseId owner = 0);
+  // the caller appends the rest. The branch lives in namespace `ns` (runtime/namespace.h):
+  // the lookup, and every later commit of the branch, act on that namespace's index only.
+  Result<NewBranch> create_branch(std::span<const Token> tokens = {}, LeaseId owner = 0,
+                                  const Namespace& ns = kDefaultNamespace);
   // Appends tokens; returns where their KV goes. Copies the last page first when it is
   // shared or sealed (exactly one page). Grows the pool by whole chunks, then evicts LRU
   // cached pages, when free pages run out; kOutOfMemory leaves everything as it was.
@@ -234,10 +240,11 @@ class Runtime {
   Result<SnapshotInfo> snapshot(BranchId branch, std::string name = "");
   // n in 1..kMaxForkChildren new branches at the source's state; metadata only, O(n).
   Result<ForkResult> fork(const Source& source, std::size_t n, LeaseId owner = 0);
-  // A new branch at a snapshot (CID or ref); metadata only, O(1).
+  // A new branch at a snapshot (CID or ref), in the snapshot's namespace; metadata only, O(1).
   Result<BranchId> checkout(std::string_view cid_or_ref, LeaseId owner = 0);
   // DESIGN §5 merge; see docs/runtime.md for the exact semantics. Branch sources are
-  // snapshotted first.
+  // snapshotted first. kInvalidArgument, nothing changed, when from and into lie in
+  // different namespaces; the result is in their namespace.
   Result<MergeResult> merge(const Source& from, const Source& into, LeaseId owner = 0);
   // Read-only comparison of two branches or snapshots.
   Result<DiffResult> diff(const Source& a, const Source& b) const;
@@ -260,7 +267,8 @@ class Runtime {
 
   // --- prefix index, memory ---------------------------------------------------------------
   // Tokens of the longest cached prefix of whole pages (touches it for LRU).
-  std::uint64_t lookup_prefix(std::span<const Token> tokens);
+  std::uint64_t lookup_prefix(std::span<const Token> tokens,
+                              const Namespace& ns = kDefaultNamespace);
   // Evicts up to max_pages LRU cached pages that nothing but the index holds.
   std::size_t evict(std::size_t max_pages);
   // Frees what nothing holds (with drop_cache: every evictable cached page too) and gives
@@ -273,14 +281,16 @@ class Runtime {
   Result<UniqueFd> export_chunk(std::size_t index, std::uint64_t* serial = nullptr) const;
 
   // --- keyed pages (docs/runtime.md "Keyed pages") --------------------------------------
-  // Pages are addressed by their prefix key (DESIGN §4). A lease *hold* is one pool
+  // Pages are addressed by their prefix key (DESIGN §4) within a namespace: keys of one
+  // namespace never reach pages of another. A lease *hold* is one pool
   // reference a lease (client session) keeps on a page: held pages are never evicted or
   // reused. Holds end with release_pages, publish_pages (for the published pages) or
   // release_holds (the lease ended). Every call checks everything before changing anything.
   //
   // Pages of the longest leading run of `keys` present in the prefix index (touched for
   // LRU). With hold, `lease` gets one hold per returned page.
-  Result<std::vector<PageId>> lookup_keys(std::span<const Sha256> keys, bool hold, LeaseId lease);
+  Result<std::vector<PageId>> lookup_keys(std::span<const Sha256> keys, bool hold, LeaseId lease,
+                                          const Namespace& ns = kDefaultNamespace);
   // n fresh exclusive pages held by `lease` (writable by it through its mapping). Grows the
   // pool, then evicts LRU cached pages, like append; kOutOfMemory changes nothing.
   Result<std::vector<PageId>> alloc_pages(std::size_t n, LeaseId lease);
@@ -291,7 +301,8 @@ class Runtime {
   // page; the new page is released. Ends `lease`'s holds on `pages`. Returns how many keys
   // were new.
   Result<std::size_t> publish_pages(std::span<const Sha256> keys, std::span<const PageId> pages,
-                                    const Sha256* parent_key, LeaseId lease);
+                                    const Sha256* parent_key, LeaseId lease,
+                                    const Namespace& ns = kDefaultNamespace);
   // Ends one hold of `lease` per listed page (a page listed k times ends k holds).
   // kInvalidArgument, nothing changed, when the lease holds fewer.
   Status release_pages(std::span<const PageId> pages, LeaseId lease);

@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 
+#include "base/hex.h"
+
 namespace pf::rt {
 
 Sha256 sha256(const void* a, std::size_t a_bytes, const void* b, std::size_t b_bytes) {
@@ -23,13 +25,7 @@ Sha256 sha256(const void* a, std::size_t a_bytes, const void* b, std::size_t b_b
 }
 
 std::string to_hex(const std::uint8_t* bytes, std::size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s(n * 2, '0');
-  for (std::size_t i = 0; i < n; ++i) {
-    s[2 * i] = kHex[bytes[i] >> 4];
-    s[2 * i + 1] = kHex[bytes[i] & 0xF];
-  }
-  return s;
+  return hex_string(bytes, n);
 }
 
 }  // namespace pf::rt

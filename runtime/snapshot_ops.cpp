@@ -6,6 +6,24 @@
 
 namespace pf::rt::detail {
 
+Status check_ref_name(std::string_view name) {
+  if (name.empty() || name.size() > 255) {
+    return PF_ERROR(Code::kInvalidArgument, "ref name must be 1..255 characters");
+  }
+  if (name.front() == '.' || name.front() == '/' || name.front() == '-') {
+    return PF_ERROR(Code::kInvalidArgument, "ref name may not start with '.', '/' or '-'");
+  }
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-' || c == '/';
+    if (!ok) {
+      return PF_ERROR(Code::kInvalidArgument, "ref name '" + std::string(name) +
+                                                  "' has a character outside [A-Za-z0-9._/-]");
+    }
+  }
+  return Status::ok();
+}
+
 Result<const Snapshot*> resolve_snapshot(const State& s, std::string_view cid_or_ref) {
   std::string_view cid = cid_or_ref;
   if (!cid_or_ref.starts_with("sha256:")) {
@@ -29,12 +47,13 @@ SnapshotInfo info_of(const Snapshot& snap) {
   i.n_tokens = snap.n_tokens;
   i.n_pages = snap.manifest.pages.size();
   i.parents = snap.manifest.parents;
+  i.ns = snap.manifest.ns;
   return i;
 }
 
 Result<SnapshotInfo> snapshot_of(State& s, const std::vector<PageId>& pages,
                                  const std::vector<Token>& tokens, std::vector<std::string> parents,
-                                 std::string name, PageListPtr list) {
+                                 std::string name, PageListPtr list, const Namespace& ns) {
   const std::uint32_t P = s.pt();
   std::vector<std::uint32_t> fills(pages.size(), P);
   if (!pages.empty()) fills.back() = fill_in_last_page(tokens.size(), P);
@@ -45,6 +64,7 @@ Result<SnapshotInfo> snapshot_of(State& s, const std::vector<PageId>& pages,
   m.name = std::move(name);
   m.parents = std::move(parents);
   m.tokens = tokens;
+  m.ns = ns;
   m.pages.reserve(pages.size());
   for (const PageDigest& pd : d) m.pages.push_back({pd.k.hex(), pd.v.hex()});
   LogicalSeq seq;
@@ -60,7 +80,7 @@ Result<SnapshotInfo> snapshot_of(State& s, const std::vector<PageId>& pages,
   if (m.parents.size() == 1 && !list) {
     auto p = s.snapshots.find(m.parents[0]);
     if (p != s.snapshots.end() && p->second.manifest.tokens == m.tokens &&
-        p->second.manifest.pages == m.pages &&
+        p->second.manifest.pages == m.pages && p->second.manifest.ns == m.ns &&
         (m.name.empty() || m.name == p->second.manifest.name)) {
       cid = p->first;
     }
@@ -92,12 +112,15 @@ Result<SnapshotInfo> snapshot_of(State& s, const std::vector<PageId>& pages,
 }
 
 Result<SnapshotInfo> snapshot(State& s, BranchId id, std::string name) {
+  // A snapshot's name is a ref, like a git branch name: it moves to the newest snapshot
+  // taken under it. The snapshot it named before keeps its pin (only unpin drops one).
+  if (!name.empty()) PF_TRY(check_ref_name(name));
   PF_ASSIGN_OR_RETURN(Branch * b, find_branch(s, id));
   PF_TRY(check_branch_intact(s, *b));
   const std::vector<PageId> pages = branch_pages(*b, s.pt());
   const std::vector<Token> tokens = branch_tokens(*b);
   PF_ASSIGN_OR_RETURN(SnapshotInfo info,
-                      snapshot_of(s, pages, tokens, *b->parents, std::move(name), nullptr));
+                      snapshot_of(s, pages, tokens, *b->parents, name, nullptr, b->ns));
   // Rebase the branch on the snapshot's flat list when it names the very same pages (it
   // does unless an identical snapshot made of other pages already existed): page ids do
   // not change, the tail's references and chain nodes are dropped, chains stay short.
@@ -109,6 +132,7 @@ Result<SnapshotInfo> snapshot(State& s, BranchId id, std::string name) {
     b->base_tokens = tokens.size();
   }
   b->parents = std::make_shared<const std::vector<std::string>>(1, info.cid);
+  if (!name.empty()) s.refs[name] = info.cid;
   return info;
 }
 
@@ -122,6 +146,7 @@ Result<ForkResult> fork(State& s, const Source& source, std::size_t n, LeaseId o
   PageListPtr base;
   std::uint64_t base_tokens = 0;
   std::shared_ptr<const std::vector<std::string>> parents;
+  Namespace ns{};
   if (const BranchId* id = std::get_if<BranchId>(&source)) {
     PF_ASSIGN_OR_RETURN(Branch * b, find_branch(s, *id));
     PF_TRY(check_branch_intact(s, *b));
@@ -129,12 +154,14 @@ Result<ForkResult> fork(State& s, const Source& source, std::size_t n, LeaseId o
     base = b->base;
     base_tokens = b->base_tokens;
     parents = b->parents;
+    ns = b->ns;
   } else {
     PF_ASSIGN_OR_RETURN(const Snapshot* snap, resolve_snapshot(s, std::get<std::string>(source)));
     PF_TRY(check_snapshot_intact(s, *snap));
     base = snap->list;
     base_tokens = snap->n_tokens;
     parents = std::make_shared<const std::vector<std::string>>(1, snap->cid);
+    ns = snap->manifest.ns;
     out.source = snap->cid;
   }
   out.branches.reserve(n);
@@ -144,6 +171,7 @@ Result<ForkResult> fork(State& s, const Source& source, std::size_t n, LeaseId o
     c.base = base;
     c.base_tokens = base_tokens;
     c.parents = parents;
+    c.ns = ns;
     out.branches.push_back(c.id);
   }
   out.n_tokens = base_tokens;
@@ -158,6 +186,7 @@ Result<BranchId> checkout(State& s, std::string_view cid_or_ref, LeaseId owner) 
   b.base = snap->list;
   b.base_tokens = snap->n_tokens;
   b.parents = std::make_shared<const std::vector<std::string>>(1, snap->cid);
+  b.ns = snap->manifest.ns;
   return b.id;
 }
 

@@ -54,6 +54,9 @@ struct State {
 // Lookups: kNotFound with a clear message.
 Result<Branch*> find_branch(State& s, BranchId id);
 Result<const Branch*> find_branch(const State& s, BranchId id);
+// Ok for a valid ref name: [A-Za-z0-9._/-], 1..255 characters, not starting with '.', '/'
+// or '-' (so a ref never looks like a CID, a path or an option); else kInvalidArgument.
+Status check_ref_name(std::string_view name);
 // A CID, or a ref name, to its snapshot.
 Result<const Snapshot*> resolve_snapshot(const State& s, std::string_view cid_or_ref);
 // kOutOfMemory, nothing changed, unless n more branch ids are left (call it before
@@ -74,18 +77,21 @@ Status digest_missing(State& s, std::span<const PageId> pages,
 Result<std::vector<PageDigest>> digests_for(State& s, std::span<const PageId> pages,
                                             std::span<const std::uint32_t> fills);
 
-Result<NewBranch> create_branch(State& s, std::span<const Token> tokens, LeaseId owner);
+Result<NewBranch> create_branch(State& s, std::span<const Token> tokens, LeaseId owner,
+                                const Namespace& ns);
 Result<AppendResult> append(State& s, BranchId id, std::span<const Token> tokens);
 Status commit(State& s, BranchId id);
 Status truncate(State& s, BranchId id, std::uint64_t n_tokens);
 Status free_branch(State& s, BranchId id);
 
+// A non-empty `name` must be a valid ref name (checked before anything changes); the ref
+// `name` then names the new snapshot, moving off the snapshot it named before, if any.
 Result<SnapshotInfo> snapshot(State& s, BranchId id, std::string name);
 // A snapshot of the given pages/tokens/parents, sharing `list` as its pin when non-null.
 // Without `list`, content equal to the single parent's resolves to that parent.
 Result<SnapshotInfo> snapshot_of(State& s, const std::vector<PageId>& pages,
                                  const std::vector<Token>& tokens, std::vector<std::string> parents,
-                                 std::string name, PageListPtr list);
+                                 std::string name, PageListPtr list, const Namespace& ns);
 Result<ForkResult> fork(State& s, const Source& source, std::size_t n, LeaseId owner);
 Result<BranchId> checkout(State& s, std::string_view cid_or_ref, LeaseId owner);
 SnapshotInfo info_of(const Snapshot& snap);
@@ -95,10 +101,10 @@ Result<DiffResult> diff(const State& s, const Source& a, const Source& b);
 Result<std::vector<LogEntry>> log(const State& s, std::string_view cid_or_ref);
 
 // Keyed pages (keyed_ops.cpp; docs/runtime.md "Keyed pages").
-Result<std::vector<PageId>> lookup_keys(State& s, std::span<const Sha256> keys, bool hold,
-                                        LeaseId lease);
+Result<std::vector<PageId>> lookup_keys(State& s, const Namespace& ns, std::span<const Sha256> keys,
+                                        bool hold, LeaseId lease);
 Result<std::vector<PageId>> alloc_pages(State& s, std::size_t n, LeaseId lease);
-Result<std::size_t> publish_pages(State& s, std::span<const Sha256> keys,
+Result<std::size_t> publish_pages(State& s, const Namespace& ns, std::span<const Sha256> keys,
                                   std::span<const PageId> pages, const Sha256* parent_key,
                                   LeaseId lease);
 Status release_pages(State& s, std::span<const PageId> pages, LeaseId lease);

@@ -1,5 +1,6 @@
 #include "runtime/verifier.h"
 
+#include <set>
 #include <unordered_set>
 
 #include "runtime/state.h"
@@ -90,6 +91,9 @@ Status verify_structure(const State& s) {
     }
     PF_TRY(visit_chain(snap.list.get()));
   }
+  for (const auto& [name, cid] : s.refs) {
+    if (!s.snapshots.count(cid)) return fail("ref '" + name + "' names " + cid + ", not pinned");
+  }
   if (static_cast<std::int64_t>(lists.size()) != pool.live_lists()) {
     return fail(std::to_string(pool.live_lists()) + " page lists alive, " +
                 std::to_string(lists.size()) + " reachable");
@@ -99,6 +103,7 @@ Status verify_structure(const State& s) {
   Status index_status = Status::ok();
   std::vector<std::uint8_t> indexed(n, 0);
   std::size_t index_nodes = 0;
+  std::set<Namespace> namespaces;  // those holding a node: every root must be one of them
   s.index->for_each([&](const PrefixIndex::Node& node) {
     if (!index_status.is_ok()) return;
     ++index_nodes;
@@ -122,7 +127,11 @@ Status verify_structure(const State& s) {
                node.key != prefix_page_key(root_child ? nullptr : &node.parent->key, node.tokens)) {
       index_status = fail("prefix index key of " + page_str(node.page) + " is wrong");
     }
-    if (s.index->find(node.key) != &node) {
+    if (node.parent == nullptr || node.parent->ns != node.ns) {
+      index_status = fail("index node of " + page_str(node.page) + " lies under another namespace");
+    }
+    namespaces.insert(node.ns);
+    if (s.index->find(node.ns, node.key) != &node) {
       index_status = fail("key map does not lead to the index node of " + page_str(node.page));
     }
     if (pool.meta(node.page).state != PageState::kSealed) {
@@ -130,6 +139,11 @@ Status verify_structure(const State& s) {
     }
   });
   PF_TRY(index_status);
+  if (namespaces.size() != s.index->namespaces()) {
+    return fail("prefix index keeps " + std::to_string(s.index->namespaces()) +
+                " namespace roots for " + std::to_string(namespaces.size()) +
+                " namespaces holding nodes");
+  }
   if (index_nodes != s.index->size() || s.index->key_map_size() != index_nodes) {
     return fail("prefix index counts " + std::to_string(s.index->size()) + " nodes and " +
                 std::to_string(s.index->key_map_size()) + " keys; " + std::to_string(index_nodes) +
@@ -275,6 +289,7 @@ PoolStats pool_stats(const State& s) {
   st.branches = s.branches.size();
   st.snapshots = s.snapshots.size();
   st.index_nodes = s.index->size();
+  st.index_namespaces = s.index->namespaces();
   return st;
 }
 

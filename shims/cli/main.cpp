@@ -22,7 +22,9 @@ constexpr const char* kUsage =
 commands:
   serve [daemon flags]            run the daemon (processfork serve --help)
   status                          daemon, device, geometry and pool usage
-  branch create [TOKEN...]        new detached branch reusing cached pages for TOKENs
+  branch create [--namespace HEX] [TOKEN...]
+                                  new detached branch reusing cached pages for TOKENs
+                                  (in prefix-index namespace HEX, 64 hex digits)
   branch show ID [--tokens]       a branch's length, pages (and tokens)
   branch delete ID                free a branch
   branch list                     every branch of the daemon

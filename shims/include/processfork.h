@@ -43,7 +43,7 @@ extern "C" {
 /* The ABI version of this header: the library's major must equal it; a library of a
  * higher minor accepts everything a lower minor's header passes (docs/c_api.md). */
 #define PF_ABI_VERSION_MAJOR 1
-#define PF_ABI_VERSION_MINOR 2
+#define PF_ABI_VERSION_MINOR 3
 
 /* "sha256:" + 64 hex digits + NUL. */
 #define PF_CID_BYTES 72
@@ -215,6 +215,21 @@ typedef struct pf_new_branch {
 PF_API pf_result pf_branch_create(pf_client* client, const uint32_t* tokens, size_t n_tokens,
                                   pf_new_branch* out);
 
+/* Prefix-index namespaces (ABI 1.3, protocol 3.1; docs/c_api.md "Namespaces"). A namespace
+ * is a PF_NAMESPACE_BYTES-byte tag that partitions the daemon's prefix index: pages cached
+ * or published in one namespace are never reused from another, even for identical tokens
+ * or keys. Engines put in it everything their KV depends on besides the token ids (model
+ * weights, LoRA adapter, cache salt, prompt embeddings). NULL, or an all-zero tag, is the
+ * default namespace: what the calls without _ns use. A non-default namespace with a daemon
+ * of protocol 3.0 is PF_UNSUPPORTED, nothing sent. */
+#define PF_NAMESPACE_BYTES 32
+
+/* pf_branch_create in namespace `ns` (PF_NAMESPACE_BYTES bytes, or NULL): the prefix
+ * lookup, and every later commit of the branch (and of its forks, and of branches checked
+ * out from its snapshots), act on that namespace. */
+PF_API pf_result pf_branch_create_ns(pf_client* client, const uint32_t* tokens, size_t n_tokens,
+                                     const uint8_t* ns, pf_new_branch* out);
+
 /* Where the KV of appended tokens goes: tokens [first_token, first_token + count) live in
  * page `page`, slots [first_slot, first_slot + count). Inside a page, token slot s of layer
  * l is at byte ((l * 2 + half) * page_tokens + s) * kv_heads * head_dim * dtype_size
@@ -281,7 +296,9 @@ typedef struct pf_snapshot_result {
   uint32_t reserved;
 } pf_snapshot_result;
 
-/* Seals and pins the branch's pages under a content-addressed CID. name may be NULL. */
+/* Seals and pins the branch's pages under a content-addressed CID. name may be NULL; a
+ * name is also a ref to the snapshot (moved to it if it existed; PF_INVALID_ARGUMENT for a
+ * name that is not a ref name), which blocks pf_unpin until pf_ref_delete. */
 PF_API pf_result pf_snapshot(pf_client* client, pf_branch_id branch, const char* name,
                              pf_snapshot_result* out);
 
@@ -501,6 +518,10 @@ PF_API pf_result pf_kv_copy(pf_client* client, const pf_kv_layout* layout, const
 PF_API pf_result pf_pages_lookup_keys(pf_client* client, const uint8_t* keys, size_t n_keys,
                                       uint32_t flags, uint32_t* pages, size_t pages_capacity,
                                       size_t* n_found);
+/* pf_pages_lookup_keys within namespace `ns` (PF_NAMESPACE_BYTES bytes, or NULL). */
+PF_API pf_result pf_pages_lookup_keys_ns(pf_client* client, const uint8_t* keys, size_t n_keys,
+                                         const uint8_t* ns, uint32_t flags, uint32_t* pages,
+                                         size_t pages_capacity, size_t* n_found);
 /* n fresh exclusive pages held by this client (pages_capacity >= n), to write through
  * pf_page_ptr (or pf_kv_copy) and then publish. The pool grows, then evicts least recently
  * used cached pages, as for pf_append; PF_OUT_OF_MEMORY takes nothing. */
@@ -514,6 +535,11 @@ PF_API pf_result pf_pages_alloc(pf_client* client, size_t n, uint32_t* pages,
  * pf_pages_alloc held by this client, or a key or page is listed twice. */
 PF_API pf_result pf_pages_publish(pf_client* client, const uint8_t* keys, const uint32_t* pages,
                                   size_t n, const uint8_t* parent_key, size_t* n_new);
+/* pf_pages_publish within namespace `ns` (PF_NAMESPACE_BYTES bytes, or NULL); parent_key is
+ * looked up in that namespace. */
+PF_API pf_result pf_pages_publish_ns(pf_client* client, const uint8_t* keys, const uint32_t* pages,
+                                     size_t n, const uint8_t* parent_key, const uint8_t* ns,
+                                     size_t* n_new);
 /* Ends one hold per listed page (a page listed k times ends k holds). PF_INVALID_ARGUMENT,
  * nothing changed, when this client holds a page fewer times than listed. */
 PF_API pf_result pf_pages_release(pf_client* client, const uint32_t* pages, size_t n);

@@ -182,6 +182,9 @@ class Branch {
   pf_branch_id id_ = 0;
 };
 
+// A prefix-index namespace tag (PF_NAMESPACE_BYTES bytes; all zero = the default namespace).
+using Namespace = std::array<std::uint8_t, PF_NAMESPACE_BYTES>;
+
 struct NewBranch {
   Branch branch;
   std::uint64_t n_tokens = 0;
@@ -249,9 +252,11 @@ class Client {
   }
   bool page_writable(std::uint32_t page) { return (page_access(page) & PF_PAGE_WRITABLE) != 0; }
 
-  NewBranch branch(std::span<const std::uint32_t> tokens = {}) {
+  // A new branch in namespace `ns` (nullptr: the default one; pf_branch_create_ns).
+  NewBranch branch(std::span<const std::uint32_t> tokens = {}, const Namespace* ns = nullptr) {
     pf_new_branch b{};
-    detail::check(pf_branch_create(client_, tokens.data(), tokens.size(), &b));
+    detail::check(pf_branch_create_ns(client_, tokens.data(), tokens.size(),
+                                      ns == nullptr ? nullptr : ns->data(), &b));
     return NewBranch{Branch(client_, b.branch), b.n_tokens, b.reused_tokens};
   }
   // Takes ownership of an existing branch id of this client's lease (or a detached one).
@@ -400,12 +405,15 @@ class Client {
     return hex;
   }
   // Pages of the longest leading run of `keys` present; held by this client if `hold`.
-  std::vector<std::uint32_t> lookup_keys(std::span<const Key> keys, bool hold = true) {
+  // Within namespace `ns` (nullptr: the default one).
+  std::vector<std::uint32_t> lookup_keys(std::span<const Key> keys, bool hold = true,
+                                         const Namespace* ns = nullptr) {
     std::vector<std::uint32_t> pages(keys.size());
     std::size_t found = 0;
-    detail::check(pf_pages_lookup_keys(client_, keys.empty() ? nullptr : keys.front().data(),
-                                       keys.size(), hold ? PF_LOOKUP_HOLD : 0u, pages.data(),
-                                       pages.size(), &found));
+    detail::check(pf_pages_lookup_keys_ns(client_, keys.empty() ? nullptr : keys.front().data(),
+                                          keys.size(), ns == nullptr ? nullptr : ns->data(),
+                                          hold ? PF_LOOKUP_HOLD : 0u, pages.data(), pages.size(),
+                                          &found));
     pages.resize(found);
     return pages;
   }
@@ -416,17 +424,19 @@ class Client {
     return pages;
   }
   // Seals pages[i] under keys[i], chained after parent_key (nullptr: first page); returns
-  // how many keys were new. Ends this client's holds on `pages`.
+  // how many keys were new. Ends this client's holds on `pages`. Within namespace `ns`
+  // (nullptr: the default one).
   std::size_t publish_pages(std::span<const Key> keys, std::span<const std::uint32_t> pages,
-                            const Key* parent_key = nullptr) {
+                            const Key* parent_key = nullptr, const Namespace* ns = nullptr) {
     if (keys.size() != pages.size()) {
       throw Error(PF_INVALID_ARGUMENT, "publish_pages: " + std::to_string(keys.size()) +
                                            " keys for " + std::to_string(pages.size()) + " pages");
     }
     std::size_t added = 0;
-    detail::check(pf_pages_publish(client_, keys.empty() ? nullptr : keys.front().data(),
-                                   pages.data(), pages.size(),
-                                   parent_key == nullptr ? nullptr : parent_key->data(), &added));
+    detail::check(pf_pages_publish_ns(client_, keys.empty() ? nullptr : keys.front().data(),
+                                      pages.data(), pages.size(),
+                                      parent_key == nullptr ? nullptr : parent_key->data(),
+                                      ns == nullptr ? nullptr : ns->data(), &added));
     return added;
   }
   void release_pages(std::span<const std::uint32_t> pages) {

@@ -63,11 +63,17 @@ extern "C" {
 
 pf_result pf_branch_create(pf_client* client, const uint32_t* tokens, size_t n_tokens,
                            pf_new_branch* out) {
+  return pf_branch_create_ns(client, tokens, n_tokens, nullptr, out);
+}
+
+pf_result pf_branch_create_ns(pf_client* client, const uint32_t* tokens, size_t n_tokens,
+                              const uint8_t* ns, pf_new_branch* out) {
   return boundary([&]() -> Status {
     PF_TRY(check_client(client));
     PF_TRY(check_out(out, "out"));
     if (tokens == nullptr && n_tokens != 0) return invalid("tokens is NULL but n_tokens is not 0");
     pf::msg::BranchCreate request;
+    PF_ASSIGN_OR_RETURN(request.ns, namespace_arg(client, ns));
     if (n_tokens != 0) request.tokens.assign(tokens, tokens + n_tokens);
     PF_ASSIGN_OR_RETURN(auto b, client->conn->request<Op::kBranchCreate>(std::move(request)));
     *out = pf_new_branch{b.head.branch, b.head.n_tokens, b.head.reused_tokens};

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "base/hex.h"
 #include "shims/lib/abi_support.h"
 
 // The boundary vocabulary (abi_support.h): Status, Result, Code, Op, the checks.
@@ -106,6 +107,13 @@ extern "C" {
 pf_result pf_pages_lookup_keys(pf_client* client, const uint8_t* keys, size_t n_keys,
                                uint32_t flags, uint32_t* pages, size_t pages_capacity,
                                size_t* n_found) {
+  return pf_pages_lookup_keys_ns(client, keys, n_keys, nullptr, flags, pages, pages_capacity,
+                                 n_found);
+}
+
+pf_result pf_pages_lookup_keys_ns(pf_client* client, const uint8_t* keys, size_t n_keys,
+                                  const uint8_t* ns, uint32_t flags, uint32_t* pages,
+                                  size_t pages_capacity, size_t* n_found) {
   return boundary([&]() -> Status {
     PF_TRY(check_client(client));
     PF_TRY(check_out(n_found, "n_found"));
@@ -117,6 +125,7 @@ pf_result pf_pages_lookup_keys(pf_client* client, const uint8_t* keys, size_t n_
     PF_TRY(check_key_count(n_keys, "keys"));
     PF_TRY(check_pages_buffer(pages, pages_capacity, n_keys));
     pf::msg::LookupKeys request;
+    PF_ASSIGN_OR_RETURN(request.ns, namespace_arg(client, ns));
     request.keys = as_keys(keys, n_keys);
     request.head.hold = (flags & PF_LOOKUP_HOLD) != 0 ? 1 : 0;
     PF_ASSIGN_OR_RETURN(auto found,
@@ -144,6 +153,12 @@ pf_result pf_pages_alloc(pf_client* client, size_t n, uint32_t* pages, size_t pa
 
 pf_result pf_pages_publish(pf_client* client, const uint8_t* keys, const uint32_t* pages, size_t n,
                            const uint8_t* parent_key, size_t* n_new) {
+  return pf_pages_publish_ns(client, keys, pages, n, parent_key, nullptr, n_new);
+}
+
+pf_result pf_pages_publish_ns(pf_client* client, const uint8_t* keys, const uint32_t* pages,
+                              size_t n, const uint8_t* parent_key, const uint8_t* ns,
+                              size_t* n_new) {
   return boundary([&]() -> Status {
     PF_TRY(check_client(client));
     if (n != 0 && (keys == nullptr || pages == nullptr)) {
@@ -151,6 +166,7 @@ pf_result pf_pages_publish(pf_client* client, const uint8_t* keys, const uint32_
     }
     PF_TRY(check_key_count(n, "pages"));
     pf::msg::Publish request;
+    PF_ASSIGN_OR_RETURN(request.ns, namespace_arg(client, ns));
     request.keys = as_keys(keys, n);
     request.pages.assign(pages, pages + n);
     if (parent_key != nullptr) {
@@ -178,17 +194,11 @@ pf_result pf_key_from_hex(const char* hex, uint8_t* key) {
   return boundary([&]() -> Status {
     PF_TRY(check_out(hex, "hex"));
     PF_TRY(check_out(key, "key"));
-    auto nibble = [](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-      return -1;
-    };
     std::uint8_t out[PF_KEY_BYTES];
     for (std::size_t i = 0; i < PF_KEY_BYTES; ++i) {
       // Stops at the first non-digit (a NUL included), so a short string is never overread.
-      const int hi = nibble(hex[2 * i]);
-      const int lo = hi < 0 ? -1 : nibble(hex[2 * i + 1]);
+      const int hi = pf::hex_nibble(hex[2 * i]);
+      const int lo = hi < 0 ? -1 : pf::hex_nibble(hex[2 * i + 1]);
       if (hi < 0 || lo < 0) {
         return invalid("a key is 64 hex digits; character " +
                        std::to_string(hi < 0 ? 2 * i : 2 * i + 1) + " is not one");
@@ -204,12 +214,8 @@ pf_result pf_key_to_hex(const uint8_t* key, char* hex) {
   return boundary([&]() -> Status {
     PF_TRY(check_out(key, "key"));
     PF_TRY(check_out(hex, "hex"));
-    static constexpr char kDigits[] = "0123456789abcdef";
-    for (std::size_t i = 0; i < PF_KEY_BYTES; ++i) {
-      hex[2 * i] = kDigits[key[i] >> 4];
-      hex[2 * i + 1] = kDigits[key[i] & 0xf];
-    }
-    hex[2 * PF_KEY_BYTES] = '\0';
+    const std::string digits = pf::hex_string(key, PF_KEY_BYTES);
+    std::memcpy(hex, digits.c_str(), digits.size() + 1);
     return Status::ok();
   });
 }

@@ -33,6 +33,24 @@ Status invalid(std::string message) {
   return Status(Code::kInvalidArgument, std::move(message));
 }
 
+Result<std::optional<wire::Namespace>> namespace_arg(const pf_client* client,
+                                                     const std::uint8_t* ns) {
+  std::optional<wire::Namespace> out;
+  if (ns == nullptr) return out;
+  wire::Namespace tag{};
+  std::memcpy(tag.data(), ns, tag.size());
+  if (tag == wire::Namespace{}) return out;
+  if (client->conn->pool().protocol_minor < wire::kNamespaceMinor) {
+    return Status(Code::kUnsupported, "the daemon speaks protocol " +
+                                          std::to_string(wire::kVersionMajor) + "." +
+                                          std::to_string(client->conn->pool().protocol_minor) +
+                                          ", which has no prefix-index namespaces (3." +
+                                          std::to_string(wire::kNamespaceMinor) + " and later)");
+  }
+  out = tag;
+  return out;
+}
+
 Status check_client(const pf_client* client) {
   if (client == nullptr || client->conn == nullptr) return invalid("client is NULL");
   return Status::ok();

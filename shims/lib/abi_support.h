@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -62,6 +63,13 @@ Status check_cid_buffer(const char* out, std::size_t capacity, const char* what)
 void copy_cid(std::string_view cid, char* out);
 // Copies text NUL-terminated into dst[capacity] (truncating).
 void copy_fixed(char* dst, std::size_t capacity, std::string_view src);
+
+// A namespace argument (PF_NAMESPACE_BYTES bytes, or NULL) as a request's optional tail:
+// NULL and the all-zero tag are the default namespace (nullopt: the request is then byte
+// for byte a protocol 3.0 one). kUnsupported, before anything is sent, for a non-default
+// namespace when the daemon speaks a protocol minor without namespaces.
+Result<std::optional<wire::Namespace>> namespace_arg(const pf_client* client,
+                                                     const std::uint8_t* ns);
 
 // The capacity / size-needed protocol of the JSON answers (processfork.h).
 Status check_json_args(const pf_client* client, const char* json, std::size_t capacity);

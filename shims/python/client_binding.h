@@ -44,6 +44,19 @@ inline void check(pf_result r) {
 }
 
 // A fixed, NUL-padded char field of a pf_* struct as text (never past its end).
+// A namespace argument: None (the default namespace; empty result) or exactly
+// PF_NAMESPACE_BYTES bytes. The Python layer (processfork/_client.py) normalizes hex first.
+inline std::vector<std::uint8_t> namespace_bytes(const std::optional<nanobind::bytes>& ns) {
+  if (!ns) return {};
+  if (ns->size() != PF_NAMESPACE_BYTES) {
+    throw PfError{PF_INVALID_ARGUMENT, "namespace: " + std::to_string(ns->size()) +
+                                           " bytes, expected " +
+                                           std::to_string(PF_NAMESPACE_BYTES)};
+  }
+  const auto* p = static_cast<const std::uint8_t*>(static_cast<const void*>(ns->c_str()));
+  return std::vector<std::uint8_t>(p, p + ns->size());
+}
+
 inline std::string text_of(const char* field, std::size_t capacity) {
   return std::string(field, strnlen(field, capacity));
 }

@@ -20,6 +20,7 @@ using pf::python::check;
 using pf::python::Client;
 using pf::python::ForkOut;
 using pf::python::MergeOut;
+using pf::python::namespace_bytes;
 using pf::python::PfError;
 using pf::python::pool_info_dict;
 using pf::python::Source;
@@ -79,15 +80,18 @@ NB_MODULE(_core, m) {
              c.call([&](pf_client* p) { return pf_pool_stats_get(p, &s); });
              return s;
            })
-      .def("branch_create",
-           [](Client& c, const std::vector<std::uint32_t>& tokens) {
-             pf_new_branch b{};
-             c.call([&](pf_client* p) {
-               return pf_branch_create(p, tokens.empty() ? nullptr : tokens.data(), tokens.size(),
-                                       &b);
-             });
-             return b;
-           })
+      .def(
+          "branch_create",
+          [](Client& c, const std::vector<std::uint32_t>& tokens, std::optional<nb::bytes> ns) {
+            const std::vector<std::uint8_t> tag = namespace_bytes(ns);
+            pf_new_branch b{};
+            c.call([&](pf_client* p) {
+              return pf_branch_create_ns(p, tokens.empty() ? nullptr : tokens.data(), tokens.size(),
+                                         tag.empty() ? nullptr : tag.data(), &b);
+            });
+            return b;
+          },
+          "tokens"_a, "ns"_a.none() = nb::none())
       .def("append",
            [](Client& c, std::uint64_t branch, const std::vector<std::uint32_t>& tokens) {
              AppendOut out;

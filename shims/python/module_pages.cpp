@@ -68,20 +68,22 @@ void bind_pages(nb::module_& m) {
       return std::vector<std::uint8_t>(p, p + keys.size());
     };
     nb::cpp_function_def(
-        [key_bytes](Client& c, const nb::bytes& keys, bool hold) {
+        [key_bytes](Client& c, const nb::bytes& keys, bool hold, std::optional<nb::bytes> ns) {
           const std::vector<std::uint8_t> k = key_bytes(keys);
+          const std::vector<std::uint8_t> tag = namespace_bytes(ns);
           const std::size_t n = k.size() / PF_KEY_BYTES;
           std::vector<std::uint32_t> pages(n);
           std::size_t found = 0;
           c.call([&](pf_client* p) {
-            return pf_pages_lookup_keys(p, n == 0 ? nullptr : k.data(), n,
-                                        hold ? PF_LOOKUP_HOLD : 0u, pages.data(), pages.size(),
-                                        &found);
+            return pf_pages_lookup_keys_ns(
+                p, n == 0 ? nullptr : k.data(), n, tag.empty() ? nullptr : tag.data(),
+                hold ? PF_LOOKUP_HOLD : 0u, pages.data(), pages.size(), &found);
           });
           pages.resize(found);
           return pages;
         },
-        nb::scope(cls), nb::name("pages_lookup_keys"), nb::is_method(), "keys"_a, "hold"_a);
+        nb::scope(cls), nb::name("pages_lookup_keys"), nb::is_method(), "keys"_a, "hold"_a,
+        "ns"_a.none() = nb::none());
     nb::cpp_function_def(
         [](Client& c, std::size_t n) {
           std::vector<std::uint32_t> pages(n);
@@ -91,8 +93,9 @@ void bind_pages(nb::module_& m) {
         nb::scope(cls), nb::name("pages_alloc"), nb::is_method(), "n"_a);
     nb::cpp_function_def(
         [key_bytes](Client& c, const nb::bytes& keys, const std::vector<std::uint32_t>& pages,
-                    std::optional<nb::bytes> parent_key) {
+                    std::optional<nb::bytes> parent_key, std::optional<nb::bytes> ns) {
           const std::vector<std::uint8_t> k = key_bytes(keys);
+          const std::vector<std::uint8_t> tag = namespace_bytes(ns);
           std::vector<std::uint8_t> parent;
           if (parent_key) {
             parent = key_bytes(*parent_key);
@@ -107,14 +110,15 @@ void bind_pages(nb::module_& m) {
           }
           std::size_t added = 0;
           c.call([&](pf_client* p) {
-            return pf_pages_publish(p, k.empty() ? nullptr : k.data(),
-                                    pages.empty() ? nullptr : pages.data(), pages.size(),
-                                    parent_key ? parent.data() : nullptr, &added);
+            return pf_pages_publish_ns(p, k.empty() ? nullptr : k.data(),
+                                       pages.empty() ? nullptr : pages.data(), pages.size(),
+                                       parent_key ? parent.data() : nullptr,
+                                       tag.empty() ? nullptr : tag.data(), &added);
           });
           return added;
         },
         nb::scope(cls), nb::name("pages_publish"), nb::is_method(), "keys"_a, "pages"_a,
-        "parent_key"_a.none());
+        "parent_key"_a.none(), "ns"_a.none() = nb::none());
     nb::cpp_function_def(
         [](Client& c, const std::vector<std::uint32_t>& pages) {
           c.call([&](pf_client* p) {

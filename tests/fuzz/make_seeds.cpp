@@ -29,8 +29,13 @@ const char* const kCid = "sha256:9f2c6c2d8e0a4e1b3c5d7f9a0b2c4d6e8f0a1b3c5d7e9f0
 // Sample contents for messages with arrays or text; the rest keep their defaults.
 template <typename M>
 void fill(M&) {}
+// The 3.1 namespace tail (docs/protocol.md "Optional tail fields") on the requests that
+// take one; the fuzzer reaches the tail-less 3.0 form by truncation.
+const wire::Namespace kNamespace{0xa1, 0xb2, 0xc3};
+
 void fill(msg::BranchCreate& m) {
   m.tokens = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  m.ns = kNamespace;
 }
 void fill(msg::Append& m) {
   m.head.branch = 7;
@@ -75,6 +80,7 @@ void fill(msg::Gc& m) {
 }
 void fill(msg::LookupKeys& m) {
   m.keys.assign(2, wire::Key{1, 2, 3});
+  m.ns = kNamespace;
 }
 void fill(msg::AllocPages& m) {
   m.head.n_pages = 2;
@@ -83,6 +89,7 @@ void fill(msg::Publish& m) {
   m.head.has_parent = 1;
   m.keys.assign(2, wire::Key{4, 5, 6});
   m.pages = {3, 4};
+  m.ns = kNamespace;
 }
 void fill(msg::ReleasePages& m) {
   m.pages = {3, 4};
@@ -174,7 +181,7 @@ void write_text(const fs::path& path, std::uint8_t selector, const std::string& 
 std::string http_body(Op op) {
   switch (op) {
     case Op::kBranchCreate:
-      return R"({"tokens":[1,2,3,4,5,6,7,8,9]})";
+      return R"({"tokens":[1,2,3,4,5,6,7,8,9],"namespace":")" + std::string(64, 'a') + "\"}";
     case Op::kBranchFree:
     case Op::kBranchInfo:
       return R"({"branch":7})";

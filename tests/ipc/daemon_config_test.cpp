@@ -107,6 +107,13 @@ TEST_F(ConfigTest, EveryFlagBothSpellings) {
   EXPECT_EQ(
       parse({"--geometry", "layers=4,kv_heads=2,head_dim=64,dtype=fp16,page_tokens=16"})->geometry,
       "layers=4,kv_heads=2,head_dim=64,dtype=fp16,page_tokens=16");
+  EXPECT_EQ(parse({"--geometry", "llama-3-8b:128"})->geometry, "llama-3-8b:128");
+  for (const char* bad : {"llama-3-8b:0", "llama-3-8b:x", "nope:128"}) {
+    Result<DaemonConfig> r = parse({"--geometry", bad});
+    ASSERT_FALSE(r.is_ok()) << bad;
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("--geometry"), std::string::npos) << r.status().message();
+  }
   EXPECT_EQ(parse({"--http", "off"})->http, "off");
   EXPECT_EQ(parse({"--http", "[::1]:9000"})->http, "[::1]:9000");
 }

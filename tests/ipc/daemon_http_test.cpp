@@ -74,7 +74,7 @@ TEST_F(HttpTest, HealthAndPool) {
   EXPECT_EQ(h.j["backend"], "host");
   EXPECT_EQ(h.j["device"], "host");
   EXPECT_TRUE(h.j["version"].is_string());
-  EXPECT_EQ(h.j["protocol"], "3.0");
+  EXPECT_EQ(h.j["protocol"], "3.1");
 
   Resp p = request(cli, "GET", "/v1/pool");
   ASSERT_EQ(p.status, 200);
@@ -141,8 +141,10 @@ TEST_F(HttpTest, SnapshotForkCheckoutRefsMergeLogDiffBothSpellings) {
     EXPECT_EQ(s.j["n_pages"], 3);
     const std::string cid = s.j["cid"];
     EXPECT_EQ(cid.rfind("sha256:", 0), 0u);
+    // The name is a ref (docs/http.md): fork takes it, as the README's `fork ctx` does.
+    EXPECT_EQ(request(cli, "GET", "/v1/refs/ctx").j["cid"], cid);
 
-    Resp f = request(cli, "POST", prefix + "/fork", json{{"cid", cid}, {"n", 3}}.dump());
+    Resp f = request(cli, "POST", prefix + "/fork", json{{"cid", "ctx"}, {"n", 3}}.dump());
     ASSERT_EQ(f.status, 201) << f.body;
     EXPECT_EQ(f.j["branches"].size(), 3u);
     EXPECT_EQ(f.j["source"], cid);
@@ -195,7 +197,7 @@ TEST_F(HttpTest, SnapshotForkCheckoutRefsMergeLogDiffBothSpellings) {
   ASSERT_EQ(put.status, 200) << put.body;
   EXPECT_EQ(put.j, (json{{"name", "team/main"}, {"cid", cid}}));
   EXPECT_EQ(request(cli, "GET", "/v1/refs/team/main").j["cid"], cid);
-  EXPECT_EQ(request(cli, "GET", "/v1/refs").j["refs"].size(), 1u);
+  EXPECT_EQ(request(cli, "GET", "/v1/refs").j["refs"].size(), 2u);  // and ctx, the same CID
   Resp by_ref = request(cli, "POST", "/processfork/checkout", json{{"cid", "team/main"}}.dump());
   ASSERT_EQ(by_ref.status, 201);
   EXPECT_EQ(by_ref.j["cid"], cid);
@@ -264,6 +266,8 @@ TEST_F(HttpTest, SnapshotForkCheckoutRefsMergeLogDiffBothSpellings) {
   EXPECT_EQ(held.j["error"]["code"], "conflict");
   EXPECT_EQ(request(cli, "DELETE", "/v1/refs/team/main").status, 204);
   EXPECT_EQ(request(cli, "GET", "/v1/refs/team/main").status, 404);
+  EXPECT_EQ(request(cli, "DELETE", "/v1/snapshots/" + cid).status, 409);  // ctx names it too
+  EXPECT_EQ(request(cli, "DELETE", "/v1/refs/ctx").status, 204);
   EXPECT_EQ(request(cli, "DELETE", "/v1/snapshots/" + cid).status, 204);
 }
 
@@ -296,6 +300,8 @@ TEST_F(HttpTest, BadRequestsAnswerTheDocumentedErrorAndChangeNothing) {
       {"POST", "/v1/processfork/snapshot", R"({"branch":")" + xs + R"("})", 400,
        "invalid_argument"},
       {"POST", "/v1/processfork/snapshot", R"({"branch":)" + xs + R"(,"name":7})", 400,
+       "invalid_argument"},
+      {"POST", "/v1/processfork/snapshot", R"({"branch":)" + xs + R"(,"name":"not a ref"})", 400,
        "invalid_argument"},
       {"POST", "/processfork/snapshot", "{\"branch\":", 400, "invalid_argument"},
       {"POST", "/v1/processfork/fork", R"({"cid":")" + cid + R"("})", 400, "invalid_argument"},
@@ -519,6 +525,7 @@ TEST_F(HttpTest, SocketRepliesMatchHttpBytes) {
   ASSERT_TRUE(bad.is_ok());
   EXPECT_EQ(bad->code(), Code::kProtocol) << bad->text();
   EXPECT_EQ(uds.rendered<Op::kRefDelete>(named("main")), "");
+  EXPECT_EQ(uds.rendered<Op::kRefDelete>(named("n")), "");  // the snapshot's name
   EXPECT_EQ(uds.rendered<Op::kUnpin>(named(cid)), "");
   EXPECT_EQ(request(cli, "GET", "/v1/snapshots/" + cid).status, 404);
 }

@@ -24,6 +24,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+import processfork
+
 from sglang.srt.mem_cache.hicache_storage import HiCacheStorageConfig
 
 LAYOUTS = ("layer_first", "page_first", "page_first_direct", "page_head")
@@ -101,6 +103,11 @@ class HostPool:
 def geometry_string(layers: int, heads: int, head_dim: int, dtype: torch.dtype, page_size: int) -> str:
     return (f"layers={layers},kv_heads={heads},head_dim={head_dim},dtype={PF_DTYPE[dtype]},"
             f"page_tokens={page_size}")
+
+
+# The prefix-index namespace of a backend made from storage_config() (model_name "pf-test",
+# not a directory: the name stands for the weights; processfork.sglang._config).
+NAMESPACE = processfork.namespace("pf-test", None, None, None)
 
 
 def storage_config(extra: Optional[Dict[str, Any]] = None, *, tp_rank: int = 0, tp_size: int = 1,

@@ -21,6 +21,7 @@ into the token's slot, as vLLM's reshape_and_cache writes slot
 """
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ def vllm_config(model_dir: str, socket: str | None, *, kv_role: str = "kv_both",
                 num_blocks: int = 64, max_batched_tokens: int = 256,
                 prefix_caching: bool = True, extra: dict[str, Any] | None = None,
                 module_path: str | None = "processfork.vllm",
-                connector: str = "ProcessForkConnector"):
+                connector: str = "ProcessForkConnector", block_size: int = BLOCK_SIZE):
     """A real VllmConfig selecting the connector as ``--kv-transfer-config`` would."""
     from vllm.config import (CacheConfig, DeviceConfig, KVTransferConfig, ModelConfig,
                              SchedulerConfig, VllmConfig)
@@ -72,7 +73,7 @@ def vllm_config(model_dir: str, socket: str | None, *, kv_role: str = "kv_both",
                      max_model_len=512)
     vc = VllmConfig(model_config=mc, kv_transfer_config=kt,
                     device_config=DeviceConfig(device="cpu"),
-                    cache_config=CacheConfig(block_size=BLOCK_SIZE,
+                    cache_config=CacheConfig(block_size=block_size,
                                              enable_prefix_caching=prefix_caching),
                     scheduler_config=SchedulerConfig(
                         max_num_batched_tokens=max_batched_tokens,
@@ -82,7 +83,7 @@ def vllm_config(model_dir: str, socket: str | None, *, kv_role: str = "kv_both",
     return vc
 
 
-def kv_cache_config(num_blocks: int, layout_name: str = "LBNHC"):
+def kv_cache_config(num_blocks: int, layout_name: str = "LBNHC", block_size: int = BLOCK_SIZE):
     """vLLM's KVCacheConfig for the two layers: one KVCacheTensor, strides per the
     KVCacheTensor docstring (vllm/v1/kv_cache_interface.py): layer-outermost layouts
     give each layer a region (layer_stride = page * num_blocks, block_stride = page),
@@ -91,7 +92,7 @@ def kv_cache_config(num_blocks: int, layout_name: str = "LBNHC"):
                                             KVCacheGroupSpec, KVCacheTensor)
     from vllm.v1.kv_cache_layout import KVCacheLayout
 
-    spec = FullAttentionSpec(block_size=BLOCK_SIZE, num_kv_heads=KV_HEADS,
+    spec = FullAttentionSpec(block_size=block_size, num_kv_heads=KV_HEADS,
                              head_size=HEAD_DIM, dtype=DTYPE)
     page = spec.page_size_bytes
     layout = KVCacheLayout[layout_name]
@@ -144,23 +145,47 @@ def write_slot(kv: dict[str, torch.Tensor], layer: int, block_id: int, offset: i
     c[:, HEAD_DIM:] = value[layer, 1].to(c.device)
 
 
+def request_block_hasher(config: Any, hash_block_size: int) -> Any:
+    """vLLM's own request block hasher, made as ``EngineCore.__init__`` makes it
+    (vllm/v1/engine/core.py, 0.32 and 0.33): the hash function named by
+    ``cache_config.prefix_caching_hash_algo``, ``init_none_hash`` seeded with it, then
+    ``get_request_block_hasher``. vLLM 0.33 also passes ``num_hash_lookahead_tokens``;
+    0.32's ``get_request_block_hasher`` has no such parameter. Requests made without a
+    hasher have no block hashes, and 0.32's block pool indexes them (IndexError)."""
+    from vllm.utils.hashing import get_hash_fn_by_name
+    from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
+
+    hash_fn = get_hash_fn_by_name(config.cache_config.prefix_caching_hash_algo)
+    init_none_hash(hash_fn)
+    extra = {}
+    if "num_hash_lookahead_tokens" in inspect.signature(get_request_block_hasher).parameters:
+        extra["num_hash_lookahead_tokens"] = config.num_hash_lookahead_tokens
+    return get_request_block_hasher(hash_block_size, hash_fn, **extra)
+
+
 class Engine:
     """vLLM's Scheduler plus one worker-role connector over vLLM-laid-out tensors."""
 
     def __init__(self, model_dir: str, socket: str | None, *, seed: int = 1,
                  num_blocks: int = 64, layout: str = "LBNHC", device: str = "cpu",
-                 **config_kw: Any) -> None:
+                 block_size: int = BLOCK_SIZE, **config_kw: Any) -> None:
         from vllm.distributed.kv_transfer.kv_connector.factory import KVConnectorFactory
         from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
+        from vllm.v1.core.kv_cache_utils import resolve_kv_cache_block_sizes
         from vllm.v1.core.sched.scheduler import Scheduler
         from vllm.v1.structured_output import StructuredOutputManager
 
         self.seed = seed
-        self.config = vllm_config(model_dir, socket, num_blocks=num_blocks, **config_kw)
-        self.kcc = kv_cache_config(num_blocks, layout)
+        self.block_size = block_size
+        self.config = vllm_config(model_dir, socket, num_blocks=num_blocks,
+                                  block_size=block_size, **config_kw)
+        self.kcc = kv_cache_config(num_blocks, layout, block_size)
+        # block sizes, block hasher and requests as vLLM's EngineCore makes them
+        block_size, hash_block_size = resolve_kv_cache_block_sizes(self.kcc, self.config)
         self.scheduler = Scheduler(self.config, self.kcc,
                                    StructuredOutputManager(self.config),
-                                   block_size=BLOCK_SIZE)
+                                   block_size=block_size, hash_block_size=hash_block_size)
+        self.block_hasher = request_block_hasher(self.config, hash_block_size)
         self.worker = KVConnectorFactory.create_connector(self.config, KVConnectorRole.WORKER,
                                                           self.kcc)
         self.kv = kv_caches(self.kcc, device)
@@ -173,13 +198,19 @@ class Engine:
         """The scheduler-role connector the Scheduler made."""
         return self.scheduler.connector
 
-    def add(self, req_id: str, tokens: list[int], max_tokens: int = 4) -> None:
+    def add(self, req_id: str, tokens: list[int], max_tokens: int = 4, *,
+            prompt_embeds: torch.Tensor | None = None, **request_kw: Any) -> None:
+        """Adds a request; ``request_kw`` go to vLLM's Request (``cache_salt``,
+        ``lora_request``). With ``prompt_embeds`` the prompt has no token ids (``tokens``
+        must be vLLM's placeholders, ``[0] * len(prompt_embeds)``)."""
         from vllm.sampling_params import SamplingParams
         from vllm.v1.request import Request
 
         self.tokens[req_id] = list(tokens)
-        self.scheduler.add_request(Request(req_id, list(tokens),
-                                           SamplingParams(max_tokens=max_tokens), None))
+        ids = None if prompt_embeds is not None else list(tokens)
+        self.scheduler.add_request(Request(req_id, ids, SamplingParams(max_tokens=max_tokens),
+                                           None, prompt_embeds=prompt_embeds,
+                                           block_hasher=self.block_hasher, **request_kw))
 
     def block_ids(self, req_id: str) -> list[int]:
         return list(self.scheduler.kv_cache_manager.get_block_ids(req_id)[0])
@@ -207,8 +238,8 @@ class Engine:
             w.wait_for_layer_load(name)
             for tokens, start, n, blocks in computed:  # attention writes this layer's KV
                 for pos in range(start, min(start + n, len(tokens))):
-                    write_slot(self.kv, layer, blocks[pos // BLOCK_SIZE], pos % BLOCK_SIZE,
-                               token_kv(self.seed, tokens[pos], pos))
+                    write_slot(self.kv, layer, blocks[pos // self.block_size],
+                               pos % self.block_size, token_kv(self.seed, tokens[pos], pos))
             w.save_kv_layer(name, self.kv[name], None)
         if not out.has_sync_kv_loads:
             w.start_load_kv(None)
@@ -225,7 +256,8 @@ class Engine:
 
     def slot_kv(self, req_id: str, position: int) -> torch.Tensor:
         blocks = self.block_ids(req_id)
-        return read_slot(self.kv, blocks[position // BLOCK_SIZE], position % BLOCK_SIZE)
+        return read_slot(self.kv, blocks[position // self.block_size],
+                         position % self.block_size)
 
     def close(self) -> None:
         self.worker.shutdown()

@@ -83,7 +83,7 @@ def test_snapshot_fork_checkout_log_diff_merge(client):
     assert snap.created
     again = client.snapshot(base)
     assert again.cid == snap.cid and not again.created
-    client.ref_set("py-base", snap.cid)
+    assert client.ref_get("py-base") == snap.cid  # the snapshot's name is a ref
 
     kids = client.fork(snap.cid, 3)
     assert len(kids) == 3 and len({k.id for k in kids}) == 3
@@ -119,6 +119,30 @@ def test_snapshot_fork_checkout_log_diff_merge(client):
     man = client.manifest(snap.cid)
     assert isinstance(man, dict)
     assert any(e.cid == snap.cid and e.n_tokens == snap.n_tokens for e in client.snapshots())
+
+
+def test_snapshot_name_is_a_ref_that_moves(client):
+    """A named snapshot sets the ref ``name`` (checkout/fork take it); the next snapshot
+    under that name moves it, git-branch-like; the old snapshot stays pinned until unpinned,
+    which the ref blocks while it names it. A name that is not a ref name is refused."""
+    b = client.branch()
+    client.append(b, toks(3, start=600))
+    s1 = client.snapshot(b, name="py-moving")
+    assert client.ref_get("py-moving") == s1.cid
+    assert client.checkout("py-moving").cid == s1.cid
+    with pytest.raises(processfork.Conflict):
+        client.unpin(s1.cid)
+    client.append(b, toks(2, start=700))
+    s2 = client.snapshot(b, name="py-moving")
+    assert s2.cid != s1.cid and client.ref_get("py-moving") == s2.cid
+    assert [k.cid for k in client.fork("py-moving", 2)] == [s2.cid, s2.cid]
+    client.unpin(s1.cid)  # no ref names it any more
+    for bad in ("has space", "-dash", "x" * 256):
+        with pytest.raises(processfork.InvalidArgument, match="ref name"):
+            client.snapshot(b, name=bad)
+    assert client.ref_get("py-moving") == s2.cid
+    client.ref_delete("py-moving")
+    client.unpin(s2.cid)
 
 
 def test_refs_unpin_gc(client):

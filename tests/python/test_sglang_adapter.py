@@ -15,6 +15,7 @@ MHATokenToKVPoolHost (see that module for why the real class cannot be built her
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import subprocess
@@ -33,6 +34,7 @@ from conftest import start_cuda_daemon, start_daemon, stop_daemon
 
 from _sglang_host import (
     LAYOUTS,
+    NAMESPACE,
     HostPool,
     chain_keys,
     dynamic_extra,
@@ -191,7 +193,11 @@ def test_geometry_mismatch_is_a_clear_error(pf):
                            (HostPool("page_first", L, H, D, P, PAGES, torch.float16), "dtype")):
             with pytest.raises(ValueError, match=what) as e:
                 s.register_mem_pool_host(pool)
-            assert "--geometry" in str(e.value)
+            # the hint is a --geometry the CLI accepts for this host pool
+            pf_dtype = "fp16" if pool.dtype == torch.float16 else "bf16"
+            assert (f"--geometry layers={pool.layer_num},kv_heads={pool.head_num},"
+                    f"head_dim={pool.head_dim},dtype={pf_dtype},page_tokens={pool.page_size}"
+                    in str(e.value)), str(e.value)
         mla = HostPool("page_first", L, H, D, P, PAGES, DTYPE)
         mla.kv_lora_rank = 512
         with pytest.raises(ValueError, match="MLA"):
@@ -212,7 +218,7 @@ def _check_pool_pages(client: processfork.Client, keys: List[str], host: HostPoo
                       host_pages: List[int]) -> None:
     """ProcessFork's pages under ``keys`` hold the host pages in the pool's layout
     [layer][K|V][token][head][head_dim], checked row by row with direct indexing."""
-    pages = client.lookup_keys(keys, hold=True)
+    pages = client.lookup_keys(keys, hold=True, namespace=NAMESPACE)
     try:
         assert len(pages) == len(keys)
         for page, hp in zip(pages, host_pages):
@@ -389,10 +395,10 @@ def test_pages_sglang_stored_are_reused_snapshotted_and_forked(pf):
         assert s.batch_set_v1(keys[1:], a.indices([3, 4]),
                               HiCacheStorageExtraInfo(prefix_keys=keys[:1])) == [True, True]
         with pf.connect() as c:
-            b = c.branch(tokens + [1, 2])
+            b = c.branch(tokens + [1, 2], namespace=NAMESPACE)
             assert b.reused_tokens == 3 * P
             v = c.view(b)
-            stored = c.lookup_keys(keys, hold=False)
+            stored = c.lookup_keys(keys, hold=False, namespace=NAMESPACE)
             assert v.pages[:3] == stored
             snap = c.snapshot(b)
             assert (snap.n_tokens, snap.n_pages) == (3 * P, 3)
@@ -400,6 +406,59 @@ def test_pages_sglang_stored_are_reused_snapshotted_and_forked(pf):
             for k in kids:
                 assert c.view(k).pages == stored
             _check_pool_pages(c, keys, a, [2, 3, 4])
+    finally:
+        s.close()
+
+
+def test_any_key_string_is_a_key(pf):
+    """HiCacheStorage types keys as str: every string is stored and found, by every path.
+    Page hashes (64 lowercase hex digits) are prefix keys as they are; any other string is
+    SHA-256 of a domain-separated encoding (docs/adapter-sglang.md "Keys")."""
+    from processfork.sglang._keys import prefix_key, prefix_keys
+
+    odd = ["", "\u00fcnic\u00f8de-\u9875-\U0001f600", "k" * 100_000, "A" * 64, "\ud800"]
+    s, a = attached(pf.socket, "page_first", seed=21)
+    b = HostPool("page_first", L, H, D, P, PAGES, DTYPE)
+    s2 = make_storage(pf.socket, "page_first")
+    s2.register_mem_pool_host(b)
+    try:
+        # zero copy, chained after a parent that is not a page hash either
+        parent = "parent of the odd keys"
+        assert s.batch_set_v1(odd, a.indices([0, 1, 2, 3, 4]),
+                              HiCacheStorageExtraInfo(prefix_keys=[parent])) == [True] * 5
+        assert s.batch_exists(odd) == 5 and all(s.exists(k) for k in odd)
+        assert s2.batch_get_v1(odd, b.indices([3, 4, 5, 6, 7])) == [True] * 5
+        for src, dst in zip((0, 1, 2, 3, 4), (3, 4, 5, 6, 7)):
+            assert a.page_equal(b, src, dst)
+        # the flat path
+        assert s.set("flat key \u2603", a.get_data_page(5 * P)) is True
+        assert torch.equal(bits(s2.get("flat key \u2603")), bits(a.get_data_page(5 * P)))
+        # the daemon holds them under the documented prefix keys
+        expect = [hashlib.sha256(b"processfork-sglang-key-v1\x00" + k.encode("utf-8", "surrogatepass"))
+                  .hexdigest() for k in odd]
+        assert prefix_keys(odd) == expect
+        with pf.connect() as c:
+            assert len(c.lookup_keys(expect, hold=False, namespace=s.namespace)) == 5
+        # a page hash is its own prefix key; its uppercase spelling is just another string
+        real = chain_keys(fresh_tokens(1), P)[0]
+        assert prefix_key(real) == real and prefix_key(real.upper()) != real
+        assert not s.exists(real) and not s.exists(odd[1] + "x")
+    finally:
+        s2.close()
+        s.close()
+
+
+def test_a_key_that_is_not_a_str_is_a_logged_miss(pf, caplog):
+    """Not a str: refused, logged under SGLang's logger hierarchy, every call misses."""
+    s, a = attached(pf.socket, "page_first", seed=22)
+    try:
+        caplog.set_level("WARNING", logger="sglang")
+        assert s.batch_set_v1([b"bytes"], a.indices([0])) == [False]
+        assert s.batch_exists([7]) == 0
+        assert s.batch_get_v1([None], a.indices([0])) == [False]
+        ours = [r for r in caplog.records if "must be a str" in r.getMessage()]
+        assert ours and {r.name for r in ours} == {"sglang.srt.mem_cache.storage.processfork"}
+        assert all(r.levelname == "WARNING" for r in ours)
     finally:
         s.close()
 
@@ -500,7 +559,8 @@ def http(pf):
     from processfork.sglang.routes import mount
 
     app = FastAPI()
-    router = mount(app, pf.socket, tokenizer=lambda: _Tokenizer())
+    router = mount(app, pf.socket, tokenizer=lambda: _Tokenizer(),
+                   namespace=NAMESPACE)
     bare = FastAPI()
     from processfork.sglang.routes import make_router
     bare.include_router(make_router(pf.socket, prefix="/bare"))
@@ -563,14 +623,17 @@ def test_routes_snapshot_fork_checkout_merge(http, pf):
         assert st == 201 and (short["n_tokens"], short["n_pages"]) == (2 * P, 2)
         assert short["requested_tokens"] == 2 * P + 1
         st, full = _post(http, "/processfork/snapshot",
-                         {"text": " ".join(map(str, tokens)), "name": "three pages"})
+                         {"text": " ".join(map(str, tokens)), "name": "three-pages"})
         assert st == 201 and (full["n_tokens"], full["n_pages"]) == (3 * P, 3)
-        assert full["cid"].startswith("sha256:") and full["name"] == "three pages"
+        assert full["cid"].startswith("sha256:") and full["name"] == "three-pages"
+        # the name is a ref (fork takes it); a name that is not a ref name is refused
+        _err(_post(http, "/processfork/snapshot", {"input_ids": tokens, "name": "three pages"}),
+             400, "invalid_argument")
 
-        st, fk = _post(http, "/processfork/fork", {"cid": full["cid"], "n": 3})
+        st, fk = _post(http, "/processfork/fork", {"cid": "three-pages", "n": 3})
         assert st == 201 and len(fk["branches"]) == 3 and fk["source"] == full["cid"]
         with pf.connect() as c:
-            stored = c.lookup_keys(keys, hold=False)
+            stored = c.lookup_keys(keys, hold=False, namespace=NAMESPACE)
             for bid in fk["branches"]:
                 v = c.view(bid)
                 assert v.n_tokens == 3 * P and v.pages == stored and v.owner == 0
@@ -609,7 +672,7 @@ def test_route_checkout_makes_a_snapshot_findable_by_sglang_keys(http, pf):
     rng = np.random.default_rng(18)
     with pf.connect() as c:
         # KV written by another client and snapshotted without commit: not in the index
-        b = c.branch()
+        b = c.branch(namespace=NAMESPACE)
         written = {}
         for run in c.append(b, tokens):
             page = c.page(run.page)
@@ -617,11 +680,11 @@ def test_route_checkout_makes_a_snapshot_findable_by_sglang_keys(http, pf):
             written[run.page] = page.copy()
         snap = c.snapshot(b)
         c.free(b)
-        assert c.lookup_keys(keys, hold=False) == []
+        assert c.lookup_keys(keys, hold=False, namespace=NAMESPACE) == []
         st, co = _post(http, "/processfork/checkout", {"cid": snap.cid})
         assert st == 201 and co["n_tokens"] == 3 * P
         snap_pages = c.view(co["branch"]).pages
-        assert c.lookup_keys(keys, hold=False) == snap_pages
+        assert c.lookup_keys(keys, hold=False, namespace=NAMESPACE) == snap_pages
         c.free(co["branch"])
     # SGLang's next prefetch of those tokens loads the snapshot's bytes from L3
     s, host = attached(pf.socket, "page_head")

@@ -13,6 +13,7 @@ restored cache holds every token but the last generated one).
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import subprocess
@@ -113,8 +114,12 @@ def test_geometry_helper_follows_the_config(model):
     assert (g.layers, g.kv_heads, g.head_dim, g.dtype) == (3, 2, 16, "fp32")
     assert geometry_for(model.config, page_tokens=16, dtype=torch.bfloat16) == \
         "layers=3,kv_heads=2,head_dim=16,dtype=bf16,page_tokens=16"
-    with pytest.raises(processfork.InvalidArgument, match="page_tokens"):
-        geometry_for(model, page_tokens=0)
+    # any block size the daemon takes, e.g. 128 (vLLM's CPU backend's default)
+    assert geometry_for(model.config, page_tokens=128).endswith(",page_tokens=128")
+    assert geometry_for(model.config, page_tokens=65536).endswith(",page_tokens=65536")
+    for bad in (0, 65537, 16.0, True):
+        with pytest.raises(processfork.InvalidArgument, match="page_tokens"):
+            geometry_for(model, page_tokens=bad)
 
 
 # ---- 2. generate matches DynamicCache; 3. the pages hold DynamicCache's K/V ---------------
@@ -162,6 +167,8 @@ def test_continue_from_snapshot_with_full_input_ids(pf, model):
         assert out.sequences.tolist() == ref.sequences.tolist()
         for a, b in zip(out.logits, ref.logits[5:]):
             assert torch.equal(a, b)
+    assert pf.ref_get("half-way") == snap.cid  # the snapshot's name is a ref
+    pf.ref_delete("half-way")
     pf.unpin(snap.cid)
 
 
@@ -278,6 +285,7 @@ def _run_fork_test(daemon, model, device: str, exact: bool, tmp: Path) -> None:
         assert [b.branch for b in pf.branches()] == [cache.branch.id]
         assert pf.view(cache.branch, tokens=True).tokens == full[0, :-1].tolist()
         cache.close()
+        pf.ref_delete("fork-point")
         pf.unpin(snap.cid)
 
 
@@ -286,6 +294,205 @@ def test_fork_into_three_processes_matches_uninterrupted_runs(llama_daemon, mode
 
 
 # ---- 5. bad input ----------------------------------------------------------------------
+# ---- 4b. copy.deepcopy: a fork -----------------------------------------------------------
+def _kv(cache):
+    return [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+
+
+def _same_kv(cache, kv):
+    return all(torch.equal(layer.keys, k) and torch.equal(layer.values, v)
+               for layer, (k, v) in zip(cache.layers, kv))
+
+
+def test_deepcopy_of_a_prompt_cache_is_an_independent_fork(pf, model):
+    """transformers' prompt-reuse pattern: prefill a prompt once, then generate each
+    continuation on a copy.deepcopy of that cache. Each copy is a fork (pages shared, none
+    copied), generates exactly as a deep-copied DynamicCache does, and neither the original
+    nor the other copy sees its writes."""
+    prompt = prompt_ids(9)  # 2 full pages + 1 token: the shared last page is copied on write
+    suffixes = [torch.tensor([[5, 6, 7]]), torch.tensor([[40, 41]]), torch.tensor([[90]])]
+    ref_prompt = DynamicCache(config=model.config)
+    cache = ProcessForkCache(pf, model)
+    with torch.no_grad():
+        model(prompt, past_key_values=ref_prompt)
+        model(prompt, past_key_values=cache)
+    kv0, pages0 = _kv(cache), pf.view(cache.branch).pages
+    copies = []
+    for suffix in suffixes[:2]:
+        ids = torch.cat([prompt, suffix], dim=1)
+        ref = model.generate(ids, past_key_values=copy.deepcopy(ref_prompt), max_new_tokens=5,
+                             output_logits=True, return_dict_in_generate=True)
+        fresh = dynamic_generate(model, ids, max_new_tokens=5)
+        twin = copy.deepcopy(cache)
+        copies.append(twin)
+        assert twin.branch.id != cache.branch.id and twin.tokens == cache.tokens
+        assert pf.view(twin.branch).pages == pages0  # a fork: the same pages
+        assert _same_kv(twin, kv0)
+        out = model.generate(ids, past_key_values=twin, max_new_tokens=5,
+                             output_logits=True, return_dict_in_generate=True)
+        assert out.sequences.tolist() == ref.sequences.tolist() == fresh.sequences.tolist()
+        for mine, theirs, full in zip(out.logits, ref.logits, fresh.logits):
+            assert torch.equal(mine, theirs)
+            # the full prefill runs the prompt in a wider matmul: last bits only
+            torch.testing.assert_close(mine, full, rtol=1e-5, atol=1e-6)
+        # the original did not move: tokens, dense KV, pages and their bytes
+        assert cache.tokens == prompt[0].tolist() and cache.get_seq_length() == 9
+        assert _same_kv(cache, kv0) and pf.view(cache.branch).pages == pages0
+        assert_pages_hold(pf, cache.branch, kv0, 9)
+    a, b = copies
+    a_kv, b_kv = _kv(a), _kv(b)
+    assert a.tokens[:9] == b.tokens[:9] == cache.tokens and a.tokens[9] != b.tokens[9]
+    for twin, kv in ((a, a_kv), (b, b_kv)):
+        assert pf.view(twin.branch, tokens=True).tokens == twin.tokens
+        assert_pages_hold(pf, twin.branch, kv, len(twin.tokens))
+    # the original goes on after its copies; they do not see it
+    model.generate(torch.cat([prompt, suffixes[2]], dim=1), past_key_values=cache,
+                   max_new_tokens=3)
+    assert cache.tokens[9] == 90
+    for twin, kv in ((a, a_kv), (b, b_kv)):
+        assert _same_kv(twin, kv)
+        assert_pages_hold(pf, twin.branch, kv, len(twin.tokens))
+    # own lifetimes: closing the original leaves the copies working; each frees its branch
+    cache.close()
+    more = model.generate(torch.tensor([a.tokens + [3]]), past_key_values=a, max_new_tokens=2)
+    assert a.tokens == more[0, :-1].tolist()
+    for twin in copies:
+        gone = twin.branch.id
+        twin.close()
+        with pytest.raises(processfork.NotFound):
+            pf.view(gone)
+
+
+def test_deepcopy_memo_and_refusals(pf, model):
+    with ProcessForkCache(pf, model) as cache, torch.no_grad():
+        model(prompt_ids(5), past_key_values=cache)
+        pair = copy.deepcopy([cache, cache])
+        assert pair[0] is pair[1] and pair[0] is not cache
+        pair[0].close()
+        k = torch.zeros(1, 2, 1, 16)
+        cache.update(k, k, 0, {"token_ids": [9]})  # a step in progress
+        with pytest.raises(ProcessForkCacheError, match="in progress"):
+            copy.deepcopy(cache)
+    with pytest.raises(ProcessForkCacheError, match="closed"):
+        copy.deepcopy(cache)
+
+
+# ---- 4c. update() outside a forward --------------------------------------------------------
+def _prefilled_elsewhere(model, prompt, n, max_new_tokens):
+    """A DynamicCache holding the K/V of ``prompt[:, :n]`` (the K/V to feed to update()),
+    and the reference: generation from a deep copy of it."""
+    src = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(prompt[:, :n], past_key_values=src)
+    ref = model.generate(prompt, past_key_values=copy.deepcopy(src),
+                         max_new_tokens=max_new_tokens, output_logits=True,
+                         return_dict_in_generate=True)
+    return src, ref
+
+
+def test_update_outside_a_forward_matches_dynamic_cache(pf, model):
+    """K/V computed elsewhere (here: by the model on a DynamicCache) fed to update() layer
+    by layer, with their token ids: every return value and per-layer length equals
+    DynamicCache's given the same calls, the branch records the tokens, and generation
+    from there equals generation from the source cache (and a full prefill, to the last
+    bits)."""
+    prompt = prompt_ids(10)
+    src, ref = _prefilled_elsewhere(model, prompt, 6, max_new_tokens=4)
+    fresh = dynamic_generate(model, prompt, max_new_tokens=4)
+    dyn = DynamicCache(config=model.config)
+    n_layers = len(src.layers)
+    with ProcessForkCache(pf, model) as cache:
+        # two manual steps: tokens [0, 4) layer by layer in reverse order, cache_kwargs as
+        # the 4th positional argument; tokens [4, 6) in order, cache_kwargs by keyword
+        for lo, hi, order, by_kw in ((0, 4, reversed(range(n_layers)), False),
+                                     (4, 6, range(n_layers), True)):
+            ids = prompt[0, lo:hi].tolist()
+            for i in order:
+                k = src.layers[i].keys[:, :, lo:hi]
+                v = src.layers[i].values[:, :, lo:hi]
+                kw = {"cache_kwargs": {"token_ids": ids}} if by_kw else {}
+                args = () if by_kw else ({"token_ids": torch.tensor(ids)},)
+                mine = cache.update(k, v, i, *args, **kw)
+                theirs = dyn.update(k, v, i)
+                assert mine[0].shape == theirs[0].shape == (1, 2, hi, 16)
+                assert torch.equal(mine[0], theirs[0]) and torch.equal(mine[1], theirs[1])
+                assert [cache.get_seq_length(j) for j in range(n_layers)] == \
+                    [dyn.get_seq_length(j) for j in range(n_layers)]
+            assert cache.tokens == prompt[0, :hi].tolist() and cache.in_sync
+            assert pf.view(cache.branch, tokens=True).tokens == cache.tokens
+        assert_pages_hold(pf, cache.branch, [(lay.keys, lay.values) for lay in src.layers], 6)
+        forwards = ForwardLog(model)
+        out = model.generate(prompt, past_key_values=cache, max_new_tokens=4,
+                             output_logits=True, return_dict_in_generate=True)
+        forwards.remove()
+        assert forwards.seen == [4, 1, 1, 1]  # the 6 updated tokens are not recomputed
+        assert out.sequences.tolist() == ref.sequences.tolist() == fresh.sequences.tolist()
+        for mine, theirs, full in zip(out.logits, ref.logits, fresh.logits):
+            assert torch.equal(mine, theirs)
+            torch.testing.assert_close(mine, full, rtol=1e-5, atol=1e-6)
+        snap = cache.snapshot()
+        assert snap.n_tokens == 13
+        pf.unpin(snap.cid)
+
+
+def test_update_outside_a_forward_refusals_change_nothing(pf, model):
+    k1, k2 = torch.ones(1, 2, 2, 16), torch.ones(1, 2, 3, 16)
+    with ProcessForkCache(pf, model) as cache:
+        cache.update(k1, k1, 0, {"token_ids": [4, 5]})
+        lengths = [cache.get_seq_length(j) for j in range(3)]
+        assert lengths == [2, 0, 0]
+        with pytest.raises(ValueError, match="updated twice: True"):
+            cache.update(k1, k1, 0, {"token_ids": [4, 5]})
+        with pytest.raises(ValueError, match="got 3 new tokens"):
+            cache.update(k2, k2, 1)
+        with pytest.raises(ValueError, match="differ"):
+            cache.update(k1, k1, 1, {"token_ids": [4, 6]})
+        for bad in ([4], [4.5, 5], [-1, 5], [2**32, 5], "ab", [True, 5]):
+            with pytest.raises(ValueError, match="token_ids"):
+                cache.update(k1, k1, 2, {"token_ids": bad})
+        with pytest.raises(ValueError, match="cache_kwargs must be a dict"):
+            cache.update(k1, k1, 2, [4, 5])
+        assert [cache.get_seq_length(j) for j in range(3)] == lengths
+        # a forward cannot start on a half-done step; crop() rolls the step back
+        with pytest.raises(ValueError, match=r"layers \[1, 2\] have not had yet"):
+            model(prompt_ids(3), past_key_values=cache)
+        cache.crop(0)
+        assert [cache.get_seq_length(j) for j in range(3)] == [0, 0, 0]
+        ref = dynamic_generate(model, prompt_ids(5), max_new_tokens=3)
+        out = model.generate(prompt_ids(5), past_key_values=cache, max_new_tokens=3)
+        assert out.tolist() == ref.sequences.tolist() and cache.in_sync
+        assert pf.view(cache.branch, tokens=True).tokens == cache.tokens
+    with ProcessForkCache(pf, model, strict=True) as strict:
+        with pytest.raises(ValueError, match="strict=True"):
+            strict.update(k1, k1, 0)
+        assert strict.get_seq_length(0) == 0 and strict.in_sync
+
+
+def test_update_without_token_ids_goes_on_untracked(pf, model, caplog):
+    """Without token ids the branch cannot record the tokens: the cache goes on from its
+    dense KV exactly as DynamicCache does, says so (a warning, ``untracked``), and refuses
+    what needs the branch (snapshot, fork, commit, deepcopy)."""
+    prompt = prompt_ids(8)
+    src, ref = _prefilled_elsewhere(model, prompt, 5, max_new_tokens=3)
+    with ProcessForkCache(pf, model) as cache:
+        with caplog.at_level(logging.WARNING, logger="processfork.transformers"):
+            for i, layer in enumerate(src.layers):
+                cache.update(layer.keys, layer.values, i)
+        assert "without their ids" in caplog.text
+        assert not cache.in_sync and "tokens [0, 5)" in cache.untracked
+        assert cache.get_seq_length() == 5 and cache.tokens == []
+        out = model.generate(prompt, past_key_values=cache, max_new_tokens=3,
+                             output_logits=True, return_dict_in_generate=True)
+        assert out.sequences.tolist() == ref.sequences.tolist()
+        assert all(torch.equal(a, b) for a, b in zip(out.logits, ref.logits))
+        assert pf.view(cache.branch).n_tokens == 0  # nothing was written to the branch
+        for share in (cache.snapshot, lambda: cache.fork(1), cache.commit,
+                      lambda: copy.deepcopy(cache)):
+            with pytest.raises(ProcessForkCacheError, match="without their ids"):
+                share()
+        assert "untracked" in repr(cache)
+
+
 def test_geometry_mismatch_is_refused(pf):
     before = len(pf.branches())
     with pytest.raises(processfork.InvalidArgument, match=r"layers: pool 3 != model 2"):
@@ -326,9 +533,6 @@ def test_other_bad_input(llama_daemon, pf, model):
     with pytest.raises(TypeError):
         ProcessForkCache("not a client", model)
     with ProcessForkCache(pf, model) as cache:
-        k = torch.zeros(1, 2, 1, 16)
-        with pytest.raises(ValueError, match="outside a forward"):
-            cache.update(k, k, 0)
         with pytest.raises(ValueError, match="input_ids"):
             model(inputs_embeds=torch.zeros(1, 3, 64), past_key_values=cache)
     # another session's branch cannot be adopted (it is not detached)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import socket as socketlib
 import subprocess
 import sys
@@ -63,6 +64,12 @@ def pf():
 
 def _prompt(n: int, base: int = 100) -> list[int]:
     return list(range(base, base + n))
+
+
+def _ns(model_dir: str) -> bytes:
+    """The namespace the connector saves plain requests of this model in (docs/adapter-vllm.md
+    "Namespaces")."""
+    return processfork.namespace(processfork.model_fingerprint(model_dir), None, None, None)
 
 
 def _engine(model_dir: str, socket: str | None, **kw) -> Engine:
@@ -144,10 +151,11 @@ def test_scheduler_plans_saves_and_worker_publishes_pages(model_dir, pf):
     out = a.step()
     meta = out.kv_connector_metadata
     assert isinstance(meta, ProcessForkConnectorMetadata) and meta.loads == []
-    assert meta.saves == [SaveSpec("a0", 0, prompt[:8], a.block_ids("a0")[:2], True)]
+    assert meta.saves == [SaveSpec("a0", 0, prompt[:8], a.block_ids("a0")[:2], True,
+                                   _ns(model_dir))]
     assert a.worker._worker.saving() == 0  # last spec: committed and released
     with pf.connect() as c:
-        b = c.branch(prompt)
+        b = c.branch(prompt, namespace=_ns(model_dir))
         assert b.reused_tokens == 8
         pages = c.view(b).pages
         for pos in range(8):
@@ -253,7 +261,7 @@ def test_a_request_that_hit_saves_what_follows_the_hit(model_dir, pf):
     b.step()
     b.close()
     with pf.connect() as c:
-        br = c.branch(longer)
+        br = c.branch(longer, namespace=_ns(model_dir))
         assert br.reused_tokens == 20
         pages = c.view(br).pages
         for pos in range(20):
@@ -279,6 +287,62 @@ def test_aborted_request_releases_its_save_branch(model_dir, pf):
         assert st.used_pages == st.cached_pages == 2  # the committed first chunk
         c.gc(drop_cache=True)
         assert c.stats().used_pages == 0
+
+
+@needs_layout
+@pytest.mark.parametrize("block_size", [32, 128])
+def test_cpu_backend_block_sizes_save_and_load(model_dir, block_size):
+    """vLLM's CPU backend needs a block size that is a multiple of 32 (128 by default): with
+    ``--block-size`` 32 or 128 and a daemon of ``page_tokens`` to match, engine A's whole
+    blocks of a 2.5-block prompt become pages (chunked over several steps for 128), and
+    engine B with a longer prompt loads exactly those blocks, bit-exact; a daemon whose
+    page_tokens is 16 is refused, naming the geometry to use."""
+    geometry = f"layers=2,kv_heads=2,head_dim=16,dtype=fp16,page_tokens={block_size}"
+    prompt = _prompt(2 * block_size + block_size // 2, base=1000)
+    with tempfile.TemporaryDirectory(prefix="pfvb-") as tmp:
+        d = start_daemon(Path(tmp), geometry=geometry)
+        try:
+            a = _engine(model_dir, d.socket, seed=11, block_size=block_size)
+            a.add("a0", prompt)
+            saves = []
+            for _ in range(3):  # 256 batched tokens a step: the prompt takes 1 or 2 steps
+                saves += a.step().kv_connector_metadata.saves
+            assert saves[0].first_token == 0 and saves[-1].last
+            assert [t for s in saves for t in s.tokens] == prompt[:2 * block_size]
+            a.finish("a0")
+            a.step()
+            a.close()
+            with d.connect() as c:
+                assert c.view(c.branch(prompt, namespace=_ns(model_dir))).n_tokens \
+                    == 2 * block_size
+
+            b = _engine(model_dir, d.socket, seed=11, block_size=block_size,
+                        prefix_caching=False)
+            b.add("b0", prompt + [5, 6, 7])
+            out = b.step()
+            assert out.scheduled_new_reqs[0].num_computed_tokens == 2 * block_size
+            (load,) = out.kv_connector_metadata.loads
+            assert load.block_ids == b.block_ids("b0")[:2]
+            for pos in range(2 * block_size):
+                assert torch.equal(b.slot_kv("b0", pos), token_kv(11, prompt[pos], pos)), pos
+            assert b.load_errors == set()
+            b.finish("b0")
+            b.step()
+            b.close()
+        finally:
+            stop_daemon(d)
+        (Path(tmp) / "b16").mkdir()
+        d = start_daemon(Path(tmp) / "b16",
+                         geometry=GEOMETRY.replace("page_tokens=4", "page_tokens=16"))
+        try:
+            from _vllm_env import kv_cache_config, vllm_config
+            cfg = vllm_config(model_dir, d.socket, block_size=block_size)
+            with pytest.raises(ValueError, match=rf"page_tokens={block_size} \(= --block-size\)"
+                               rf".*--geometry {geometry}$"):
+                KVConnectorFactory.create_connector(cfg, KVConnectorRole.SCHEDULER,
+                                                    kv_cache_config(16, block_size=block_size))
+        finally:
+            stop_daemon(d)
 
 
 # ---- 4. errors -------------------------------------------------------------------------
@@ -520,6 +584,34 @@ def test_entry_points_are_found_by_vllm(tmp_path):
                                    "diff"))
 
 
+def test_adapter_logs_through_vllms_logging_config():
+    """The adapter's messages go through vLLM's logging config, not Python's last-resort
+    handler: each module's logger is "vllm.processfork", so once vLLM applies its config
+    (``configure_logging``, as its engine does at start-up) a warning from it is written by
+    vLLM's handler, in vLLM's "LEVEL date time [file:line] message" format, on
+    VLLM_LOGGING_STREAM (stdout here)."""
+    code = textwrap.dedent("""\
+        from vllm.config.logging import LoggingConfig
+        from vllm.logger import configure_logging
+        configure_logging(LoggingConfig())
+        from processfork.vllm import _scheduler, _worker, plugin
+        for m in (plugin, _worker, _scheduler):
+            assert m.logger.name == "vllm.processfork", m.logger.name
+            m.logger.warning("pf-log-check %s", m.__name__.rsplit(".", 1)[-1])
+        """)
+    env = dict(os.environ, VLLM_CONFIGURE_LOGGING="1", VLLM_LOGGING_STREAM="ext://sys.stdout",
+               NO_COLOR="1", PYTHONPATH=os.pathsep.join(sys.path))
+    env.pop("VLLM_LOGGING_CONFIG_PATH", None)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    lines = [ln for ln in r.stdout.splitlines() if "pf-log-check" in ln]
+    pattern = re.compile(r"WARNING \d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? \[.+:\d+\] "
+                         r"pf-log-check (plugin|_worker|_scheduler)$")
+    assert len(lines) == 3 and all(pattern.search(ln) for ln in lines), r.stdout
+    assert "pf-log-check" not in r.stderr
+
+
 # ---- 6. GPU ----------------------------------------------------------------------------
 
 
@@ -546,3 +638,116 @@ def test_cuda_data_path(model_dir, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ---- namespaces (docs/adapter-vllm.md "Namespaces") ------------------------------------
+# Requests whose KV differs beyond the token ids (cache salt, LoRA adapter, prompt embeds,
+# model weights) never reuse each other's pages; requests equal in all of them do.
+def _prefill(model_dir: str, socket: str, req_id: str, tokens: list[int], **kw) -> int:
+    """Runs one request's prefill in a fresh engine (its saves commit at once); returns
+    the tokens its first step took from the daemon."""
+    e = Engine(model_dir, socket, seed=3)
+    try:
+        e.add(req_id, tokens, **kw)
+        out = e.step()
+        hit = out.scheduled_new_reqs[0].num_computed_tokens
+        e.finish(req_id)
+        e.step()
+        return hit
+    finally:
+        e.close()
+
+
+PROMPT = list(range(300, 311))  # 11 tokens: 2 whole blocks (8 tokens) are saved
+
+
+def test_cache_salts_partition_the_cache(model_dir, pf):
+    assert _prefill(model_dir, pf.socket, "s1", PROMPT, cache_salt="tenant-1") == 0
+    assert _prefill(model_dir, pf.socket, "s2", PROMPT, cache_salt="tenant-2") == 0
+    assert _prefill(model_dir, pf.socket, "s3", PROMPT, cache_salt="tenant-1") == 8
+    assert _prefill(model_dir, pf.socket, "s4", PROMPT) == 0  # unsalted: another namespace
+    assert _prefill(model_dir, pf.socket, "s5", PROMPT) == 8
+
+
+def test_lora_adapters_partition_the_cache(model_dir, pf):
+    from vllm.lora.request import LoRARequest
+
+    a = LoRARequest("adapter-a", 1, "/nonexistent/a")
+    b = LoRARequest("adapter-b", 2, "/nonexistent/b")
+    assert _prefill(model_dir, pf.socket, "l1", PROMPT, lora_request=a) == 0
+    assert _prefill(model_dir, pf.socket, "l2", PROMPT, lora_request=b) == 0
+    assert _prefill(model_dir, pf.socket, "l3", PROMPT, lora_request=a) == 8
+    assert _prefill(model_dir, pf.socket, "l4", PROMPT) == 0
+
+
+def test_prompt_embeds_are_reused_only_for_identical_embeds(model_dir, pf):
+    g = torch.Generator().manual_seed(5)
+    embeds = torch.randn((11, 64), generator=g, dtype=torch.float32)
+    other = embeds.clone()
+    other[10, 3] += 1.0
+    placeholders = [0] * 11
+    assert _prefill(model_dir, pf.socket, "e1", placeholders, prompt_embeds=embeds) == 0
+    assert _prefill(model_dir, pf.socket, "e2", placeholders, prompt_embeds=other) == 0
+    assert _prefill(model_dir, pf.socket, "e3", placeholders,
+                    prompt_embeds=embeds.clone()) == 8
+    assert _prefill(model_dir, pf.socket, "e4", placeholders) == 0  # token ids 0: not embeds
+
+
+def _model_with_weights(where: Path, weights: bytes) -> str:
+    d = Path(tiny_model_dir(where))
+    (d / "model.safetensors").write_bytes(weights)
+    return str(d)
+
+
+def test_two_models_with_identical_config_never_share_pages(pf, tmp_path):
+    one = _model_with_weights(tmp_path / "one", b"\x01" * 4096)
+    two = _model_with_weights(tmp_path / "two", b"\x02" * 4096)
+    assert json.loads(Path(one, "config.json").read_text()) == \
+        json.loads(Path(two, "config.json").read_text())
+    assert _prefill(one, pf.socket, "m1", PROMPT) == 0
+    assert _prefill(two, pf.socket, "m2", PROMPT) == 0
+    assert _prefill(one, pf.socket, "m3", PROMPT) == 8
+    # a copy of the same weights elsewhere is the same model
+    same = _model_with_weights(tmp_path / "copy", b"\x01" * 4096)
+    assert _prefill(same, pf.socket, "m4", PROMPT) == 8
+    # an explicit fingerprint overrides the computed one
+    assert _prefill(two, pf.socket, "m5", PROMPT) == 8
+    e = Engine(two, pf.socket, seed=3, extra={"model_fingerprint": "pinned"})
+    try:
+        e.add("m6", PROMPT)
+        assert e.step().scheduled_new_reqs[0].num_computed_tokens == 0
+    finally:
+        e.close()
+
+
+def test_saved_pages_are_in_the_model_namespace(model_dir, pf):
+    _prefill(model_dir, pf.socket, "n1", PROMPT)
+    with pf.connect() as c:
+        assert c.branch(PROMPT, namespace=_ns(model_dir)).reused_tokens == 8
+        assert c.branch(PROMPT).reused_tokens == 0
+
+
+def test_transformers_cache_pages_are_reused_by_vllm_of_the_same_model_dir(pf, tmp_path):
+    """A transformers ProcessForkCache of a model loaded from a directory commits its prompt
+    in that model's namespace; a vLLM engine of the same directory hits those pages, one
+    of another directory (same config, other weights) does not."""
+    transformers = pytest.importorskip("transformers")
+    from processfork.transformers import ProcessForkCache
+
+    def saved_model(where: Path, seed: int) -> str:
+        d = Path(tiny_model_dir(where))
+        torch.manual_seed(seed)
+        cfg = transformers.AutoConfig.from_pretrained(d)
+        transformers.LlamaForCausalLM(cfg).to(torch.float16).save_pretrained(d)
+        return str(d)
+
+    here = saved_model(tmp_path / "here", 1)
+    other = saved_model(tmp_path / "other", 2)
+    model = transformers.LlamaForCausalLM.from_pretrained(here, torch_dtype=torch.float16)
+    model.generation_config.pad_token_id = 0
+    ids = torch.tensor([PROMPT])
+    with pf.connect() as c, ProcessForkCache(c, model) as cache:
+        model(ids, past_key_values=cache, use_cache=True)
+        cache.commit()
+    assert _prefill(other, pf.socket, "t1", PROMPT) == 0
+    assert _prefill(here, pf.socket, "t2", PROMPT) == 8

@@ -183,6 +183,21 @@ TEST(RuntimeFormats, GeometryPresetsParseAndOffsets) {
         "layers=1,kv_heads=1,head_dim=1,dtype=bf16,page_tokens=1,foo=2", "nonsense"}) {
     EXPECT_EQ(parse_geometry(bad).status().code(), Code::kInvalidArgument) << bad;
   }
+  // A preset with another page size (an engine's block size): "NAME:PAGE_TOKENS".
+  for (std::uint32_t pt : {1u, 32u, 128u, 65536u}) {
+    auto sized = parse_geometry("llama-3-8b:" + std::to_string(pt));
+    ASSERT_TRUE(sized.is_ok()) << pt << ": " << sized.status().to_string();
+    EXPECT_EQ(*sized, (Geometry{32, 8, 128, DType::kBF16, pt}));
+    EXPECT_EQ(sized->page_bytes(), std::size_t{128 << 10} * pt);
+    EXPECT_EQ(*parse_geometry(sized->to_string()), *sized);
+  }
+  EXPECT_EQ(parse_geometry("llama-3-70b-tp8:128")->page_bytes(), 80u * 2 * 128 * 128 * 2);
+  EXPECT_EQ(*parse_geometry("tiny:4"), *geometry_preset("tiny"));
+  for (const char* bad :
+       {"llama-3-8b:", "llama-3-8b:0", "llama-3-8b:65537", "llama-3-8b:x", "llama-3-8b:16:16",
+        "llama-3-8b:-16", "llama-3-8b: 16", "gpt-9:16", ":16"}) {
+    EXPECT_EQ(parse_geometry(bad).status().code(), Code::kInvalidArgument) << bad;
+  }
   // [layer][K|V][token][kv_head][head_dim]
   const Geometry g = *l8;
   EXPECT_EQ(g.offset(0, Half::kK, 0), 0u);

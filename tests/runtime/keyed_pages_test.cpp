@@ -17,16 +17,6 @@ namespace {
 constexpr LeaseId kLease = 7;
 constexpr LeaseId kOther = 8;
 
-std::vector<Sha256> keys_of(const std::vector<Token>& tokens, std::uint32_t P) {
-  std::vector<Sha256> out;
-  for (const std::string& hex : prefix_page_keys(tokens, P)) {
-    Sha256 k{};
-    EXPECT_TRUE(parse_key_hex(hex, &k));
-    out.push_back(k);
-  }
-  return out;
-}
-
 // The state a failed call must leave alone.
 struct Books {
   PoolStats stats;
@@ -41,15 +31,8 @@ struct Books {
   }
 };
 
-class KeyedPages : public ::testing::TestWithParam<std::string> {
+class KeyedPages : public BackendRuntimeTest {
  protected:
-  void SetUp() override {
-    f_ = make_runtime(GetParam(), *geometry_preset("tiny"), std::size_t{8} << 20);
-    if (!f_.rt) GTEST_SKIP() << f_.skip_reason;
-    rt_ = f_.rt.get();
-    P_ = rt_->geometry().page_tokens;
-  }
-
   // Allocates pages for `tokens` (whole pages) to `lease`, writes their KV (a function of
   // the token prefix, as real KV is) and returns the pages.
   std::vector<PageId> alloc_written(const std::vector<Token>& tokens, LeaseId lease = kLease) {
@@ -73,10 +56,6 @@ class KeyedPages : public ::testing::TestWithParam<std::string> {
   Books books() {
     return Books{rt_->pool_stats(), rt_->held_pages(kLease), rt_->held_pages(kOther)};
   }
-
-  Fixture f_;
-  Runtime* rt_ = nullptr;
-  std::uint32_t P_ = 0;
 };
 
 TEST_P(KeyedPages, PublishThenLookupByKey) {

@@ -12,14 +12,8 @@
 namespace pf::rt::testing {
 namespace {
 
-class RuntimeOps : public ::testing::TestWithParam<std::string> {
+class RuntimeOps : public BackendRuntimeTest {
  protected:
-  void SetUp() override {
-    f_ = make_runtime(GetParam(), *geometry_preset("tiny"), std::size_t{8} << 20);
-    if (!f_.rt) GTEST_SKIP() << f_.skip_reason;
-    rt_ = f_.rt.get();
-    P_ = rt_->geometry().page_tokens;
-  }
   // A branch holding `tokens` with their KV written.
   BranchId make(const std::vector<Token>& tokens) {
     auto nb = rt_->create_branch();
@@ -28,10 +22,6 @@ class RuntimeOps : public ::testing::TestWithParam<std::string> {
     return nb->id;
   }
   std::size_t used() { return rt_->pool_stats().used_pages; }
-
-  Fixture f_;
-  Runtime* rt_ = nullptr;
-  std::uint32_t P_ = 0;
 };
 
 TEST_P(RuntimeOps, AppendReturnsWriteRunsPerPage) {
@@ -242,12 +232,64 @@ TEST_P(RuntimeOps, SnapshotParentsFormAChainAndLogWalksIt) {
   EXPECT_EQ((*lg)[1].cid, s1->cid);
   EXPECT_EQ((*lg)[1].n_tokens, 5u);
   EXPECT_TRUE((*lg)[1].parents.empty());
-  // Unpinned ancestors stay in the log as unknown CIDs.
+  // Unpinned ancestors stay in the log as unknown CIDs (the ref "one" goes first).
+  ASSERT_TRUE(rt_->delete_ref("one").is_ok());
   ASSERT_TRUE(rt_->unpin(s1->cid).is_ok());
   lg = rt_->log(s2->cid);
   ASSERT_TRUE(lg.is_ok());
   ASSERT_EQ(lg->size(), 2u);
   EXPECT_FALSE((*lg)[1].known);
+}
+
+// A snapshot's name is a ref (docs/runtime.md "Snapshots, refs, log"): checkout, fork and
+// log take it; a later snapshot under the same name moves it, like a git branch name; the
+// snapshot it named before keeps its pin and can be unpinned once no ref names it.
+TEST_P(RuntimeOps, SnapshotNameIsARefThatMovesToTheNewestSnapshot) {
+  const auto t = iota_tokens(6);
+  BranchId b = make(t);
+  auto s1 = rt_->snapshot(b, "ctx");
+  ASSERT_TRUE(s1.is_ok()) << s1.status().to_string();
+  EXPECT_EQ(*rt_->get_ref("ctx"), s1->cid);
+  auto co = rt_->checkout("ctx");
+  ASSERT_TRUE(co.is_ok()) << co.status().to_string();
+  EXPECT_TRUE(branch_bytes_match(*rt_, *co, t));
+  auto kids = rt_->fork(std::string("ctx"), 3);
+  ASSERT_TRUE(kids.is_ok()) << kids.status().to_string();
+  EXPECT_EQ(kids->source, s1->cid);
+  EXPECT_EQ(kids->branches.size(), 3u);
+  EXPECT_EQ(rt_->log("ctx")->at(0).cid, s1->cid);
+  EXPECT_EQ(rt_->unpin(s1->cid).code(), Code::kConflict);  // the ref names it
+
+  const auto t2 = concat(t, {70, 71});
+  append_and_write(*rt_, b, {70, 71}, t2);
+  auto s2 = rt_->snapshot(b, "ctx");
+  ASSERT_TRUE(s2.is_ok());
+  ASSERT_NE(s2->cid, s1->cid);
+  EXPECT_EQ(*rt_->get_ref("ctx"), s2->cid);  // moved
+  EXPECT_EQ(rt_->refs().size(), 1u);
+  auto co2 = rt_->checkout("ctx");
+  ASSERT_TRUE(co2.is_ok());
+  EXPECT_TRUE(branch_bytes_match(*rt_, *co2, t2));
+  EXPECT_EQ(rt_->log("ctx")->at(1).cid, s1->cid);
+  // The old snapshot is still pinned (checkout by CID works) and no longer held by a ref.
+  EXPECT_TRUE(rt_->checkout(s1->cid).is_ok());
+  EXPECT_TRUE(rt_->unpin(s1->cid).is_ok());
+  EXPECT_EQ(rt_->unpin(s2->cid).code(), Code::kConflict);
+
+  // An identical snapshot under a new name: the same CID, a second ref to it.
+  auto same = rt_->snapshot(*co2, "also");
+  ASSERT_TRUE(same.is_ok());
+  EXPECT_EQ(*rt_->get_ref("also"), same->cid);
+  EXPECT_EQ(rt_->refs().size(), 2u);
+  // No name, no ref; a merge's snapshot (manifest name "merge") sets none either.
+  ASSERT_TRUE(rt_->snapshot(b).is_ok());
+  BranchId other = make({1, 2, 3, 4, 5});
+  auto m = rt_->merge(other, b);
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  EXPECT_EQ(m->outcome, MergeOutcome::kThreeWay);
+  EXPECT_EQ(rt_->get_ref("merge").status().code(), Code::kNotFound);
+  EXPECT_EQ(rt_->refs().size(), 2u);
+  EXPECT_TRUE(rt_->verify().is_ok());
 }
 
 TEST_P(RuntimeOps, MergeFastForward) {
@@ -354,6 +396,8 @@ TEST_P(RuntimeOps, EverythingFreedMeansEveryPageFree) {
   ASSERT_TRUE(rt_->set_ref("r", s->cid).is_ok());
   EXPECT_EQ(rt_->unpin(s->cid).code(), Code::kConflict);
   ASSERT_TRUE(rt_->delete_ref("r").is_ok());
+  EXPECT_EQ(rt_->unpin(s->cid).code(), Code::kConflict);  // "x", its name, is a ref too
+  ASSERT_TRUE(rt_->delete_ref("x").is_ok());
   for (BranchId id : rt_->branches()) ASSERT_TRUE(rt_->free_branch(id).is_ok());
   ASSERT_TRUE(rt_->unpin(s->cid).is_ok());
   rt_->gc(true);
@@ -415,6 +459,14 @@ TEST_P(RuntimeOps, ErrorsChangeNothing) {
   EXPECT_EQ(rt_->set_ref("", s->cid).code(), Code::kInvalidArgument);
   EXPECT_EQ(rt_->snapshot(b, std::string(300, 'n')).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(rt_->snapshot(b, std::string("\xff\xfe")).status().code(), Code::kInvalidArgument);
+  // A snapshot name is a ref name: one set_ref would refuse is refused before anything
+  // changes (no snapshot, no ref).
+  const std::size_t n_snaps = rt_->snapshots().size();
+  EXPECT_EQ(rt_->snapshot(b, "my ctx").status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(rt_->snapshot(b, "-ctx").status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(rt_->snapshot(b, std::string(256, 'n')).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(rt_->snapshots().size(), n_snaps);
+  EXPECT_TRUE(rt_->refs().empty());
   // Geometry mismatch: a manifest from a pool of another geometry.
   Manifest other;
   other.geometry = *geometry_preset("llama-3-8b");

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/prefix_index.h"
 #include "runtime/runtime.h"
 #include "tests/support/pattern.h"
 #include "vmm/registry.h"
@@ -145,6 +146,33 @@ inline Fixture make_runtime(const std::string& spec, const Geometry& g, std::siz
   f.rt = std::move(*rt);
   return f;
 }
+
+// The binary chained prefix keys of every full page of `tokens` (DESIGN §4).
+inline std::vector<Sha256> keys_of(const std::vector<Token>& tokens, std::uint32_t P) {
+  std::vector<Sha256> out;
+  for (const std::string& hex : prefix_page_keys(tokens, P)) {
+    Sha256 k{};
+    EXPECT_TRUE(parse_key_hex(hex, &k));
+    out.push_back(k);
+  }
+  return out;
+}
+
+// A test over one runtime per backend spec (the test's parameter) with the "tiny" geometry
+// and an 8 MiB pool; skips when the backend cannot be opened.
+class BackendRuntimeTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    f_ = make_runtime(GetParam(), *geometry_preset("tiny"), std::size_t{8} << 20);
+    if (!f_.rt) GTEST_SKIP() << f_.skip_reason;
+    rt_ = f_.rt.get();
+    P_ = rt_->geometry().page_tokens;
+  }
+
+  Fixture f_;
+  Runtime* rt_ = nullptr;
+  std::uint32_t P_ = 0;
+};
 
 inline std::vector<Token> iota_tokens(std::size_t n, Token first = 1) {
   std::vector<Token> t(n);

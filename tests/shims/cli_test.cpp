@@ -91,6 +91,13 @@ TEST_F(ShimsCli, Workflow) {
   EXPECT_EQ(cid.rfind("sha256:", 0), 0u);
   EXPECT_EQ(snap["n_tokens"], 9);
   EXPECT_EQ(snap["created"], true);
+  // The README's next step: the name is a ref, so `fork ctx -n 12` forks the snapshot.
+  const json by_name = cli_json({"fork", "ctx", "-n", "12"});
+  ASSERT_EQ(by_name["branches"].size(), 12u);
+  EXPECT_EQ(by_name["source"], cid);
+  for (const json& b : by_name["branches"]) {
+    EXPECT_EQ(cli({"branch", "delete", std::to_string(b.get<std::uint64_t>())}).code, 0);
+  }
   const RunResult human_snap = cli({"snapshot", std::to_string(id)});
   EXPECT_EQ(human_snap.code, 0);
   EXPECT_EQ(human_snap.out.rfind("sha256:", 0), 0u);
@@ -98,7 +105,7 @@ TEST_F(ShimsCli, Workflow) {
   const json ref = cli_json({"refs", "set", "main", cid});
   EXPECT_EQ(ref["cid"], cid);
   EXPECT_EQ(cli_json({"refs", "get", "main"})["cid"], cid);
-  EXPECT_EQ(cli_json({"refs"})["refs"].size(), 1u);
+  EXPECT_EQ(cli_json({"refs"})["refs"].size(), 2u);  // ctx and main
   const RunResult human_get = cli({"refs", "get", "main"});
   EXPECT_EQ(human_get.out, cid + "\n");
 
@@ -144,6 +151,8 @@ TEST_F(ShimsCli, Workflow) {
   EXPECT_EQ(cli_json({"branch", "list"})["branches"].size(), 0u);
   EXPECT_EQ(cli({"unpin", cid}).code, 1);  // the ref still names it: PF_CONFLICT
   EXPECT_EQ(cli_json({"refs", "delete", "main"})["deleted"], "main");
+  EXPECT_EQ(cli({"unpin", cid}).code, 1);  // ctx, the snapshot's name, names it too
+  EXPECT_EQ(cli_json({"refs", "delete", "ctx"})["deleted"], "ctx");
   EXPECT_EQ(cli({"unpin", cid}).code, 0);
   const json gc = cli_json({"gc", "--drop-cache"});
   EXPECT_TRUE(gc.contains("released_chunks"));

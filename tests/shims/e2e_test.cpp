@@ -1,51 +1,11 @@
 // Multi-process end to end through libprocessfork: a real daemon, this process as one
 // client, and exec'd client processes (shims_test_client, C) as the others. Every byte
 // checked is read through the reading process's own mapping of the pool.
-#include "tests/shims/kv_pattern.h"
+#include "tests/shims/kv_io.h"
 #include "tests/shims/shims_harness.h"
 
 namespace pf::shimtest {
 namespace {
-
-// Appends tokens to branch b and writes their KV under `seed` through this process's mapping.
-pf_append_result append_and_write(pf_client* c, pf_branch_id b,
-                                  const std::vector<std::uint32_t>& tokens, std::uint64_t seed) {
-  const pf_pool_info info = pool_info(c);
-  std::vector<pf_write_run> runs(pf_append_max_runs(c, tokens.size()));
-  pf_append_result res{};
-  EXPECT_EQ(pf_append(c, b, tokens.data(), tokens.size(), runs.data(), runs.size(), &res), PF_OK)
-      << pf_last_error_message(c);
-  for (std::size_t i = 0; i < res.n_runs; ++i) {
-    void* p = nullptr;
-    EXPECT_EQ(pf_page_ptr(c, runs[i].page, &p), PF_OK) << pf_last_error_message(c);
-    for (std::uint32_t k = 0; k < runs[i].count; ++k) {
-      kvp_write_token(&info, p, runs[i].first_slot + k, seed, runs[i].first_token + k);
-    }
-  }
-  return res;
-}
-
-std::uint64_t mismatches(pf_client* c, pf_branch_id b, std::uint64_t from, std::uint64_t to,
-                         std::uint64_t seed) {
-  const pf_pool_info info = pool_info(c);
-  const std::vector<std::uint32_t> pages = view_pages(c, b);
-  std::uint64_t bad = 0;
-  for (std::uint64_t t = from; t < to; ++t) {
-    void* p = nullptr;
-    EXPECT_EQ(pf_page_ptr(c, pages.at(t / info.page_tokens), &p), PF_OK);
-    if (p == nullptr ||
-        !kvp_check_token(&info, p, static_cast<std::uint32_t>(t % info.page_tokens), seed, t)) {
-      ++bad;
-    }
-  }
-  return bad;
-}
-
-std::vector<std::uint32_t> token_range(std::uint32_t base, std::size_t n) {
-  std::vector<std::uint32_t> t(n);
-  for (std::size_t i = 0; i < n; ++i) t[i] = base + static_cast<std::uint32_t>(i);
-  return t;
-}
 
 std::vector<std::uint32_t> parse_pages(const std::string& text) {
   std::vector<std::uint32_t> out;
@@ -214,6 +174,8 @@ TEST_F(ShimsE2E, PoolGrowthAndShrinkAreRemappedWithCorrectBytes) {
   ASSERT_EQ(pf_branch_free(early.get(), b), PF_OK);
   writer.close_stdin();
   EXPECT_EQ(writer.wait(), 0);
+  // The writer named its snapshot "prefill": that ref goes first, then the pin.
+  ASSERT_EQ(pf_ref_delete(early.get(), "prefill"), PF_OK) << pf_last_error_message(early.get());
   ASSERT_EQ(pf_unpin(early.get(), cid.c_str()), PF_OK) << pf_last_error_message(early.get());
   pf_gc_result gc{};
   ASSERT_EQ(pf_gc(early.get(), PF_GC_DROP_CACHE, &gc), PF_OK) << pf_last_error_message(early.get());

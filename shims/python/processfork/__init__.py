@@ -32,6 +32,8 @@ from processfork._client import (
     connect,
 )
 from processfork._cli import cli_path
+from processfork._fingerprint import model_fingerprint
+from processfork._namespace import NAMESPACE_BYTES, namespace
 from processfork._layout import DTYPE_BYTES, KVLayout, KVRuns
 from processfork._errors import (
     AlreadyExists,
@@ -56,7 +58,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_MS", "MAX_FORK", "AppendResult", "Branch", "BranchInfo", "BranchView",
     "Client", "Diff", "GcResult", "LogEntry", "MergeResult", "PageView", "PoolInfo", "PoolStats",
     "RefEntry", "Snapshot", "SnapshotEntry", "Source",
-    "WriteRun", "connect", "cli_path", "DTYPE_BYTES", "KVLayout", "KVRuns",
+    "WriteRun", "connect", "cli_path", "NAMESPACE_BYTES", "namespace", "model_fingerprint", "DTYPE_BYTES", "KVLayout", "KVRuns",
     "Error", "AlreadyExists", "Conflict", "DataCorrupt", "DriverError", "InternalError", "InvalidArgument",
     "NotFound", "OutOfMemory", "PermissionDenied", "ProtocolError", "SystemFailure",
     "Unavailable", "Unsupported", "__version__",

@@ -17,6 +17,7 @@ import numpy as np
 from processfork import _core
 from processfork._errors import InvalidArgument, Unsupported
 from processfork._layout import KVLayout, KVRuns, runs_array
+from processfork._namespace import namespace_tag
 
 __all__ = [
     "DEFAULT_TIMEOUT_MS", "MAX_FORK", "Branch", "BranchInfo", "BranchView", "Client", "Diff",
@@ -341,11 +342,22 @@ class Client:
         self._c.attach()
 
     # ---- branches -------------------------------------------------------------------
-    def branch(self, tokens: Iterable[int] | None = None) -> Branch:
+    def branch(self, tokens: Iterable[int] | None = None,
+               namespace: bytes | str | None = None) -> Branch:
         """A new branch of this client. With tokens, the longest cached prefix of whole
         pages is reused (no copy): the branch holds ``reused_tokens`` tokens and the caller
-        appends the rest (``tokens[b.reused_tokens:]``)."""
-        b = self._c.branch_create(_tokens(tokens))
+        appends the rest (``tokens[b.reused_tokens:]``).
+
+        ``namespace`` (32 bytes or 64 hex digits; None: the default namespace, see
+        :func:`processfork.namespace`) scopes the prefix lookup and every later commit of
+        the branch, its forks and branches checked out from its snapshots.
+
+        Raises:
+            InvalidArgument (a ValueError): a malformed namespace (nothing is sent).
+            Unsupported: a non-default namespace with a daemon older than protocol 3.1.
+        """
+        ns = namespace_tag(namespace, "branch: namespace")
+        b = self._c.branch_create(_tokens(tokens), ns)
         return Branch(b.branch, b.n_tokens, b.reused_tokens)
 
     def append(self, branch: Branch | int, tokens: Iterable[int]) -> list[WriteRun]:
@@ -388,9 +400,13 @@ class Client:
 
     # ---- snapshots, fork, checkout, merge -------------------------------------------
     def snapshot(self, branch: Branch | int, name: str | None = None) -> Snapshot:
-        """Seals and pins the branch under a content-addressed CID. ``name`` is a label kept
-        with the snapshot (shown by :meth:`snapshots` and :meth:`log`), not a ref: use
-        :meth:`ref_set` for that."""
+        """Seals and pins the branch under a content-addressed CID. A ``name`` is kept in the
+        manifest (shown by :meth:`snapshots` and :meth:`log`) and is a ref: the ref ``name``
+        names this snapshot from now on (moving off the one it named before, which stays
+        pinned), so ``checkout(name)`` / ``fork(name, n)`` work; the ref blocks
+        :meth:`unpin` until :meth:`ref_delete`. ``name`` must be a ref name
+        (``[A-Za-z0-9._/-]``, 1..255 characters, not starting with ``.``, ``/``, ``-``),
+        else InvalidArgument and nothing changes."""
         s = self._c.snapshot(_bid(branch), name)
         return Snapshot(s.cid, s.n_tokens, s.n_pages, s.created)
 
@@ -578,14 +594,17 @@ class Client:
     # when the session ends (close(), or the process dies). Pages published by key are
     # found by token lookups too: branch(tokens) reuses them. At most MAX_KEYS_PER_CALL
     # keys or pages per call. Each call is one round trip (GIL released).
-    def lookup_keys(self, keys: Sequence[str], *, hold: bool = True) -> list[int]:
+    def lookup_keys(self, keys: Sequence[str], *, hold: bool = True,
+                    namespace: bytes | str | None = None) -> list[int]:
         """Page ids of the longest LEADING run of ``keys`` present in the daemon's prefix
         index (``result[i]`` holds ``keys[i]``). With ``hold=True`` this session holds each
         returned page until :meth:`release_pages` or the session ends; read it (page views,
-        :meth:`kv_load`) only while held."""
+        :meth:`kv_load`) only while held. Only pages published or committed in
+        ``namespace`` (as for :meth:`branch`) are found."""
         if not isinstance(hold, (bool, np.bool_)):
             raise InvalidArgument(f"lookup_keys: hold must be a bool, got {hold!r}")
-        return list(self._c.pages_lookup_keys(_key_bytes(keys, "lookup_keys"), bool(hold)))
+        ns = namespace_tag(namespace, "lookup_keys: namespace")
+        return list(self._c.pages_lookup_keys(_key_bytes(keys, "lookup_keys"), bool(hold), ns))
 
     def alloc_pages(self, n: int) -> list[int]:
         """``n`` fresh exclusive pages held by this session, to write (:meth:`kv_store`,
@@ -602,11 +621,13 @@ class Client:
         return list(self._c.pages_alloc(int(n)))
 
     def publish_pages(self, keys: Sequence[str], pages: Sequence[int],
-                      parent_key: str | None = None) -> int:
+                      parent_key: str | None = None,
+                      namespace: bytes | str | None = None) -> int:
         """Seals ``pages`` (content digest; immutable from now on) and records ``pages[i]``
         under ``keys[i]`` in the prefix index, chained after ``parent_key`` (None: the first
         page of a sequence). Keys already present keep their page (the new page is freed).
-        Ends this session's holds on ``pages``; returns how many keys were new.
+        Ends this session's holds on ``pages``; returns how many keys were new. The keys
+        (and ``parent_key``) live in ``namespace`` (as for :meth:`branch`).
 
         Raises:
             InvalidArgument: malformed keys, ``len(keys) != len(pages)``, a key or page
@@ -620,7 +641,8 @@ class Client:
                                   f"{len(page_ids)} pages (one key per page)")
         parent = (None if parent_key is None
                   else _key_bytes([parent_key], "publish_pages parent_key"))
-        return int(self._c.pages_publish(key_bytes, page_ids, parent))
+        ns = namespace_tag(namespace, "publish_pages: namespace")
+        return int(self._c.pages_publish(key_bytes, page_ids, parent, ns))
 
     def release_pages(self, pages: Sequence[int]) -> None:
         """Ends one hold per listed page (from :meth:`lookup_keys` or :meth:`alloc_pages`).

@@ -134,8 +134,8 @@ def _text_tokens(body: Body, tokenizer: Optional[Callable[[], Any]], tokens_fiel
 
 # ---- operations (in a worker thread, on the session's client) ----------------------------
 def _snapshot_tokens(c: processfork.Client, tokens: List[int], name: Optional[str],
-                     hint: str) -> Answer:
-    b = c.branch(tokens)
+                     hint: str, namespace: Optional[bytes]) -> Answer:
+    b = c.branch(tokens, namespace=namespace)
     try:
         if b.reused_tokens == 0:
             raise processfork.NotFound(
@@ -199,7 +199,8 @@ def _respond(e: HttpError) -> JSONResponse:
 
 def build_router(prefix: str, session: Callable[[], Session], *, tokens_field: str,
                  tokenizer: Optional[Callable[[], Any]] = None,
-                 not_cached_hint: str = "serve the prompt through the engine first") -> APIRouter:
+                 not_cached_hint: str = "serve the prompt through the engine first",
+                 namespace: Callable[[], Optional[bytes]] = lambda: None) -> APIRouter:
     """The routes of the module docstring under ``prefix``.
 
     Args:
@@ -209,6 +210,8 @@ def build_router(prefix: str, session: Callable[[], Session], *, tokens_field: s
         tokens_field: the engine's name for token ids in bodies and answers.
         tokenizer: returns the server's tokenizer (or None) for ``text`` bodies.
         not_cached_hint: the end of a 404 for tokens nothing is stored for.
+        namespace: returns the prefix-index namespace in which a snapshot of token ids
+            looks them up: the engine's (docs/python.md "Namespaces"); None: the default.
     """
     router = APIRouter(prefix=prefix, tags=["processfork"])
 
@@ -260,7 +263,7 @@ def build_router(prefix: str, session: Callable[[], Session], *, tokens_field: s
             return _snapshot_branch, (_branch_id(body, "branch"), name)
         tokens = (_token_ids(body, key) if key == tokens_field
                   else _text_tokens(body, tokenizer, tokens_field))
-        return _snapshot_tokens, (tokens, name, not_cached_hint)
+        return _snapshot_tokens, (tokens, name, not_cached_hint, namespace())
 
     def fork(body: Body) -> Tuple[Callable[..., Answer], tuple]:
         key = _one_of(body, "cid", "branch")

@@ -13,6 +13,9 @@ SGLang passes ``--hicache-storage-backend-extra-config`` (a JSON object) to the 
     thread at most this long per call, then the call is a miss.
 ``reconnect_interval_s``
     After the daemon was lost, how long to wait between reconnect attempts (default 5).
+``model_fingerprint``
+    A string that stands for the model's weights in the backend's prefix-index namespace
+    (see :func:`storage_namespace`); overrides the computed one.
 
 One daemon per shard: with tensor parallelism each rank holds its own kv heads, with
 pipeline parallelism its own layers, with attention context parallelism its own slice of
@@ -27,6 +30,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+import processfork
+
 DEFAULT_TIMEOUT_MS = 5000
 DEFAULT_RECONNECT_INTERVAL_S = 5.0
 
@@ -36,6 +41,7 @@ class Settings:
     socket: Optional[str]  # None: the client library's default
     timeout_ms: int
     reconnect_interval_s: float
+    model_fingerprint: Optional[str] = None
 
 
 def _rank_fields(cfg: Any) -> dict:
@@ -99,4 +105,27 @@ def read_settings(extra_config: Optional[Mapping[str, Any]], cfg: Any) -> Settin
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0:
         raise ValueError("ProcessFork HiCache backend: \"reconnect_interval_s\" must be a number >= 0, "
                          f"got {interval!r}")
-    return Settings(resolve_socket(template, cfg), int(timeout_ms), float(interval))
+    fingerprint = extra.get("model_fingerprint")
+    if fingerprint is not None and (not isinstance(fingerprint, str) or not fingerprint):
+        raise ValueError("ProcessFork HiCache backend: \"model_fingerprint\" must be a non-empty "
+                         f"string, got {fingerprint!r}")
+    return Settings(resolve_socket(template, cfg), int(timeout_ms), float(interval), fingerprint)
+
+
+def storage_namespace(settings: Settings, cfg: Any) -> Optional[bytes]:
+    """The prefix-index namespace every lookup and publish of this backend uses:
+    ``processfork.namespace(model_fp)``, so pages of other weights (another engine's model
+    on the same daemon, with the same KV geometry) are never read.
+
+    ``model_fp`` is ``model_fingerprint`` when set; else ``processfork.model_fingerprint``
+    of ``HiCacheStorageConfig.model_name`` when that is a local model directory (SGLang
+    passes the served model name, which defaults to ``--model-path``); else the model name
+    itself; with no name either, the default namespace. SGLang's page hashes already chain
+    its cache salt and LoRA seed (``storage_namespace_seed``), so nothing else is needed.
+    """
+    fp = settings.model_fingerprint
+    name = getattr(cfg, "model_name", None)
+    if fp is None and name:
+        fp = processfork.model_fingerprint(name) if os.path.isfile(
+            os.path.join(name, "config.json")) else name
+    return processfork.namespace(fp, None, None, None) if fp is not None else None

@@ -127,6 +127,12 @@ def host_geometry(pool: Any) -> HostGeometry:
     return HostGeometry(layout, L, H, D, P, pool.dtype, int(s))
 
 
+def pool_dtype_names(torch_dtype: torch.dtype) -> tuple[str, ...]:
+    """The ProcessFork pool dtype names (``--geometry ...,dtype=NAME``) a host pool of
+    ``torch_dtype`` can use; for a dtype ProcessFork has no pool for, its torch name."""
+    return _TORCH_TO_PF.get(torch_dtype, (str(torch_dtype).replace("torch.", ""),))
+
+
 def pool_dtype_matches(torch_dtype: torch.dtype, pf_dtype: str) -> bool:
     """True when a host pool of ``torch_dtype`` may exchange bytes with a ProcessFork pool
     of ``pf_dtype``."""

@@ -71,6 +71,22 @@ def route_socket(server_args: Any, explicit: Optional[str]) -> Optional[str]:
     return None
 
 
+def route_namespace(server_args: Any) -> Optional[bytes]:
+    """The prefix-index namespace the server's HiCache backend stores in
+    (``_config.storage_namespace``: ``model_fingerprint`` of the backend's extra config, else
+    the served model's fingerprint), so a snapshot by ``input_ids`` finds the pages SGLang
+    stored."""
+    from types import SimpleNamespace
+
+    from processfork.sglang._config import storage_namespace
+
+    extra = _extra_config(getattr(server_args, "hicache_storage_backend_extra_config", None))
+    name = (getattr(server_args, "served_model_name", None)
+            or getattr(server_args, "model_path", None))
+    return storage_namespace(SimpleNamespace(model_fingerprint=extra.get("model_fingerprint")),
+                             SimpleNamespace(model_name=name))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     ours, rest = split_args(sys.argv[1:] if argv is None else argv)
 
@@ -90,7 +106,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             state = http_server.get_global_state()
             return getattr(getattr(state, "tokenizer_manager", None), "tokenizer", None)
 
-        mount(http_server.app, socket, ours.processfork_timeout_ms, tokenizer)
+        mount(http_server.app, socket, ours.processfork_timeout_ms, tokenizer,
+              namespace=route_namespace(server_args))
 
     from sglang.launch_server import run_server
 

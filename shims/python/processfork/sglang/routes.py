@@ -34,27 +34,32 @@ TokenizerProvider = Callable[[], Any]
 
 
 def make_router(socket: Optional[str] = None, timeout_ms: int = processfork.DEFAULT_TIMEOUT_MS,
-                tokenizer: Optional[TokenizerProvider] = None, prefix: str = "") -> APIRouter:
+                tokenizer: Optional[TokenizerProvider] = None, prefix: str = "",
+                namespace: Optional[bytes] = None) -> APIRouter:
     """A router serving the routes under ``{prefix}/processfork`` against the daemon at
     ``socket`` (None: ``$PROCESSFORK_SOCKET`` or the default socket). ``tokenizer``
-    returns the server's tokenizer (or None) when a request sends ``text``. The router's
-    session is closed by ``router.processfork_session.close()``."""
+    returns the server's tokenizer (or None) when a request sends ``text``. ``namespace``:
+    the HiCache backend's prefix-index namespace (``ProcessForkStorage.namespace``), in
+    which snapshots of token ids find the pages the backend stored; None: the default
+    namespace. The router's session is closed by ``router.processfork_session.close()``."""
     session = Session(socket, timeout_ms, retry_interval_s=0.0)
     r = build_router(
         prefix + "/processfork", lambda: session, tokens_field="input_ids", tokenizer=tokenizer,
         not_cached_hint="run them through the server first (HiCache stores pages in the "
-                        "background)")
+                        "background)",
+        namespace=lambda: namespace)
     r.processfork_session = session  # type: ignore[attr-defined]
     return r
 
 
 def mount(app: Any, socket: Optional[str] = None,
           timeout_ms: int = processfork.DEFAULT_TIMEOUT_MS,
-          tokenizer: Optional[TokenizerProvider] = None) -> APIRouter:
+          tokenizer: Optional[TokenizerProvider] = None,
+          namespace: Optional[bytes] = None) -> APIRouter:
     """Adds the routes to a FastAPI ``app`` (SGLang's ``http_server.app``); returns the
     router. SGLang sets ORJSON route classes on its routers; these routes parse their body
     themselves, so the default class is kept."""
-    r = make_router(socket, timeout_ms, tokenizer)
+    r = make_router(socket, timeout_ms, tokenizer, namespace=namespace)
     app.include_router(r)
     return r
 

@@ -12,10 +12,16 @@ Loaded by SGLang's dynamic backend factory::
 ``register_mem_pool_host(host_pool)`` with the host (L2) pool.
 
 DESIGN: SGLang names each page of KV by its page hash, ``get_hash_str`` -- SHA-256 chained
-over the page's token ids -- which is exactly ProcessFork's prefix key (DESIGN §4). So the
+over the page's token ids -- which is exactly ProcessFork's prefix key (DESIGN §4). Any
+other key string is accepted too and mapped to a prefix key (``_keys.py``). So the
 backend stores nothing of its own: pages live in the daemon's pool, indexed by key in the
 daemon's prefix index, where any other process (another SGLang instance, a vLLM
 instance, an agent holding the tokens: ``Client.branch(tokens)``) finds and shares them.
+
+Every lookup and publish acts in the backend's prefix-index namespace (the model's
+fingerprint; ``_config.storage_namespace``): the keys are SGLang's unchanged page hashes,
+so another engine of the same model (same fingerprint) shares them, one of another model
+never does.
 
 - exists / batch_exists: ``lookup_keys(keys, hold=False)``, the leading run.
 - batch_get_v1 (zero copy): ``lookup_keys(keys, hold=True)``, then one ``kv_load`` from
@@ -29,6 +35,12 @@ instance, an agent holding the tokens: ``Client.branch(tokens)``) finds and shar
   ``KVLayout`` over the caller's flat page tensor.
 - A CUDA pool with SGLang's CPU (pinned) host pool: pages are copied with torch through
   DLPack page views (``Client.page_torch``) instead of ``KVLayout``.
+
+Logging: through the logger ``sglang.srt.mem_cache.storage.processfork``, where SGLang's
+own storage backends log (they use ``logging.getLogger(__name__)`` under
+``sglang.srt.mem_cache.storage``), so SGLang's logging setup -- ``configure_logger``'s
+format and ``--log-level``, or a ``SGLANG_LOGGING_CONFIG_PATH`` config for ``sglang`` --
+applies to this backend's messages as to theirs.
 
 Failures: construction raises (daemon unreachable, MLA model, bad settings) and
 ``register_mem_pool_host`` raises on a geometry mismatch -- SGLang then reports that the
@@ -52,7 +64,7 @@ import torch
 
 import processfork
 from processfork._integration.session import Session, session_lost
-from processfork.sglang._config import Settings, read_settings
+from processfork.sglang._config import Settings, read_settings, storage_namespace
 from processfork.sglang._hostpool import (
     HostGeometry,
     as_int,
@@ -61,8 +73,10 @@ from processfork.sglang._hostpool import (
     page_as_canonical,
     page_starts,
     pool_dtype_matches,
+    pool_dtype_names,
     runs_for,
 )
+from processfork.sglang._keys import prefix_keys
 from sglang.srt.mem_cache.hicache_storage import (
     HiCacheStorage,
     HiCacheStorageConfig,
@@ -72,7 +86,8 @@ from sglang.srt.mem_cache.hicache_storage import (
     PoolTransferResult,
 )
 
-logger = logging.getLogger(__name__)
+# Under SGLang's logger hierarchy, beside its in-tree storage backends (module docstring).
+logger = logging.getLogger("sglang.srt.mem_cache.storage.processfork")
 
 __all__ = ["ProcessForkStorage"]
 
@@ -140,6 +155,10 @@ class ProcessForkStorage(HiCacheStorage):
                 "page_head) is not supported; give each TP rank its own daemon instead")
         self.storage_config = storage_config
         self.settings: Settings = read_settings(storage_config.extra_config, storage_config)
+        self._namespace = storage_namespace(self.settings, storage_config)
+        # Public: the namespace every lookup and publish of this backend uses (for the
+        # /processfork routes and for clients that read the backend's pages).
+        self.namespace: Optional[bytes] = self._namespace
         self._geometry: Optional[HostGeometry] = None
         self._kv_buffer: Optional[torch.Tensor] = None
         self._host_layout: Any = None
@@ -191,14 +210,15 @@ class ProcessForkStorage(HiCacheStorage):
         if not pool_dtype_matches(g.dtype, info.dtype):
             bad.append(f"dtype {info.dtype} != {str(g.dtype).replace('torch.', '')}")
         if bad:
+            names = pool_dtype_names(g.dtype)
+            alt = "".join(f" (or dtype={n})" for n in names[1:])
             raise ValueError(
                 f"ProcessFork HiCache backend (tp_rank {self.storage_config.tp_rank}): the "
                 f"daemon's pool (layers={info.layers}, kv_heads={info.kv_heads}, "
                 f"head_dim={info.head_dim}, page_tokens={info.page_tokens}, dtype={info.dtype}) "
                 f"does not match SGLang's host pool ({g.describe()}): {'; '.join(bad)}. Start "
                 f"this rank's daemon with --geometry layers={g.layers},kv_heads={g.kv_heads},"
-                f"head_dim={g.head_dim},dtype=<{str(g.dtype).replace('torch.', '')}>,"
-                f"page_tokens={g.page_tokens}")
+                f"head_dim={g.head_dim},dtype={names[0]},page_tokens={g.page_tokens}{alt}")
 
     def register_mem_pool_host(self, mem_pool_host: Any) -> None:
         """Checks the host pool's geometry against the daemon's pool and builds the
@@ -255,6 +275,15 @@ class ProcessForkStorage(HiCacheStorage):
         if self._geometry is None:
             self._log.warn(op, "no host pool registered (register_mem_pool_host was not called)")
         return self._geometry
+
+    def _prefix_keys(self, op: str, keys: Sequence[str]) -> Optional[List[str]]:
+        """The prefix keys of SGLang's ``keys`` (``_keys.py``: page hashes as they are, any
+        other string hashed), or None (logged) when a key is not a ``str``."""
+        try:
+            return prefix_keys(keys)
+        except TypeError as e:
+            self._log.warn(op, str(e), kind="TypeError")
+            return None
 
     def _sync(self, kv: torch.Tensor) -> None:
         if kv.is_cuda:
@@ -321,14 +350,14 @@ class ProcessForkStorage(HiCacheStorage):
 
     def _store(self, op: str, keys: List[str], parent: Optional[str],
                write: Any) -> List[bool]:
-        """Publishes ``keys`` (a chain after ``parent``); ``write(c, i0, pages)`` fills the
-        fresh pages of keys[i0:]. Keys of the leading run already present are not
+        """Publishes prefix ``keys`` (a chain after ``parent``); ``write(c, i0, pages)``
+        fills the fresh pages of keys[i0:]. Keys of the leading run already present are not
         rewritten. Never raises."""
         n = len(keys)
         m = 0
         try:
             c = self._session.client()
-            m = len(c.lookup_keys(keys, hold=False))
+            m = len(c.lookup_keys(keys, hold=False, namespace=self._namespace))
             if m == n:
                 return [True] * n
             if m > 0:
@@ -337,7 +366,8 @@ class ProcessForkStorage(HiCacheStorage):
             published = False
             try:
                 write(c, m, pages)
-                c.publish_pages(keys[m:], pages, parent_key=parent)
+                c.publish_pages(keys[m:], pages, parent_key=parent,
+                                namespace=self._namespace)
                 published = True
             finally:
                 if not published:
@@ -361,6 +391,9 @@ class ProcessForkStorage(HiCacheStorage):
         g = self._ready("batch_get_v1")
         if g is None or n == 0:
             return miss
+        pkeys = self._prefix_keys("batch_get_v1", keys)
+        if pkeys is None:
+            return miss
         starts = page_starts(host_indices, n, g.page_tokens)
         if starts is None:
             self._log.warn("batch_get_v1", f"host_indices ({host_indices.numel()}) are not "
@@ -374,7 +407,7 @@ class ProcessForkStorage(HiCacheStorage):
         pages: List[int] = []
         loaded = 0
         try:
-            pages = c.lookup_keys(list(keys), hold=True)
+            pages = c.lookup_keys(pkeys, hold=True, namespace=self._namespace)
             if pages:
                 self._pool_to_host(c, pages, starts[:len(pages)])
             loaded = len(pages)
@@ -402,7 +435,11 @@ class ProcessForkStorage(HiCacheStorage):
             self._log.warn("batch_set_v1", f"host_indices ({host_indices.numel()}) are not "
                                            f"{n} whole pages of {g.page_tokens} tokens")
             return [False] * n
-        return self._store("batch_set_v1", list(keys), _parent_key(extra_info),
+        parent = _parent_key(extra_info)
+        pkeys = self._prefix_keys("batch_set_v1", [*keys, *([] if parent is None else [parent])])
+        if pkeys is None:
+            return [False] * n
+        return self._store("batch_set_v1", pkeys[:n], pkeys[n] if parent is not None else None,
                            lambda c, i0, pages: self._host_to_pool(c, pages, starts[i0:]))
 
     # ---- flat pages (the generic path) --------------------------------------------------
@@ -430,6 +467,9 @@ class ProcessForkStorage(HiCacheStorage):
             if len(targets) != n:
                 self._log.warn("batch_get", f"{len(targets)} targets for {n} keys")
                 return miss
+        pkeys = self._prefix_keys("batch_get", keys)
+        if pkeys is None:
+            return miss
         try:
             c = self._session.client()
         except Exception as e:  # noqa: BLE001
@@ -438,7 +478,7 @@ class ProcessForkStorage(HiCacheStorage):
         pages: List[int] = []
         out = list(miss)
         try:
-            pages = c.lookup_keys(list(keys), hold=True)
+            pages = c.lookup_keys(pkeys, hold=True, namespace=self._namespace)
             for i, p in enumerate(pages):
                 shaped = self._flat_page(targets[i], "batch_get")
                 if shaped is None:
@@ -482,12 +522,15 @@ class ProcessForkStorage(HiCacheStorage):
         shaped = [self._flat_page(v, "batch_set") for v in vals]
         if any(s is None for s in shaped):
             return False
+        pkeys = self._prefix_keys("batch_set", keys)
+        if pkeys is None:
+            return False
 
         def write(c: processfork.Client, i0: int, pages: List[int]) -> None:
             for p, s in zip(pages, shaped[i0:]):
                 self._flat_copy(c, p, s, to_pool=True)
 
-        return all(self._store("batch_set", list(keys), None, write))
+        return all(self._store("batch_set", pkeys, None, write))
 
     # ---- existence ----------------------------------------------------------------------
     def exists(self, key: str) -> bool:
@@ -499,12 +542,15 @@ class ProcessForkStorage(HiCacheStorage):
         """How many of ``keys``, from the first, the daemon has (0 on any failure)."""
         if not keys:
             return 0
+        pkeys = self._prefix_keys("batch_exists", keys)
+        if pkeys is None:
+            return 0
         try:
             c = self._session.client()
             found, step = 0, _MAX_KEYS
-            while found < len(keys):
-                chunk = list(keys[found:found + step])
-                hit = len(c.lookup_keys(chunk, hold=False))
+            while found < len(pkeys):
+                chunk = pkeys[found:found + step]
+                hit = len(c.lookup_keys(chunk, hold=False, namespace=self._namespace))
                 found += hit
                 if hit < len(chunk):
                     break

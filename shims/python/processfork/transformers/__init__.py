@@ -11,9 +11,9 @@ ProcessFork pages (docs/adapter-transformers.md).
         kids = cache.fork(3, detach=True)           # hand kids[i].id to other processes
     # elsewhere: ProcessForkCache.from_branch(client, kid_id, model) or .from_snapshot(client, cid, model)
 """
-from processfork.transformers._cache import ProcessForkCache, ProcessForkCacheError
+from processfork.transformers._cache import ProcessForkCache, ProcessForkCacheError, cache_namespace
 from processfork.transformers._geometry import ModelGeometry, check_geometry, geometry_for, model_geometry
 from processfork.transformers._layer import ProcessForkLayer
 
-__all__ = ["ProcessForkCache", "ProcessForkCacheError", "ProcessForkLayer", "ModelGeometry",
+__all__ = ["ProcessForkCache", "ProcessForkCacheError", "cache_namespace", "ProcessForkLayer", "ModelGeometry",
            "check_geometry", "geometry_for", "model_geometry"]

@@ -12,14 +12,27 @@ DESIGN (docs/adapter-transformers.md has the user's view):
   what it returns). Each :class:`~._layer.ProcessForkLayer` keeps that dense working copy;
   the pages are the durable, shareable state. A cache made from a snapshot, fork or
   branch fills its dense copy from the pages with ``Client.kv_load``: no recompute.
-* A forward is one *step*: the hook announces the step's token ids; every layer's
-  ``update`` writes its K/V into its buffer; after the last layer, the step's tokens are
-  appended to the branch and all layers' new rows are stored in one ``kv_store`` call.
-  A forward that raised half-way is rolled back at the next step.
+* A forward is one *step* (``_step.py``): the hook announces the step's token ids; every
+  layer's ``update`` writes its K/V into its buffer; after the last layer, the step's
+  tokens are appended to the branch and all layers' new rows are stored in one
+  ``kv_store`` call. A forward that raised half-way is rolled back at the next step.
+  ``update`` outside a forward opens a *manual* step, whose token ids come with the
+  update (``cache_kwargs["token_ids"]``) or are unknown: then the branch cannot record
+  them and the cache goes on from its dense KV alone (``untracked``).
+* ``copy.deepcopy(cache)`` is a fork: a new cache on a new branch sharing every page
+  copy-on-write, with a copy of the dense buffers; the two are independent afterwards.
 * ProcessFork errors during a step never break the host's generation: the dense state is
   complete without the pool, so the cache logs the error, stops writing to the pool and
   remembers the error (``pool_error``); ``snapshot``/``fork``/``commit`` then raise
   :class:`ProcessForkCacheError`. ``strict=True`` raises at once instead.
+
+Namespace: the branch a cache creates (a new one, or ``from_prefix``) lives in the prefix-
+index namespace ``processfork.namespace(model_fp)``, so only pages of the same weights are
+reused. ``model_fp`` is the ``model_fingerprint=`` argument, else
+``processfork.model_fingerprint`` of ``model.config._name_or_path`` when that is a local
+model directory; with neither, the cache uses the default namespace (shared with every
+client that names none: the caller then vouches that the daemon serves one model).
+Adopted branches (``from_branch``, ``from_snapshot``) keep their own namespace.
 
 Lifetimes: the cache holds its branch until :meth:`close` (which frees it when the cache
 owns it) or until the client's session ends. On a CUDA pool, copies are enqueued on
@@ -29,6 +42,7 @@ anything another process can read (snapshot, fork, commit, close).
 from __future__ import annotations
 
 import logging
+import os
 from typing import Iterable
 
 import torch
@@ -40,18 +54,32 @@ from processfork import Branch, Client, KVLayout, Snapshot
 from processfork.transformers._geometry import check_geometry, model_geometry, torch_dtype
 from processfork.transformers._hook import install_token_hook
 from processfork.transformers._layer import ProcessForkLayer, _check_batch, _new_length
+from processfork.transformers._step import Step, manual_token_ids
 
-__all__ = ["ProcessForkCache", "ProcessForkCacheError"]
+__all__ = ["ProcessForkCache", "ProcessForkCacheError", "cache_namespace"]
 
 log = logging.getLogger("processfork.transformers")
 
 _MIN_CAPACITY = 64
 
 
+def cache_namespace(model: torch.nn.Module, model_fingerprint: str | None = None) -> bytes | None:
+    """The prefix-index namespace of the branches a cache for ``model`` creates (module
+    docstring): from ``model_fingerprint``, else from the weights in the model's local
+    directory; None (the default namespace) when neither is available."""
+    if model_fingerprint is None:
+        path = getattr(getattr(model, "config", None), "_name_or_path", None)
+        if not path or not os.path.isfile(os.path.join(path, "config.json")):
+            return None
+        model_fingerprint = processfork.model_fingerprint(path)
+    return processfork.namespace(model_fingerprint, None, None, None)
+
+
 class ProcessForkCacheError(RuntimeError):
     """The cache's branch no longer holds its KV (an earlier pool error, see
-    ``ProcessForkCache.pool_error``, which is also this exception's ``__cause__``), or the
-    cache is closed."""
+    ``ProcessForkCache.pool_error``, which is also this exception's ``__cause__``; or tokens
+    added by ``update`` without their ids, see ``ProcessForkCache.untracked``), a step is in
+    progress, or the cache is closed."""
 
 
 class ProcessForkCache(Cache):
@@ -68,6 +96,8 @@ class ProcessForkCache(Cache):
             pages — prefer :meth:`from_branch`, :meth:`from_snapshot`, :meth:`from_prefix`.
         strict: raise ProcessFork errors from ``update`` instead of degrading.
         free_on_close: :meth:`close` frees the branch (default).
+        model_fingerprint: stands for the model's weights in the namespace of a branch the
+            cache creates (see the module docstring); overrides the computed fingerprint.
 
     Raises:
         processfork.Unavailable: the client is closed.
@@ -76,7 +106,8 @@ class ProcessForkCache(Cache):
     """
 
     def __init__(self, client: Client, model: torch.nn.Module, branch: Branch | int | None = None,
-                 *, strict: bool = False, free_on_close: bool = True) -> None:
+                 *, strict: bool = False, free_on_close: bool = True,
+                 model_fingerprint: str | None = None) -> None:
         if not isinstance(client, Client):
             raise TypeError(f"client must be a processfork.Client, got {type(client).__name__}")
         if client.closed:
@@ -102,12 +133,14 @@ class ProcessForkCache(Cache):
         self._layout: KVLayout | None = None
         self._length = 0  # tokens every layer and (while in sync) the branch hold
         self._tokens: list[int] = []
-        self._pending: list[int] | None = None  # token ids of the step in progress
-        self._updated: list[bool] = [False] * needed.layers
+        self._step: Step | None = None  # the step in progress (_step.py)
         self.pool_error: processfork.Error | None = None
+        # why the branch stopped recording the cache's tokens without a pool error
+        self.untracked: str | None = None
 
         if branch is None:
-            self._branch_id = client.branch().id
+            self._branch_id = client.branch(
+                namespace=cache_namespace(model, model_fingerprint)).id
         else:
             self._branch_id = int(branch)
             try:
@@ -146,14 +179,16 @@ class ProcessForkCache(Cache):
 
     @classmethod
     def from_prefix(cls, client: Client, tokens: Iterable[int], model: torch.nn.Module, *,
-                    strict: bool = False) -> "ProcessForkCache":
+                    strict: bool = False,
+                    model_fingerprint: str | None = None) -> "ProcessForkCache":
         """A cache holding the longest prefix of ``tokens`` that the daemon's prefix index has
         in whole committed pages (written by any process): ``len(cache.tokens)`` of them are
         loaded, not recomputed. Run the model on the full ``tokens`` next
-        (``generate(input_ids=all ids, past_key_values=cache)``): it computes the rest only."""
+        (``generate(input_ids=all ids, past_key_values=cache)``): it computes the rest only.
+        Only pages of this model's namespace are reused (module docstring)."""
         if client.closed:
             raise processfork.Unavailable("ProcessForkCache: the processfork.Client is closed")
-        b = client.branch(tokens)
+        b = client.branch(tokens, namespace=cache_namespace(model, model_fingerprint))
         try:
             return cls(client, model, b, strict=strict, free_on_close=True)
         except BaseException:
@@ -164,35 +199,64 @@ class ProcessForkCache(Cache):
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Caches the step's K/V of layer ``layer_idx`` (``(1, kv_heads, q, head_dim)``) and
-        returns the layer's whole dense K/V. After the model's last layer the step's tokens
-        and KV are written to the branch's pages."""
+        """Caches layer ``layer_idx``'s new K/V ``(1, kv_heads, q, head_dim)`` and returns the
+        layer's whole dense K/V ``(1, kv_heads, seq + q, head_dim)``, as ``DynamicCache``
+        does; ``get_seq_length(layer_idx)`` then counts the q tokens.
+
+        In a forward of the model, q is the forward's token count (the token hook announced
+        its ``input_ids``); after the model's last layer the step's tokens and KV are
+        written to the branch's pages.
+
+        Outside a forward (the Cache API allows it; e.g. filling the cache with K/V computed
+        elsewhere) the first ``update`` opens a *manual step* of q tokens, which every
+        layer then gets once, in any order, with the same q; meanwhile each layer's length
+        is its own, as in ``DynamicCache``. When the last layer has its K/V, the step ends
+        as a forward's does. Its token ids come with the update that opened it, as
+        ``cache_kwargs={"token_ids": <q ints>}`` (the 4th positional argument or by
+        keyword). Without them the branch cannot record the tokens: the cache goes on from
+        its dense KV only (``in_sync`` False, ``untracked`` says why; snapshot, fork,
+        commit and deepcopy raise ``ProcessForkCacheError``), or, with ``strict=True``,
+        the update raises ``ValueError``.
+
+        Raises:
+            ValueError: a bad layer index, batch size, dtype or device; q other than the
+                step's; a layer updated twice in one step; malformed token ids, or ids that
+                differ from those of the update that opened the step; ``strict`` and no
+                token ids outside a forward. Nothing changes.
+        """
         self._check_open()
-        if self._pending is None:
-            raise ValueError(
-                "ProcessForkCache.update() outside a forward of a model this cache was made "
-                "for: the cache learns each step's token ids from the model's input_ids")
         if not 0 <= layer_idx < len(self.layers):
             raise ValueError(f"layer_idx {layer_idx} out of range (the cache has {len(self.layers)} layers)")
         _check_batch("key_states", key_states.shape[0])
-        q = key_states.shape[-2]
-        if q != len(self._pending) or self._updated[layer_idx]:
-            raise ValueError(
-                f"layer {layer_idx} got {q} new tokens (updated twice: {self._updated[layer_idx]}); "
-                f"the forward's input_ids have {len(self._pending)}")
         layer = self.layers[layer_idx]
         if key_states.dtype != layer.dtype or key_states.device != layer.device:
             raise ValueError(f"key_states are {key_states.dtype} on {key_states.device}; the cache "
                              f"holds {layer.dtype} on {layer.device} (the pool's dtype and device)")
+        q = key_states.shape[-2]
+        step = self._step
+        if step is None:
+            step = self._manual_step(q, manual_token_ids(args, kwargs, q))
+        elif step.manual:
+            ids = manual_token_ids(args, kwargs, q)
+            if ids is not None and ids != step.ids:
+                raise ValueError(f"layer {layer_idx}: cache_kwargs['token_ids'] differ from those "
+                                 "of the update() that opened this step")
+        if q != step.n or step.updated[layer_idx]:
+            how = "outside a forward" if step.manual else "in a forward whose input_ids have"
+            raise ValueError(
+                f"layer {layer_idx} got {q} new tokens (updated twice: {step.updated[layer_idx]}); "
+                f"the step in progress ({how} {step.n} tokens) gives every layer {step.n}, once")
+        self._step = step
         keys, values = layer.update(key_states, value_states, *args, **kwargs)
-        self._updated[layer_idx] = True
-        if all(self._updated):
+        step.updated[layer_idx] = True
+        if not step.missing():
             self._end_step()
         return keys, values
 
     def crop(self, tokens_to_remove: int) -> None:
         """Removes the last ``-tokens_to_remove`` tokens (a positive value: the length to
-        keep, transformers' deprecated form) from the dense state and the branch."""
+        keep, transformers' deprecated form) from the dense state and the branch. A step
+        still in progress (some layers updated) is rolled back first."""
         self._check_open()
         self._abandon_step()
         self._truncate(_new_length(self._length, tokens_to_remove))
@@ -215,20 +279,23 @@ class ProcessForkCache(Cache):
 
     @property
     def tokens(self) -> list[int]:
-        """The token ids whose KV the cache holds (a copy)."""
+        """The token ids whose KV the cache holds (a copy); once ``untracked``, the ids known
+        before the first token added without its id."""
         return list(self._tokens)
 
     @property
     def in_sync(self) -> bool:
-        """True while the branch holds exactly the cache's tokens and KV."""
-        return self.pool_error is None
+        """True while the branch holds exactly the cache's tokens and KV (no pool error, no
+        tokens added without their ids)."""
+        return self.pool_error is None and self.untracked is None
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def snapshot(self, name: str | None = None) -> Snapshot:
-        """Seals and pins the cache's state under a CID (``name`` is a label)."""
+        """Seals and pins the cache's state under a CID; a ``name`` also becomes a ref to it
+        (``Client.snapshot``)."""
         self._check_shareable()
         return self._client.snapshot(self._branch_id, name)
 
@@ -248,6 +315,38 @@ class ProcessForkCache(Cache):
         process can reuse them (:meth:`from_prefix`, ``Client.branch(tokens)``)."""
         self._check_shareable()
         self._client.commit(self._branch_id)
+
+    def __deepcopy__(self, memo: dict) -> "ProcessForkCache":
+        """``copy.deepcopy(cache)``: an independent cache at this cache's state, by a fork.
+
+        The copy's branch is a fork of this cache's branch into the same client's session
+        (metadata only: every page shared copy-on-write, DESIGN §5), and its dense buffers
+        are copies of this cache's. Afterwards writes to either never show in the other:
+        each appends to its own branch (a shared last page is copied first) and its own
+        buffers. The copy has its own lifetime: it frees its branch on :meth:`close`,
+        whatever this cache does. The client is shared, not copied (it is a connection).
+
+        Raises:
+            ProcessForkCacheError: the cache is closed, a step is in progress, or its branch
+                does not hold its KV (``in_sync`` False).
+            processfork.Error: the fork failed (nothing was created).
+        """
+        self._check_shareable()
+        kid = self._client.fork(self._branch_id, 1)[0]
+        try:
+            layers = [layer.clone() for layer in self.layers]
+        except BaseException:
+            _free_quietly(self._client, kid.id)
+            raise
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin.layers = layers
+        twin._branch_id = kid.id
+        twin._free_on_close = True
+        twin._layout = None
+        twin._tokens = list(self._tokens)
+        memo[id(self)] = twin
+        return twin
 
     def close(self) -> None:
         """Frees the branch (when the cache owns it) and drops the dense buffers.
@@ -271,7 +370,8 @@ class ProcessForkCache(Cache):
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("in sync" if self.in_sync else "pool error")
+        state = ("closed" if self._closed else "in sync" if self.in_sync
+                 else "pool error" if self.pool_error is not None else "untracked")
         return (f"ProcessForkCache(branch={self._branch_id}, tokens={self._length}, "
                 f"layers={len(self.layers)}, device={self._device}, {state})")
 
@@ -285,18 +385,43 @@ class ProcessForkCache(Cache):
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
         _check_batch("input_ids", input_ids.shape[0])
+        if self._step is not None and self._step.manual:
+            raise ValueError(
+                f"update() outside a forward began a step of {self._step.n} tokens that layers "
+                f"{self._step.missing()} have not had yet: finish it (every layer once) or "
+                "roll it back with crop() or reset() before running the model")
         self._abandon_step()
         ids = [int(t) for t in input_ids[0].tolist()]
         if not ids:
             return
         self._reserve(self._length + len(ids))
-        self._pending = ids
+        self._step = Step(len(ids), ids, manual=False, updated=[False] * len(self.layers))
+
+    def _manual_step(self, n: int, ids: list[int] | None) -> Step:
+        """A manual step of ``n`` tokens (not yet recorded in ``self._step``: the caller
+        does that once the first update is known to be valid)."""
+        if ids is None and self._strict:
+            raise ValueError(
+                "ProcessForkCache(strict=True).update() outside a forward needs the tokens' ids "
+                "(cache_kwargs={'token_ids': [...]}): the branch records token ids")
+        self._reserve(self._length + n)
+        return Step(n, ids, manual=True, updated=[False] * len(self.layers))
 
     def _end_step(self) -> None:
-        ids, start = self._pending, self._length
-        self._pending = None
-        self._updated = [False] * len(self.layers)
-        self._length = start + len(ids)
+        step, start = self._step, self._length
+        self._step = None
+        self._length = start + step.n
+        if step.ids is None:
+            if self.untracked is None and self.pool_error is None:
+                self.untracked = (f"update() outside a forward added tokens [{start}, "
+                                  f"{self._length}) without their ids (cache_kwargs['token_ids'])")
+                log.warning("ProcessForkCache(branch %d): %s; generation goes on from the dense "
+                            "KV, the branch is no longer written (snapshot/fork/commit will raise)",
+                            self._branch_id, self.untracked)
+            return
+        ids = step.ids
+        if self.untracked is not None:
+            return  # cache.tokens stays the known prefix
         self._tokens.extend(ids)
         if self.pool_error is not None:
             return
@@ -313,14 +438,14 @@ class ProcessForkCache(Cache):
                               f"[{start}, {start + len(ids)})", e)
 
     def _abandon_step(self) -> None:
-        """Rolls back the layers of a step whose forward did not finish."""
-        if self._pending is None:
+        """Rolls back the layers of a step that did not finish (a forward that raised, or
+        a manual step that crop/reset cut short)."""
+        if self._step is None:
             return
-        for layer, done in zip(self.layers, self._updated):
+        for layer, done in zip(self.layers, self._step.updated):
             if done:
                 layer.truncate(self._length)
-        self._pending = None
-        self._updated = [False] * len(self.layers)
+        self._step = None
 
     def _truncate(self, length: int) -> None:
         if length == self._length:
@@ -329,7 +454,7 @@ class ProcessForkCache(Cache):
             layer.truncate(length)
         self._length = length
         del self._tokens[length:]
-        if self.pool_error is None:
+        if self.in_sync:
             try:
                 self._sync()
                 self._client.truncate(self._branch_id, length)
@@ -418,12 +543,16 @@ class ProcessForkCache(Cache):
         self._check_open()
         if self._client.closed:
             raise processfork.Unavailable("ProcessForkCache: the processfork.Client is closed")
-        if self._pending is not None:
-            raise ProcessForkCacheError("a forward is in progress on this cache")
+        if self._step is not None:
+            what = "an update() step outside a forward" if self._step.manual else "a forward"
+            raise ProcessForkCacheError(f"{what} is in progress on this cache")
         if self.pool_error is not None:
             raise ProcessForkCacheError(
                 f"branch {self._branch_id} does not hold this cache's KV since a pool error: "
                 f"{self.pool_error}") from self.pool_error
+        if self.untracked is not None:
+            raise ProcessForkCacheError(
+                f"branch {self._branch_id} does not hold this cache's KV: {self.untracked}")
         self._sync()
 
 

@@ -27,6 +27,7 @@ _TORCH_DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
 }
 _POOL_DTYPES: dict[torch.dtype, str] = {v: k for k, v in _TORCH_DTYPES.items()}
+_MAX_PAGE_TOKENS = 65536  # the daemon's limit (base/page_format.cpp, Geometry::validate)
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,15 @@ def model_geometry(model_or_config: Any, dtype: torch.dtype | None = None) -> Mo
 def geometry_for(model_or_config: Any, *, page_tokens: int = 16,
                  dtype: torch.dtype | None = None) -> str:
     """The ``--geometry`` string for ``processfork serve`` that fits this model, e.g.
-    ``"layers=32,kv_heads=8,head_dim=128,dtype=bf16,page_tokens=16"`` for Llama-3-8B."""
-    if isinstance(page_tokens, bool) or not isinstance(page_tokens, int) or page_tokens < 1:
-        raise InvalidArgument(f"page_tokens must be a positive int, got {page_tokens!r}")
+    ``"layers=32,kv_heads=8,head_dim=128,dtype=bf16,page_tokens=16"`` for Llama-3-8B.
+
+    ``page_tokens`` is free for transformers (any value works); when vLLM or SGLang share
+    the daemon it must be their block size (vLLM's CPU backend: a multiple of 32, 128 by
+    default). The daemon takes 1..65536."""
+    if (isinstance(page_tokens, bool) or not isinstance(page_tokens, int)
+            or not 1 <= page_tokens <= _MAX_PAGE_TOKENS):
+        raise InvalidArgument(f"page_tokens must be an int in 1..{_MAX_PAGE_TOKENS}, "
+                              f"got {page_tokens!r}")
     return model_geometry(model_or_config, dtype).geometry_string(page_tokens)
 
 

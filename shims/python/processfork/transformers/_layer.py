@@ -137,6 +137,22 @@ class ProcessForkLayer(CacheLayerMixin):
         self._refresh_views()
         return True
 
+    def clone(self) -> "ProcessForkLayer":
+        """An independent layer with a copy of this one's first ``length`` positions (the
+        same capacity, dtype and device)."""
+        twin = ProcessForkLayer()
+        if not self.is_initialized:
+            return twin
+        twin.dtype, twin.device = self.dtype, self.device
+        twin.k_buf = torch.empty_like(self.k_buf)
+        twin.v_buf = torch.empty_like(self.v_buf)
+        twin.k_buf[:, :, :self.length].copy_(self.k_buf[:, :, :self.length])
+        twin.v_buf[:, :, :self.length].copy_(self.v_buf[:, :, :self.length])
+        twin.length = self.length
+        twin.is_initialized = True
+        twin._refresh_views()
+        return twin
+
     def truncate(self, length: int) -> None:
         """Keeps the first ``length`` positions."""
         if not 0 <= length <= self.length:

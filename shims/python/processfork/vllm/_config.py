@@ -8,7 +8,8 @@ Every key is optional::
                            "kv_connector_extra_config": {
                                "socket": "/run/pf/tp{tp_rank}.sock",
                                "timeout_ms": 2000,
-                               "retry_interval_s": 5.0}}'
+                               "retry_interval_s": 5.0,
+                               "model_fingerprint": "..."}}'
 
 ``socket``: the daemon's Unix socket, or a template with ``{tp_rank}`` and/or
 ``{pp_rank}``. Each tensor-parallel rank holds only its own KV heads (and each
@@ -20,6 +21,11 @@ Unset: ``$PROCESSFORK_SOCKET``, else the daemon's default socket.
 
 ``retry_interval_s``: after the daemon was unreachable, how long the connector serves
 cache misses before it tries to reconnect.
+
+``model_fingerprint``: a string that stands for the model's weights in every request's
+prefix-index namespace (_namespace.py). Unset: ``processfork.model_fingerprint`` of the
+model directory (hashed once at start-up), or the model's name and revision when the
+model is not a local directory. Engines share pages only under equal fingerprints.
 """
 from __future__ import annotations
 
@@ -46,6 +52,7 @@ class ConnectorSettings:
     socket: str | None
     timeout_ms: int
     retry_interval_s: float
+    model_fingerprint: str | None = None
 
     @classmethod
     def from_extra_config(cls, extra: Mapping[str, Any] | None) -> "ConnectorSettings":
@@ -56,7 +63,7 @@ class ConnectorSettings:
                 placeholder other than ``{tp_rank}`` / ``{pp_rank}``.
         """
         extra = dict(extra or {})
-        known = {"socket", "timeout_ms", "retry_interval_s"}
+        known = {"socket", "timeout_ms", "retry_interval_s", "model_fingerprint"}
         unknown = sorted(set(extra) - known)
         if unknown:
             raise ValueError(f"ProcessForkConnector: unknown kv_connector_extra_config keys "
@@ -79,7 +86,11 @@ class ConnectorSettings:
         if isinstance(retry, bool) or not isinstance(retry, (int, float)) or retry < 0:
             raise ValueError(f"ProcessForkConnector: 'retry_interval_s' must be a number "
                              f">= 0, got {retry!r}")
-        return cls(socket, timeout_ms, float(retry))
+        fingerprint = extra.get("model_fingerprint")
+        if fingerprint is not None and (not isinstance(fingerprint, str) or not fingerprint):
+            raise ValueError(f"ProcessForkConnector: 'model_fingerprint' must be a non-empty "
+                             f"string, got {fingerprint!r}")
+        return cls(socket, timeout_ms, float(retry), fingerprint)
 
     @property
     def per_rank(self) -> bool:

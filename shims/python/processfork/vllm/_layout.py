@@ -13,6 +13,15 @@ Engine token ``t`` is vLLM slot ``block_id * block_size + offset``. When vLLM sp
 manager block into kernel blocks of N < block_size tokens, they are consecutive and
 uniformly strided, so ``(t // N) * block_stride + (t % N) * token_stride`` still
 addresses slot ``t`` with N as the layout's ``block_tokens``.
+
+That is what the view *addresses*; what the bytes *mean* is the attention backend's
+business (_backends.py). For token-major backends the view's K and V rows are the
+engine's K and V, and copies go straight between vLLM's tensors and pages. For
+vLLM-CPU's ``CPU_ATTN`` the blocks are packed (_cpu_attn.py): :meth:`VllmKVLayout.store`
+unpacks the saved blocks, one layer at a time, into a staging buffer in ProcessFork's
+order and copies that into the pages; :meth:`VllmKVLayout.load` copies pages into the
+staging buffer and packs it into the blocks. Either way a page holds ProcessFork's
+layout (DESIGN §2), whichever engine wrote it.
 """
 from __future__ import annotations
 
@@ -20,8 +29,12 @@ from typing import Mapping, Sequence
 
 import torch
 
+import numpy as np
+
 import processfork
 
+from processfork.vllm._backends import BlockFormat
+from processfork.vllm._cpu_attn import CpuAttnCodec
 from processfork.vllm._geometry import KVGeometry
 
 __all__ = ["VllmKVLayout"]
@@ -36,7 +49,8 @@ class VllmKVLayout:
     Raises ValueError when the tensors are not the geometry's layout.
     """
 
-    def __init__(self, kv_caches: Mapping[str, torch.Tensor], geometry: KVGeometry) -> None:
+    def __init__(self, kv_caches: Mapping[str, torch.Tensor], geometry: KVGeometry,
+                 block_format: BlockFormat = BlockFormat("token-major", "")) -> None:
         names = [n for n in geometry.layer_names if n in kv_caches]
         missing = [n for n in geometry.layer_names if n not in kv_caches]
         if missing or not names:
@@ -84,6 +98,14 @@ class VllmKVLayout:
         self.num_blocks = int(n_blocks) * int(block_tokens) // geometry.block_size
         self.device = t0.device
         self._tensors: Sequence[torch.Tensor] = tensors  # keep vLLM's memory alive
+        self.block_format = block_format
+        self._codec: CpuAttnCodec | None = None
+        if block_format.kind == "cpu-attn":
+            if any(not t[0].is_contiguous() for t in tensors):
+                raise ValueError("ProcessForkConnector: vLLM-CPU's KV blocks are not "
+                                 "contiguous; CPU_ATTN packs each block densely")
+            self._codec = CpuAttnCodec(int(heads), int(block_tokens), geometry.head_dim,
+                                       t0.dtype, block_format.isa)
 
     @property
     def is_cuda(self) -> bool:
@@ -100,3 +122,60 @@ class VllmKVLayout:
         """Waits for the copies enqueued on :meth:`stream` (no-op on CPU)."""
         if self.is_cuda:
             torch.cuda.current_stream(self.device).synchronize()
+
+    # ---- copies --------------------------------------------------------------------------
+    def store(self, client: processfork.Client, runs: np.ndarray, layers: range) -> None:
+        """Copies ``runs`` (rows ``(page, page_slot, engine_token, count)``, engine tokens
+        being vLLM slots) of ``layers`` from vLLM's blocks into pages. Blocking."""
+        if self._codec is None:
+            client.kv_store(self.layout, runs, layers=layers, stream=self.stream())
+            return
+        staged = _Staging(self, runs)
+        for layer in layers:
+            blocks = self._tensors[layer].index_select(0, staged.blocks)
+            staged.buffer.copy_(self._codec.unpack(blocks))
+            client.kv_store(staged.layout, staged.runs, layers=range(layer, layer + 1))
+
+    def load(self, client: processfork.Client, runs: np.ndarray) -> None:
+        """Copies ``runs`` of every layer from pages into vLLM's blocks. Blocking."""
+        if self._codec is None:
+            client.kv_load(self.layout, runs, stream=self.stream())
+            return
+        staged = _Staging(self, runs)
+        for layer in range(len(self._tensors)):
+            client.kv_load(staged.layout, staged.runs, layers=range(layer, layer + 1))
+            self._codec.pack_into(self._tensors[layer], staged.blocks, staged.buffer)
+
+
+class _Staging:
+    """One layer of the kernel blocks ``runs`` touch, in ProcessFork's token order
+    (``[n_blocks * N, H, 2, D]``), and the runs re-aimed at it. The layout's every layer
+    points at the same buffer: copies go one layer at a time."""
+
+    def __init__(self, kv: VllmKVLayout, runs: np.ndarray) -> None:
+        codec = kv._codec
+        assert codec is not None
+        n = codec.block_tokens
+        runs = np.asarray(runs, dtype=np.int64).reshape(-1, 4)
+        first, count = runs[:, 2], runs[:, 3]
+        if len(runs) and bool(((first % n) + count > n).any()):
+            raise processfork.InvalidArgument("kv copy: a run crosses a vLLM kernel block")
+        block_of_run = first // n
+        blocks, slot = np.unique(block_of_run, return_inverse=True)
+        self.blocks = torch.from_numpy(blocks)
+        self.runs = runs.copy()
+        self.runs[:, 2] = slot.reshape(-1) * n + first % n
+        t0 = kv._tensors[0]
+        self.buffer = torch.empty(len(blocks) * n, codec.heads, 2, codec.head_dim,
+                                  dtype=t0.dtype)
+        elem = self.buffer.element_size()
+        ptr = self.buffer.data_ptr()
+        layers = len(kv._tensors)
+        self.layout = processfork.KVLayout(
+            (ptr,) * layers, (ptr + codec.head_dim * elem,) * layers,
+            block_tokens=max(len(blocks), 1) * n,
+            block_stride=self.buffer.numel() * elem,
+            token_stride=self.buffer.stride(0) * elem,
+            head_stride=self.buffer.stride(1) * elem,
+            dtype=kv.layout.dtype, device="cpu",
+            capacity_tokens=len(blocks) * n, keep_alive=(self.buffer,))

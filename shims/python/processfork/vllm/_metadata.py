@@ -42,12 +42,15 @@ class SaveSpec:
     ``first_token == 0`` starts the request's save: the worker opens a branch on
     ``tokens`` (reusing what the daemon already has) and writes the rest; later specs
     continue that branch. ``last``: the prompt's final whole block is in this spec.
+    ``namespace``: the request's prefix-index namespace (vllm/_namespace.py; None: the
+    default one), in which the worker opens that branch.
     """
     req_id: str
     first_token: int
     tokens: list[int]
     block_ids: list[int]
     last: bool
+    namespace: bytes | None = None
 
 
 @dataclass

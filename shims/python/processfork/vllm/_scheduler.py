@@ -5,8 +5,9 @@ DESIGN
   session per worker rank (one daemon per rank when TP/PP > 1; see _config.py).
 
   Lookup. ``get_num_new_matched_tokens`` opens a branch on the request's tokens in
-  every rank's daemon (``Client.branch(tokens)``: the longest prefix of whole pages
-  in the daemon's prefix index, reused without a copy). The hit is the shortest of
+  every rank's daemon, in the request's namespace (``Client.branch(tokens,
+  namespace)``: the longest prefix of whole pages in that namespace of the daemon's
+  prefix index, reused without a copy; vllm/_namespace.py). The hit is the shortest of
   the ranks' reused lengths, capped so at least one token is left to compute (vLLM
   samples from the last prompt token's logits; its own prefix cache caps at
   ``num_tokens - 1`` the same way). The branches are held until the request
@@ -22,7 +23,8 @@ DESIGN
   *worker* of each rank writes and commits those pages in its own session, after its
   own copy has completed (``wait_for_save``): a branch belongs to the lease that
   made it, so the session that writes a page is the one that seals it, and nothing
-  is published before its bytes are complete. Blocks entirely covered by the hit are
+  is published before its bytes are complete. Each SaveSpec carries the request's
+  namespace, so the worker's branch (and every page it commits) lands in it. Blocks entirely covered by the hit are
   not saved again (the daemon already has them).
 
   Finish. ``request_finished`` frees the request's branches (its pages stay in the
@@ -35,14 +37,18 @@ DESIGN
   load already promised to vLLM is sent with ``pages=None`` so the worker reports the
   blocks as failed loads, which vLLM recomputes or fails per ``kv_load_failure_policy``.
 
-  Requests whose KV is not a function of their token ids alone are neither looked
-  up nor saved: multimodal inputs, prompt embeddings, LoRA adapters and cache salts.
+  Namespaces. The KV of a request depends on its model, LoRA adapter, cache salt and
+  (prompt-embeds requests) embeddings as well as its token ids: all of them go into
+  its namespace, so such requests are cached and reused only among equals.
+  Multimodal requests are neither looked up nor saved: their placeholder tokens stand
+  for inputs that no namespace here covers.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
+
+from vllm.logger import init_logger
 
 import processfork
 
@@ -50,6 +56,7 @@ from processfork._integration.session import Session
 from processfork.vllm._config import ConnectorSettings, RankAddress
 from processfork.vllm._geometry import KVGeometry, check_pool
 from processfork.vllm._metadata import LoadSpec, ProcessForkConnectorMetadata, SaveSpec
+from processfork.vllm._namespace import RequestNamespaces
 
 if TYPE_CHECKING:
     from vllm.v1.core.kv_cache_manager import KVCacheBlocks
@@ -59,14 +66,16 @@ if TYPE_CHECKING:
 
 __all__ = ["SchedulerSide"]
 
-logger = logging.getLogger("processfork.vllm")
+# Under "vllm": vLLM's logging config (handler, format, VLLM_LOGGING_LEVEL) applies.
+logger = init_logger("vllm.processfork")
 
 
 @dataclass
 class _Request:
     """What the scheduler role knows about one live request."""
-    tokens: list[int]  # prompt token ids
+    tokens: list[int]  # prompt token ids (placeholders for prompt embeds)
     eligible: bool
+    namespace: bytes | None  # the request's prefix-index namespace (None: default)
     save_end: int  # the prompt's whole-block length: tokens the request may save
     branches: list[processfork.Branch | None] = field(default_factory=list)  # per rank
     generation: list[int] = field(default_factory=list)  # session generation per branch
@@ -77,9 +86,16 @@ class _Request:
 
 
 def _eligible(request: "Request") -> bool:
-    return (request.prompt_token_ids is not None and request.prompt_embeds is None
-            and not request.mm_features and request.lora_request is None
-            and request.cache_salt is None)
+    """Multimodal requests are excluded; everything else that made the KV differ
+    (LoRA, cache salt, prompt embeds) is in the request's namespace."""
+    return (request.prompt_token_ids is not None or request.prompt_embeds is not None) \
+        and not request.mm_features
+
+
+def _prompt(request: "Request") -> list[int]:
+    """The prompt's token ids (for prompt embeds, vLLM's placeholder ids: the embeddings
+    themselves are hashed into the namespace)."""
+    return list(request.all_token_ids[:request.num_prompt_tokens])
 
 
 class SchedulerSide:
@@ -89,15 +105,17 @@ class SchedulerSide:
         settings: the connector's settings.
         geometry: the model's KV geometry (checked against every rank's pool).
         ranks: the worker ranks, in the order of ``LoadSpec.pages``.
+        namespaces: each request's prefix-index namespace.
         load, save: whether this instance loads (kv_consumer / kv_both) and saves
             (kv_producer / kv_both).
         check_layers: compare layer counts (False for pipeline parallelism).
     """
 
     def __init__(self, settings: ConnectorSettings, geometry: KVGeometry,
-                 ranks: Sequence[RankAddress], *, load: bool, save: bool,
-                 check_layers: bool = True) -> None:
+                 ranks: Sequence[RankAddress], namespaces: RequestNamespaces, *,
+                 load: bool, save: bool, check_layers: bool = True) -> None:
         self._bs = geometry.block_size
+        self._namespaces = namespaces
         self._load = load
         self._save = save
         self._reqs: dict[str, _Request] = {}
@@ -148,8 +166,10 @@ class SchedulerSide:
                                    num_computed_tokens: int) -> tuple[int, bool]:
         st = self._reqs.get(request.request_id)
         if st is None:
-            prompt = list(request.prompt_token_ids or [])
-            st = _Request(prompt, _eligible(request), len(prompt) // self._bs * self._bs)
+            eligible = _eligible(request)
+            prompt = _prompt(request) if eligible else []
+            st = _Request(prompt, eligible, self._namespaces.of(request) if eligible else None,
+                          len(prompt) // self._bs * self._bs)
             self._reqs[request.request_id] = st
         if not (self._load and st.eligible):
             return 0, False
@@ -165,7 +185,7 @@ class SchedulerSide:
         branches: list[processfork.Branch | None] = []
         try:
             for c in clients:
-                branches.append(c.branch(tokens))
+                branches.append(c.branch(tokens, namespace=st.namespace))
         except processfork.Error as e:
             failed = self._sessions[len(branches)]
             for i, b in enumerate(branches):
@@ -266,7 +286,7 @@ class SchedulerSide:
         first = st.saved
         meta.saves.append(SaveSpec(req_id, first, st.tokens[first:end],
                                    st.block_ids[first // self._bs:end // self._bs],
-                                   end == st.save_end))
+                                   end == st.save_end, st.namespace))
         st.saved = end
 
     def request_finished(self, request: "Request") -> None:

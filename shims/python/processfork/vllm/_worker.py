@@ -29,24 +29,29 @@ DESIGN
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import torch
+from vllm.logger import init_logger
 
 import processfork
 
 from processfork._integration.session import Session, session_lost
 from processfork.vllm._config import ConnectorSettings, RankAddress
+from processfork.vllm._backends import BlockFormat, block_format
 from processfork.vllm._geometry import KVGeometry, check_pool
 from processfork.vllm._layout import VllmKVLayout
 from processfork.vllm._metadata import ProcessForkConnectorMetadata, SaveSpec
 
+if TYPE_CHECKING:
+    from vllm.config import VllmConfig
+
 __all__ = ["WorkerSide"]
 
-logger = logging.getLogger("processfork.vllm")
+# Under "vllm": vLLM's logging config (handler, format, VLLM_LOGGING_LEVEL) applies.
+logger = init_logger("vllm.processfork")
 
 
 @dataclass
@@ -70,11 +75,15 @@ class WorkerSide:
         settings: the connector's settings.
         geometry: this rank's KV geometry.
         rank: this worker's rank; ``rank_index`` its index in ``LoadSpec.pages``.
+        vllm_config: the engine's config, to learn the attention backend's block format
+            at ``register_kv_caches`` (None: vLLM's token-major views, as tests use).
     """
 
     def __init__(self, settings: ConnectorSettings, geometry: KVGeometry,
-                 rank: RankAddress, rank_index: int) -> None:
+                 rank: RankAddress, rank_index: int,
+                 vllm_config: "VllmConfig | None" = None) -> None:
         self._geometry = geometry
+        self._vllm_config = vllm_config
         self._rank_index = rank_index
         sock = settings.socket_for(rank)
         self._session = Session(
@@ -93,7 +102,14 @@ class WorkerSide:
     def register_kv_caches(self, kv_caches: Mapping[str, torch.Tensor]) -> None:
         """Builds the layout over vLLM's tensors and connects (a geometry mismatch
         raises ValueError here, at start-up)."""
-        self._kv = VllmKVLayout(kv_caches, self._geometry)
+        fmt = BlockFormat("token-major", "")
+        if self._vllm_config is not None:
+            g = self._geometry
+            fmt = block_format(self._vllm_config, g.layer_names, g.block_size, g.head_dim)
+        self._kv = VllmKVLayout(kv_caches, self._geometry, fmt)
+        logger.info("ProcessFork: KV blocks of %d layers, %s format%s", len(self._kv.layer_names),
+                    fmt.kind, f" (backend {fmt.backend}, isa {fmt.isa})" if fmt.isa else
+                    f" (backend {fmt.backend})" if fmt.backend else "")
         try:
             self._session.connect_now()
         except processfork.Error:
@@ -116,7 +132,7 @@ class WorkerSide:
             runs = np.array([(p, 0, b * bs, bs) for p, b in zip(pages, spec.block_ids)],
                             dtype=np.int64).reshape(-1, 4)
             try:
-                client.kv_load(self._kv.layout, runs, stream=self._kv.stream())
+                self._kv.load(client, runs)
             except processfork.Error as e:
                 logger.warning("ProcessFork: load of request %s failed: %s", spec.req_id, e)
                 self._load_errors.update(spec.block_ids)
@@ -195,7 +211,7 @@ class WorkerSide:
         bs = self._geometry.block_size
         if spec.first_token == 0:
             self._forget(spec.req_id)  # a save that restarts (e.g. after preemption)
-            b = client.branch(spec.tokens)
+            b = client.branch(spec.tokens, namespace=spec.namespace)
             entry = _SaveBranch(b, self._session.generation, b.reused_tokens)
             self._saving[spec.req_id] = entry
             new_tokens = spec.tokens[b.reused_tokens:]
@@ -226,8 +242,7 @@ class WorkerSide:
             self._abandon()
             return False
         try:
-            client.kv_store(self._kv.layout, self._runs, layers=layers,
-                            stream=self._kv.stream())
+            self._kv.store(client, self._runs, layers)
             return True
         except processfork.Error as e:
             logger.warning("ProcessFork: storing layers %s failed: %s", layers, e)

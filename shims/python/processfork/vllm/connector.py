@@ -8,7 +8,9 @@ Selected with::
         "kv_role": "kv_both"}'
 
 (or ``"kv_connector": "ProcessForkConnector"`` alone once the package's
-``vllm.general_plugins`` entry point has registered it with vLLM's factory).
+``vllm.general_plugins`` entry point has registered it with vLLM's factory). The block
+size is the daemon's ``page_tokens``: 16 suits vLLM on a GPU; vLLM's CPU backend needs a
+multiple of 32 (128 by default; docs/adapter-vllm.md, "Block sizes").
 
 vLLM builds one instance per role (``vllm/distributed/kv_transfer/kv_connector/
 factory.py``: ``connector_cls(config, role, kv_cache_config)``): the SCHEDULER role in
@@ -36,6 +38,7 @@ from vllm.v1.metrics.cache_hit_source import CacheHitSource
 from processfork.vllm._config import ConnectorSettings, RankAddress
 from processfork.vllm._geometry import geometry_from_vllm
 from processfork.vllm._metadata import ProcessForkConnectorMetadata
+from processfork.vllm._namespace import RequestNamespaces
 from processfork.vllm._scheduler import SchedulerSide
 from processfork.vllm._worker import WorkerSide
 
@@ -86,14 +89,17 @@ class ProcessForkConnector(KVConnectorBase_V1):
         self._worker: WorkerSide | None = None
         if role == KVConnectorRole.SCHEDULER:
             ranks = [RankAddress(t, p) for p in range(pp) for t in range(tp)]
+            mcfg = vllm_config.model_config
+            namespaces = RequestNamespaces(mcfg.model, getattr(mcfg, "revision", None),
+                                           self._settings.model_fingerprint)
             self._scheduler = SchedulerSide(self._settings, self._geometry, ranks,
-                                            load=self._load, save=self._save,
+                                            namespaces, load=self._load, save=self._save,
                                             check_layers=pp == 1)
             self._cache_hit_source = self._scheduler.hit_source() or CacheHitSource.HOST
         else:
             rank = _worker_rank()
             self._worker = WorkerSide(self._settings, self._geometry, rank,
-                                      rank.pp_rank * tp + rank.tp_rank)
+                                      rank.pp_rank * tp + rank.tp_rank, vllm_config)
 
     @property
     def requires_kv_delivery(self) -> bool:

@@ -17,16 +17,17 @@ in ``VLLM_PLUGINS`` also filters the general plugins).
 from __future__ import annotations
 
 import json
-import logging
 from argparse import Namespace
 from typing import TYPE_CHECKING, Any, Optional
 
 from fastapi import FastAPI
+from vllm.logger import init_logger
 
 import processfork
 
 from processfork._integration.session import Session
 from processfork.vllm._config import ConnectorSettings
+from processfork.vllm._namespace import RequestNamespaces
 from processfork.vllm.routes import build_router
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ __all__ = ["register", "ProcessForkEndpointPlugin", "CONNECTOR_NAME"]
 
 CONNECTOR_NAME = "ProcessForkConnector"
 
-logger = logging.getLogger("processfork.vllm")
+# Under "vllm": vLLM's logging config (handler, format, VLLM_LOGGING_LEVEL) applies.
+logger = init_logger("vllm.processfork")
 
 
 def register() -> None:
@@ -84,6 +86,7 @@ class ProcessForkEndpointPlugin:
     def __init__(self) -> None:
         self._session: Optional[Session] = None
         self._refusal: Optional[str] = None
+        self._namespace: Optional[bytes] = None  # plain requests' (vllm/_namespace.py)
 
     def configure(self, socket: Optional[str], timeout_ms: int = 10_000) -> None:
         """Points the routes at ``socket`` (what :meth:`init_state` does from the
@@ -104,7 +107,8 @@ class ProcessForkEndpointPlugin:
         """Adds the routes to vLLM's app (called once by ``build_app``)."""
         # The routes themselves (APIRoute), not an included router: vLLM's
         # attach_endpoint_plugins resolves path/method overrides over APIRoutes.
-        app.router.routes.extend(build_router(self._current_session).routes)
+        app.router.routes.extend(
+            build_router(self._current_session, lambda: self._namespace).routes)
 
     async def init_state(self, engine_client: "EngineClient | None", state: "State",
                          args: Namespace) -> None:
@@ -116,6 +120,10 @@ class ProcessForkEndpointPlugin:
                              f"use each daemon's own HTTP port for snapshots")
             return
         self.configure(settings.socket, settings.timeout_ms)
+        model = getattr(args, "model", None)
+        if model:
+            self._namespace = RequestNamespaces(model, getattr(args, "revision", None),
+                                                settings.model_fingerprint).plain()
 
     def close(self) -> None:
         if self._session is not None:

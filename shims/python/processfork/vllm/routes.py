@@ -16,7 +16,7 @@ session --, 413, 503 -- no daemon --, 507, else 500).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 from fastapi import APIRouter
 
@@ -28,9 +28,12 @@ __all__ = ["build_router", "ROUTE_PREFIX"]
 ROUTE_PREFIX = "/v1/processfork"
 
 
-def build_router(session: Callable[[], Session]) -> APIRouter:
+def build_router(session: Callable[[], Session],
+                 namespace: Callable[[], Optional[bytes]] = lambda: None) -> APIRouter:
     """The ``/v1/processfork`` routes over the session ``session`` returns (it raises
-    ``processfork.Unavailable`` -> 503 when the routes have no daemon to use)."""
+    ``processfork.Unavailable`` -> 503 when the routes have no daemon to use). Snapshots
+    of token ids look them up in ``namespace()``: the connector's namespace of requests
+    without LoRA, cache salt or prompt embeds (vllm/_namespace.py)."""
     return _build_router(
-        ROUTE_PREFIX, session, tokens_field="prompt_token_ids",
+        ROUTE_PREFIX, session, tokens_field="prompt_token_ids", namespace=namespace,
         not_cached_hint="has vLLM served this prompt with the ProcessFork connector?")
