@@ -4,6 +4,7 @@
 #include <cassert>
 
 #include "runtime/state.h"
+#include "runtime/tier.h"
 
 namespace pf::rt::detail {
 
@@ -48,6 +49,12 @@ Status ensure_free_pages(State& s, std::size_t n) {
   if (free >= n) return Status::ok();
   const std::size_t growable = pool.growable_pages();
   std::size_t need = n - free;
+  if (need > growable && s.tier) {
+    // Durable snapshots go to the store before anything is refused (runtime/tier.h).
+    if (need > growable + s.index->evictable_pages()) demote_for(s, n);
+    if (pool.free_mapped_pages() >= n) return Status::ok();
+    need = n - pool.free_mapped_pages();
+  }
   if (need > growable) {
     const std::size_t evictable = s.index->evictable_pages();
     if (need > growable + evictable) {

@@ -80,6 +80,7 @@ Result<SeqView> view_of(const State& s, const Source& src) {
     v.pages = branch_pages(*b, s.pt());
   } else {
     PF_ASSIGN_OR_RETURN(const Snapshot* snap, resolve_snapshot(s, std::get<std::string>(src)));
+    PF_TRY(check_snapshot_intact(s, *snap));
     v.tokens = snap->manifest.tokens;
     v.pages = snap->list->pages();
   }
@@ -104,6 +105,7 @@ Result<MergeResult> merge(State& s, const Source& from, const Source& into, Leas
   PF_ASSIGN_OR_RETURN(std::string into_cid, snapshot_cid(s, into));
   const Snapshot& f = s.snapshots.at(from_cid);
   const Snapshot& t = s.snapshots.at(into_cid);
+  PF_TRY(check_snapshot_intact(s, t));
   MergeResult out;
   out.common_tokens = common_prefix(f.manifest.tokens, t.manifest.tokens);
   out.base = merge_base(s, into_cid, from_cid);

@@ -20,14 +20,19 @@ Sha256 prefix_page_key(const Sha256* parent, std::span<const Token> tokens) {
   return sha256(parent->data(), parent->size(), le.data(), le.size());
 }
 
+std::vector<Sha256> prefix_keys(std::span<const Token> tokens, std::uint32_t page_tokens) {
+  std::vector<Sha256> out;
+  for (std::size_t i = 0; (i + 1) * page_tokens <= tokens.size(); ++i) {
+    out.push_back(prefix_page_key(i == 0 ? nullptr : &out.back(),
+                                  tokens.subspan(i * page_tokens, page_tokens)));
+  }
+  return out;
+}
+
 std::vector<std::string> prefix_page_keys(std::span<const Token> tokens,
                                           std::uint32_t page_tokens) {
   std::vector<std::string> out;
-  Sha256 key{};
-  for (std::size_t i = 0; (i + 1) * page_tokens <= tokens.size(); ++i) {
-    key = prefix_page_key(i == 0 ? nullptr : &key, tokens.subspan(i * page_tokens, page_tokens));
-    out.push_back(to_hex(key));
-  }
+  for (const Sha256& key : prefix_keys(tokens, page_tokens)) out.push_back(to_hex(key));
   return out;
 }
 
@@ -139,6 +144,7 @@ std::size_t PrefixIndex::insert(const Namespace& ns, std::span<const Token> toke
       n->children.emplace(std::move(page), std::move(node));
       ++nodes_;
       ++added;
+      if (on_new_node_) on_new_node_(*c);
     }
     n = c;
     n->last_used = now;
@@ -189,6 +195,7 @@ std::size_t PrefixIndex::publish(const Namespace& ns, std::span<const Sha256> ke
       ++nodes_;
       ++added;
       (*new_key)[i] = true;
+      if (on_new_node_) on_new_node_(*c);
     }
     n = c;
     n->last_used = now;

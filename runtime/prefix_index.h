@@ -61,6 +61,8 @@ namespace pf::rt {
 
 // The chained page keys of every full page of `tokens` (DESIGN §4), lowercase hex.
 std::vector<std::string> prefix_page_keys(std::span<const Token> tokens, std::uint32_t page_tokens);
+// The same keys as raw bytes.
+std::vector<Sha256> prefix_keys(std::span<const Token> tokens, std::uint32_t page_tokens);
 // One key: SHA-256(parent || tokens LE); parent == nullptr for the first page.
 Sha256 prefix_page_key(const Sha256* parent, std::span<const Token> tokens);
 // Parses 64 hex digits (either case) into a key; false for anything else.
@@ -143,6 +145,9 @@ class PrefixIndex {
 
   // Visits every node of every namespace (parents before children; roots are not nodes).
   void for_each(const std::function<void(const Node&)>& fn) const;
+  // Called with every node insert() or publish() adds, once it is linked in (its page
+  // referenced), before the call returns; nullptr: none. The runtime's write-behind uses it.
+  void set_on_new_node(std::function<void(const Node&)> fn) { on_new_node_ = std::move(fn); }
 
  private:
   std::size_t count_evictable(const Node& n, bool* all) const;
@@ -165,6 +170,7 @@ class PrefixIndex {
   std::unordered_map<ScopedKey, Node*, ScopedKeyHash> by_key_;
   std::size_t nodes_ = 0;
   std::uint64_t clock_ = 0;
+  std::function<void(const Node&)> on_new_node_;
 };
 
 }  // namespace pf::rt

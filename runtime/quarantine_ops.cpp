@@ -17,6 +17,7 @@ Result<std::size_t> quarantine_corrupt_pages(State& s) {
     ++n;
     std::string pinned;
     for (const auto& [cid, snap] : s.snapshots) {
+      if (!snap.resident()) continue;
       const auto& pages = snap.list->pages();
       if (std::find(pages.begin(), pages.end(), p) != pages.end()) pinned += " " + cid;
     }
@@ -46,6 +47,12 @@ Status check_branch_intact(const State& s, const Branch& b) {
 }
 
 Status check_snapshot_intact(const State& s, const Snapshot& snap) {
+  // Callers page snapshots in first (Runtime::with_resident); one paged out again since is
+  // refused rather than read.
+  if (!snap.resident()) {
+    return PF_ERROR(Code::kUnavailable, "snapshot " + snap.cid +
+                                            " was paged out to the store again; retry");
+  }
   return check_pages_intact(s, snap.list->pages(), "snapshot " + snap.cid);
 }
 

@@ -9,6 +9,7 @@
 
 #include "runtime/ids.h"
 #include "runtime/state.h"
+#include "runtime/tier.h"
 #include "runtime/verifier.h"
 
 namespace pf::rt {
@@ -35,6 +36,17 @@ Result<std::unique_ptr<Runtime>> Runtime::create(vmm::Backend& backend, RuntimeO
 Runtime::Runtime(std::unique_ptr<detail::State> state) : state_(std::move(state)) {}
 
 Runtime::~Runtime() {
+  // The write-behind first: it finishes every queued job (a clean stop loses nothing that
+  // was snapshotted) and takes the mutex while doing so.
+  if (state_->tier) {
+    {
+      std::lock_guard<std::mutex> lock(state_->tier->mu);
+      state_->tier->stop = true;
+    }
+    state_->tier->wake.notify_all();
+    if (state_->tier->writer.joinable()) state_->tier->writer.join();
+    state_->index->set_on_new_node(nullptr);
+  }
   // Drop every holder before the pool (State's member order also guarantees this).
   state_->refs.clear();
   state_->snapshots.clear();
@@ -81,6 +93,7 @@ void Runtime::after_mutation() {
 
 Result<NewBranch> Runtime::create_branch(std::span<const Token> tokens, LeaseId owner,
                                          const Namespace& ns) {
+  if (!tokens.empty() && has_tier()) promote_prefix(ns, prefix_keys(tokens, geometry().page_tokens));
   Lock lock(mu_);
   PF_TRY(before_mutation());
   auto r = detail::create_branch(*state_, tokens, owner, ns);
@@ -190,33 +203,67 @@ Result<SnapshotInfo> Runtime::snapshot(BranchId branch, std::string name) {
   return r;
 }
 
-Result<ForkResult> Runtime::fork(const Source& source, std::size_t n, LeaseId owner) {
+bool Runtime::has_tier() const {
   Lock lock(mu_);
-  PF_TRY(before_mutation());
-  auto r = detail::fork(*state_, source, n, owner);
-  after_mutation();
-  return r;
+  return state_->tier != nullptr;
+}
+
+template <typename Op>
+auto Runtime::with_resident(std::initializer_list<const Source*> sources, Op op)
+    -> decltype(op()) {
+  // A paged-out source is paged in with the mutex released; the op then runs under the
+  // mutex. Demotion in between (another call needing the memory) is retried a few times;
+  // after that the op itself answers that the snapshot is paged out.
+  for (int attempt = 0;; ++attempt) {
+    bool resident = true;
+    for (const Source* src : sources) {
+      const std::string* name = std::get_if<std::string>(src);
+      if (name == nullptr) continue;
+      if (Status st = page_in(*name); !st.is_ok() && st.code() != Code::kNotFound) return st;
+    }
+    Lock lock(mu_);
+    for (const Source* src : sources) {
+      const std::string* name = std::get_if<std::string>(src);
+      if (name == nullptr) continue;
+      auto snap = detail::resolve_snapshot(*state_, *name);
+      if (snap.is_ok() && !(*snap)->resident()) resident = false;
+    }
+    if (resident || attempt == 3) return op();
+  }
+}
+
+Result<ForkResult> Runtime::fork(const Source& source, std::size_t n, LeaseId owner) {
+  return with_resident({&source}, [&]() -> Result<ForkResult> {
+    PF_TRY(before_mutation());
+    auto r = detail::fork(*state_, source, n, owner);
+    after_mutation();
+    return r;
+  });
 }
 
 Result<BranchId> Runtime::checkout(std::string_view cid_or_ref, LeaseId owner) {
-  Lock lock(mu_);
-  PF_TRY(before_mutation());
-  auto r = detail::checkout(*state_, cid_or_ref, owner);
-  after_mutation();
-  return r;
+  const Source source{std::string(cid_or_ref)};
+  return with_resident({&source}, [&]() -> Result<BranchId> {
+    PF_TRY(before_mutation());
+    auto r = detail::checkout(*state_, cid_or_ref, owner);
+    after_mutation();
+    return r;
+  });
 }
 
 Result<MergeResult> Runtime::merge(const Source& from, const Source& into, LeaseId owner) {
-  Lock lock(mu_);
-  PF_TRY(before_mutation());
-  auto r = detail::merge(*state_, from, into, owner);
-  after_mutation();
-  return r;
+  return with_resident({&from, &into}, [&]() -> Result<MergeResult> {
+    PF_TRY(before_mutation());
+    auto r = detail::merge(*state_, from, into, owner);
+    after_mutation();
+    return r;
+  });
 }
 
 Result<DiffResult> Runtime::diff(const Source& a, const Source& b) const {
-  Lock lock(mu_);
-  return detail::diff(*state_, a, b);
+  // Paging in changes no logical state, so a const diff may do it.
+  return const_cast<Runtime*>(this)->with_resident(
+      {&a, &b}, [&]() -> Result<DiffResult> { return detail::diff(*state_, a, b); });
 }
 
 Result<std::vector<LogEntry>> Runtime::log(std::string_view cid_or_ref) const {
@@ -257,6 +304,7 @@ Status Runtime::unpin(std::string_view cid) {
                                            name + "'; delete the ref first");
     }
   }
+  detail::tier_note_unpin(*state_, it->first);
   state_->snapshots.erase(it);
   after_mutation();
   return Status::ok();
@@ -293,6 +341,7 @@ Status Runtime::set_ref(std::string_view name, std::string_view cid_or_ref) {
   PF_TRY(before_mutation());
   PF_ASSIGN_OR_RETURN(const detail::Snapshot* snap, detail::resolve_snapshot(*state_, cid_or_ref));
   state_->refs[std::string(name)] = snap->cid;
+  detail::tier_note_ref(*state_, std::string(name), &snap->cid);
   return Status::ok();
 }
 
@@ -312,6 +361,7 @@ Status Runtime::delete_ref(std::string_view name) {
   if (it == state_->refs.end()) {
     return PF_ERROR(Code::kNotFound, "unknown ref '" + std::string(name) + "'");
   }
+  detail::tier_note_ref(*state_, it->first, nullptr);
   state_->refs.erase(it);
   return Status::ok();
 }
@@ -324,6 +374,7 @@ std::vector<RefEntry> Runtime::refs() const {
 }
 
 std::uint64_t Runtime::lookup_prefix(std::span<const Token> tokens, const Namespace& ns) {
+  if (!tokens.empty() && has_tier()) promote_prefix(ns, prefix_keys(tokens, geometry().page_tokens));
   Lock lock(mu_);
   return std::uint64_t{state_->index->lookup(ns, tokens).size()} * state_->pt();
 }
@@ -374,6 +425,7 @@ Result<UniqueFd> Runtime::export_chunk(std::size_t index, std::uint64_t* serial)
 
 Result<std::vector<PageId>> Runtime::lookup_keys(std::span<const Sha256> keys, bool hold,
                                                  LeaseId lease, const Namespace& ns) {
+  if (!keys.empty() && has_tier()) promote_prefix(ns, keys);
   Lock lock(mu_);
   PF_TRY(before_mutation());
   auto r = detail::lookup_keys(*state_, ns, keys, hold, lease);

@@ -33,6 +33,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -46,6 +47,7 @@
 #include "runtime/namespace.h"
 #include "runtime/page_pool.h"
 #include "runtime/sha256.h"
+#include "runtime/store.h"
 #include "runtime/types.h"
 #include "vmm/backend.h"
 
@@ -112,6 +114,8 @@ struct SnapshotInfo {
   std::vector<std::string> parents;
   Namespace ns{};        // the manifest's namespace (zero: default)
   bool created = false;  // false when an identical snapshot already existed
+  bool resident = true;  // its pages are in the pool (false: in the store only)
+  bool durable = false;  // its manifest is committed in the store
 };
 
 struct ForkResult {
@@ -179,6 +183,28 @@ struct PoolLayout {
 struct GcResult {
   std::size_t evicted_pages = 0;
   std::size_t released_chunks = 0;
+};
+
+// The write-behind's and paging's counters (runtime/tier.h), since the store was attached.
+struct TierCounters {
+  std::uint64_t jobs_queued = 0;  // waiting or running
+  std::uint64_t jobs_failed = 0;
+  std::uint64_t blobs_written = 0;
+  std::uint64_t bytes_written = 0;
+  std::uint64_t pages_read = 0;
+  std::uint64_t bytes_read = 0;
+  std::uint64_t snapshots_paged_in = 0;
+  std::uint64_t snapshots_demoted = 0;
+  std::uint64_t prefix_pages_promoted = 0;
+};
+
+struct StoreStatus {
+  bool attached = false;
+  std::string dir;
+  std::uint64_t snapshots_resident = 0;
+  std::uint64_t snapshots_durable = 0;
+  TierCounters counters;
+  StoreStats store;
 };
 
 struct RefEntry {
@@ -311,6 +337,26 @@ class Runtime {
   // References `lease` holds now (each hold counted).
   std::size_t held_pages(LeaseId lease) const;
 
+  // --- the durable store (runtime/tier.h, docs/store.md) ------------------------------------
+  // Attaches `store` (it must outlive the runtime) to a runtime that holds no snapshot, ref
+  // or branch yet: lists the store's snapshots (paged out: their pages stay on disk until
+  // used) and refs, and starts the write-behind: from now on every new snapshot, unpin, ref
+  // change and prefix-index page is written to the store in the background. kConflict on a
+  // used runtime or a second store; kInvalidArgument (nothing changed) when a stored manifest
+  // is malformed or of another geometry. Blocking (reads the store's metadata).
+  Status attach_store(Store& store);
+  // Blocks until the snapshot is durable (its manifest committed after its pages). The
+  // failure of its write if that failed; kUnavailable without a store; kNotFound for an
+  // unknown CID or ref.
+  Status wait_durable(std::string_view cid_or_ref);
+  // Makes a paged-out snapshot resident (no-op when it is): reuses pool pages with the same
+  // digests, reads and checks the rest from the store. kDataCorrupt (the snapshot is then
+  // quarantined in the store) when a blob fails its check; kOutOfMemory when the pool cannot
+  // hold it. Blocking: disk I/O without the mutex held. fork, checkout, merge and diff of a
+  // paged-out snapshot call it themselves.
+  Status page_in(std::string_view cid_or_ref);
+  StoreStatus store_status() const;
+
   // Checks every invariant of DESIGN §2 (see runtime/verifier.h): kInternal on a structural
   // violation; with verify_digests, kDataCorrupt for a sealed page whose bytes changed and
   // that is not quarantined yet (quarantined pages are known and pass).
@@ -326,6 +372,15 @@ class Runtime {
   // in the op, which has happened) is logged and halts further changes. The op's own
   // answer stands: it describes what the op did.
   void after_mutation();
+
+  // Pages in the snapshots that `sources` name (branches need nothing); then runs op under
+  // the mutex, retrying when a source was paged out again in between.
+  template <typename Op>
+  auto with_resident(std::initializer_list<const Source*> sources, Op op) -> decltype(op());
+  // Pages in the store's prefix entries that continue the resident prefix of `keys` in `ns`
+  // (no-op without a store). Best effort: a failure only shortens the hit.
+  void promote_prefix(const Namespace& ns, std::span<const Sha256> keys);
+  bool has_tier() const;
 
   mutable std::mutex mu_;
   std::unique_ptr<detail::State> state_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "runtime/state.h"
+#include "runtime/tier.h"
 
 namespace pf::rt::detail {
 
@@ -48,6 +49,8 @@ SnapshotInfo info_of(const Snapshot& snap) {
   i.n_pages = snap.manifest.pages.size();
   i.parents = snap.manifest.parents;
   i.ns = snap.manifest.ns;
+  i.resident = snap.resident();
+  i.durable = snap.durable;
   return i;
 }
 
@@ -105,9 +108,11 @@ Result<SnapshotInfo> snapshot_of(State& s, const std::vector<PageId>& pages,
   snap.manifest = std::move(m);
   snap.list = list ? std::move(list) : make_flat_list(*s.pool, pages, tokens);
   snap.n_tokens = tokens.size();
+  tier_touch(s, snap);
   SnapshotInfo info = info_of(snap);
   info.created = true;
   s.snapshots.emplace(cid, std::move(snap));
+  tier_note_snapshot(s, cid);
   return info;
 }
 
@@ -132,7 +137,10 @@ Result<SnapshotInfo> snapshot(State& s, BranchId id, std::string name) {
     b->base_tokens = tokens.size();
   }
   b->parents = std::make_shared<const std::vector<std::string>>(1, info.cid);
-  if (!name.empty()) s.refs[name] = info.cid;
+  if (!name.empty()) {
+    s.refs[name] = info.cid;
+    tier_note_ref(s, name, &info.cid);
+  }
   return info;
 }
 
@@ -158,6 +166,7 @@ Result<ForkResult> fork(State& s, const Source& source, std::size_t n, LeaseId o
   } else {
     PF_ASSIGN_OR_RETURN(const Snapshot* snap, resolve_snapshot(s, std::get<std::string>(source)));
     PF_TRY(check_snapshot_intact(s, *snap));
+    tier_touch(s, *snap);
     base = snap->list;
     base_tokens = snap->n_tokens;
     parents = std::make_shared<const std::vector<std::string>>(1, snap->cid);
@@ -182,6 +191,7 @@ Result<BranchId> checkout(State& s, std::string_view cid_or_ref, LeaseId owner) 
   PF_ASSIGN_OR_RETURN(const Snapshot* snap, resolve_snapshot(s, cid_or_ref));
   PF_TRY(check_snapshot_intact(s, *snap));
   PF_TRY(check_branch_ids(s, 1));
+  tier_touch(s, *snap);
   Branch& b = new_branch(s, owner);
   b.base = snap->list;
   b.base_tokens = snap->n_tokens;

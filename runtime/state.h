@@ -17,12 +17,25 @@
 
 namespace pf::rt::detail {
 
+struct Tier;
+// Deletes a Tier (defined in tier_ops.cpp, where Tier is complete).
+struct TierDeleter {
+  void operator()(Tier* t) const;
+};
+
 struct Snapshot {
   std::string cid;
   std::string json;  // canonical manifest bytes
   Manifest manifest;
-  PageListPtr list;  // flat: the snapshot's pages and tokens; the pin
+  // Flat: the snapshot's pages and tokens; the pin. Null only for a snapshot whose pages live
+  // in the store alone (durable, paged out or loaded at start; runtime/tier.h): ops that read
+  // pages page it in first.
+  PageListPtr list;
   std::uint64_t n_tokens = 0;
+  bool durable = false;         // its manifest is committed in the store
+  mutable std::uint64_t last_used = 0;  // Tier::clock at its last use (LRU demotion)
+  std::string quarantine;       // non-empty: its stored pages failed their check (why)
+  bool resident() const { return list != nullptr; }
 };
 
 struct State {
@@ -44,6 +57,8 @@ struct State {
   // times. Released by release_pages, publish_pages, or when the lease ends.
   std::map<LeaseId, std::map<PageId, std::uint32_t>> holds;
   IdSequence branch_ids;  // (boot epoch << 32) | sequence, never reused (runtime/ids.h)
+  // The durable store and its write-behind (runtime/tier.h); null without a store.
+  std::unique_ptr<Tier, TierDeleter> tier;
   // The first structural invariant violation found after a mutating call (verify_each_op);
   // once set, mutating calls are refused (runtime.h). Ok while none was found.
   Status halted;

@@ -82,9 +82,14 @@ Status verify_structure(const State& s) {
     }
   }
   for (const auto& [cid, snap] : s.snapshots) {
-    if (!snap.list || snap.list->parent() != nullptr)
-      return fail("snapshot " + cid + " list is not flat");
     if (cid_of(snap.json) != cid) return fail("snapshot " + cid + " bytes do not hash to its CID");
+    if (!snap.list) {
+      // Paged out: only a durable snapshot of a runtime with a store may be (runtime/tier.h).
+      if (!s.tier || !snap.durable) return fail("snapshot " + cid + " has no pages in memory "
+                                                "and none in a store");
+      continue;
+    }
+    if (snap.list->parent() != nullptr) return fail("snapshot " + cid + " list is not flat");
     if (snap.list->pages().size() != snap.manifest.pages.size() ||
         snap.list->tokens() != snap.manifest.tokens) {
       return fail("snapshot " + cid + " list disagrees with its manifest");
@@ -230,6 +235,7 @@ Result<std::vector<PageId>> find_corrupt_pages(const State& s) {
   // Every snapshot's manifest digests (a page may be pinned at another fill than the one
   // its stored digest covers).
   for (const auto& [cid, snap] : s.snapshots) {
+    if (!snap.resident()) continue;
     const auto& sp = snap.list->pages();
     std::vector<std::uint32_t> f(sp.size(), P);
     if (!sp.empty()) f.back() = fill_in_last_page(snap.n_tokens, P);
@@ -276,7 +282,9 @@ PoolStats pool_stats(const State& s) {
     for (PageId p : pages) ++seen[p];
   };
   for (const auto& [id, b] : s.branches) count(branch_pages(b, P));
-  for (const auto& [cid, snap] : s.snapshots) count(snap.list->pages());
+  for (const auto& [cid, snap] : s.snapshots) {
+    if (snap.resident()) count(snap.list->pages());
+  }
   s.index->for_each([&](const PrefixIndex::Node& node) { ++seen[node.page]; });
   for (PageId p = 0; p < n; ++p) {
     const PageMeta& m = pool.meta(p);
