@@ -4,12 +4,14 @@
 //  - Layout of a store directory DIR:
 //      DIR/index/        an LMDB environment (the metadata, below), the one source of truth
 //      DIR/blobs/XX/...  one file per page blob, named by the hex of its BlobKey, XX = first
-//                        two hex digits; written to "<name>.tmp", fdatasync'd, renamed
+//                        two hex digits; written to "<name>.tmp", fdatasync'd, renamed;
+//                        page_bytes long, the slots past `fill` zeroed
 //      DIR/LOCK          flock'd by the one process that has the store open
 //    LMDB databases: "meta" (format version, geometry, boot epoch counter), "blobs"
 //    (BlobKey -> {bytes, references}), "manifests" (CID -> canonical manifest bytes),
 //    "refs" (name -> CID), "prefix" (namespace || key -> {parent key, tokens, BlobKey, last
-//    use}), "quarantine" (CID -> reason).
+//    use}), "prefix_lru" (last use || namespace || key: LRU order), "quarantine" (CID ->
+//    reason). Encodings: docs/store.md.
 //  - Crash consistency: a blob is durable (fdatasync, rename, fsync of its directory) before
 //    any LMDB transaction names it; a manifest and the references to its blobs commit in one
 //    LMDB transaction (durable on return). A SIGKILL at any point therefore leaves either the
@@ -120,7 +122,8 @@ class Store {
   const std::string& dir() const;
   const Geometry& geometry() const;
 
-  // The next boot epoch (1..kMaxBootEpoch, wrapping to 1), committed durably before return:
+  // The next boot epoch (1..kMaxBootEpoch, wrapping to 1; a fresh store starts at a random
+  // one), committed durably before return:
   // the store is the one source of the epoch for a daemon started on it (ipc/boot_epoch.h).
   Result<std::uint32_t> next_boot_epoch();
 
@@ -128,8 +131,12 @@ class Store {
   bool has_blob(const BlobKey& key) const;
   // Writes each blob not stored yet and makes it durable; blobs already stored are skipped.
   // Written blobs hold no reference: commit_manifest / put_prefix take references, and
-  // open() removes blobs that none took. Parallel over io_threads; kSystem on an I/O error
-  // (what was written stays unreferenced).
+  // open() removes blobs that none took. Each blob written or found stored is *held* (in
+  // memory) until the next commit that references it, so a concurrent remove of its last
+  // reference cannot unlink it before that commit: pair each call with the commit naming
+  // its blobs (a hold never released lasts until the store closes). Parallel over
+  // io_threads; kInvalidArgument (nothing written) for a null buffer or a fill above
+  // page_tokens; kSystem on an I/O error (what was written stays unreferenced).
   Status write_blobs(std::span<const BlobWrite> blobs);
   // Reads each blob into its dst and checks its digests: kNotFound for a blob not stored,
   // kDataCorrupt naming the first blob whose bytes do not match its key (dst then holds
@@ -138,14 +145,15 @@ class Store {
 
   // --- manifests and refs (each call one durable LMDB transaction) -----------------------
   // Records a manifest and one reference to each of `blobs` (its pages, each stored:
-  // kNotFound otherwise, nothing changed). Idempotent: committing a CID again changes
-  // nothing.
+  // kNotFound otherwise, nothing changed). kInvalidArgument when `cid` is not
+  // cid_of(json) (runtime/manifest.h). Idempotent: committing a CID again changes nothing.
   Status commit_manifest(std::string_view cid, std::string_view json,
                          std::span<const BlobKey> blobs);
   // Drops a manifest and its blob references; unreferenced blobs are unlinked after the
   // transaction commits. kNotFound for an unknown CID; kConflict while a ref names it.
   Status remove_manifest(std::string_view cid);
   bool has_manifest(std::string_view cid) const;
+  // The canonical bytes; kNotFound, or kDataCorrupt when they no longer hash to the CID.
   Result<std::string> manifest(std::string_view cid) const;
   std::vector<StoredManifest> manifests() const;
   // kNotFound when `cid` is not a committed manifest.
@@ -157,7 +165,8 @@ class Store {
   // Records entries (their blobs stored: kNotFound otherwise, nothing changed), one reference
   // to each blob; an entry whose (ns, key) exists keeps the old one. Then trims (trim_prefix).
   Status put_prefix(std::span<const StoredPrefix> entries);
-  // The entry for (ns, key), touched for LRU; nullopt when absent.
+  // The entry for (ns, key), touched for LRU; nullopt when absent. The touch is kept in
+  // memory and written by the next write transaction (a crash loses LRU precision only).
   std::optional<StoredPrefix> find_prefix(const Namespace& ns, const Sha256& key);
   // Removes least recently used prefix entries (and the blobs only they referenced) until
   // the blob bytes referenced by prefix entries alone are at most prefix_capacity_bytes.

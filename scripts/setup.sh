@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ProcessFork needs to build and test, only what is missing:
 #   Debian packages (compiler, CMake, Ninja, GoogleTest, nlohmann-json, cpp-httplib, OpenSSL,
+#   LMDB (the store's index),
 #   clang and its libFuzzer/sanitizer runtimes for scripts/fuzz.sh)
 #   and a Python virtual environment at .venv with the test reference packages.
 # Idempotent; safe to run on every `make test` / `make demo`. Uses sudo when not root.
@@ -8,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build pkg-config git
-          libgtest-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev
+          libgtest-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev liblmdb-dev
           clang libclang-rt-dev
           python3 python3-venv python3-dev)
 missing=()
