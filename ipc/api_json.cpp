@@ -32,10 +32,6 @@ bool as_u64(const Json& v, std::uint64_t* out) {
   return false;
 }
 
-Json optional_cid(std::string_view cid) {
-  return cid.empty() ? Json(nullptr) : Json(cid);
-}
-
 // Whether `text` nests arrays/objects deeper than `limit`, counting brackets outside strings
 // (without parsing, so a deep body never builds a deep tree). Unbalanced brackets are left to
 // the parser to refuse.

@@ -106,6 +106,11 @@ Status from_json<Op::kUnpin>(const Json& body, msg::Named* out) {
 }
 
 template <>
+Status from_json<Op::kSync>(const Json& body, msg::Named* out) {
+  return named(body, "cid", out);
+}
+
+template <>
 Status from_json<Op::kRefSet>(const Json& body, msg::RefSet* out) {
   PF_ASSIGN_OR_RETURN(out->name, get_string(body, "name"));
   PF_ASSIGN_OR_RETURN(out->cid, get_string(body, "cid"));

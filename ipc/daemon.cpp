@@ -54,7 +54,7 @@ constexpr const char* kUsage =
     "                         [--http-auth on|off] [--http-request-timeout-ms MS]\n"
     "                         [--http-max-connections N] [--http-max-connections-per-peer N]\n"
     "                         [--ready-file PATH] [--max-clients N] [--frame-timeout-ms MS]\n"
-    "                         [--verify]\n"
+    "                         [--store DIR] [--store-prefix-capacity SIZE] [--verify]\n"
     "Each flag may also come from PROCESSFORK_<FLAG> (e.g. PROCESSFORK_CAPACITY=8GiB);\n"
     "flags win over the environment. See docs/daemon.md.\n";
 
@@ -84,6 +84,8 @@ constexpr Setting kSettings[] = {
     {"ready-file", "PROCESSFORK_READY_FILE", false},
     {"max-clients", "PROCESSFORK_MAX_CLIENTS", false},
     {"frame-timeout-ms", "PROCESSFORK_FRAME_TIMEOUT_MS", false},
+    {"store", "PROCESSFORK_STORE", false},
+    {"store-prefix-capacity", "PROCESSFORK_STORE_PREFIX_CAPACITY", false},
     {"verify", "PROCESSFORK_VERIFY", true},
 };
 
@@ -164,6 +166,13 @@ Status apply(DaemonConfig* c, std::string_view flag, const std::string& value,
   } else if (flag == "http-max-connections-per-peer") {
     PF_ASSIGN_OR_RETURN(c->http_max_connections_per_peer,
                         bounded(value, 1, 4096, "a connection count", source));
+  } else if (flag == "store") {
+    if (value.empty()) return fail("empty store directory");
+    c->store_dir = value;
+  } else if (flag == "store-prefix-capacity") {
+    Result<std::size_t> size = parse_size(value);
+    if (!size.is_ok()) return fail(size.status().message());
+    c->store_prefix_capacity = *size;
   } else if (flag == "verify") {
     PF_ASSIGN_OR_RETURN(c->verify, boolean(value, source));
   }
@@ -350,8 +359,26 @@ int serve_main(int argc, char** argv) {
 
   Result<rt::Geometry> geometry = rt::parse_geometry(config.geometry);
   if (!geometry.is_ok()) return start_failure("geometry", geometry.status());
-  // Before the runtime: every branch and lease id carries the epoch (runtime/ids.h).
-  const BootEpoch epoch = choose_boot_epoch(config.socket_path);
+  // The store first (it owns the boot epoch when there is one), then the runtime: every
+  // branch and lease id carries the epoch (runtime/ids.h).
+  std::unique_ptr<kernels::PageKernels> store_kernels;
+  std::unique_ptr<rt::Store> store;
+  BootEpoch epoch;
+  if (!config.store_dir.empty()) {
+    store_kernels = kernels::make_host_kernels();
+    rt::StoreOptions so;
+    so.dir = config.store_dir;
+    so.geometry = *geometry;
+    so.prefix_capacity_bytes = config.store_prefix_capacity;
+    Result<std::unique_ptr<rt::Store>> opened = rt::Store::open(so, *store_kernels);
+    if (!opened.is_ok()) return start_failure("store " + config.store_dir, opened.status());
+    store = std::move(*opened);
+    Result<std::uint32_t> e = store->next_boot_epoch();
+    if (!e.is_ok()) return start_failure("store " + config.store_dir, e.status());
+    epoch = BootEpoch{*e, "store " + config.store_dir};
+  } else {
+    epoch = choose_boot_epoch(config.socket_path);
+  }
   log_line("boot epoch " + std::to_string(epoch.epoch) + " from " + epoch.source);
   rt::RuntimeOptions options;
   options.id_epoch = epoch.epoch;
@@ -361,6 +388,19 @@ int serve_main(int argc, char** argv) {
   options.verify_each_op = config.verify || rt::kVerifyByDefault;
   Result<std::unique_ptr<rt::Runtime>> runtime = rt::Runtime::create(*backend, options);
   if (!runtime.is_ok()) return start_failure("pool", runtime.status());
+  if (store) {
+    if (Status s = (*runtime)->attach_store(*store); !s.is_ok()) {
+      return start_failure("store " + config.store_dir, s);
+    }
+    const rt::StoreStatus st = (*runtime)->store_status();
+    log_line("store " + config.store_dir + ": " + std::to_string(st.snapshots_durable) +
+             " snapshots, " + std::to_string(st.store.refs) + " refs, " +
+             std::to_string(st.store.prefix_entries) + " prefix pages, " +
+             std::to_string(st.store.blobs) + " blobs (" + std::to_string(st.store.blob_bytes) +
+             " bytes)" +
+             (st.store.quarantined ? ", " + std::to_string(st.store.quarantined) + " quarantined"
+                                   : std::string()));
+  }
 
   {
     Service service(**runtime, PoolIdentity{std::string(backend->name()), backend->device(),
@@ -410,7 +450,9 @@ int serve_main(int argc, char** argv) {
                                                         : nlohmann::json(token_file.published())},
           {"backend", service.identity().backend},
           {"device", service.identity().device},
-          {"boot_epoch", epoch.epoch}};
+          {"boot_epoch", epoch.epoch},
+          {"store",
+           config.store_dir.empty() ? nlohmann::json() : nlohmann::json(config.store_dir)}};
       if (Status s = write_ready_file(config.ready_file, ready); !s.is_ok()) {
         return start_failure("ready file", s);
       }
@@ -446,7 +488,8 @@ int serve_main(int argc, char** argv) {
              std::to_string(stats.branches) + " branches and " + std::to_string(stats.snapshots) +
              " snapshots released");
   }
-  runtime->reset();
+  runtime->reset();  // finishes the write-behind: every snapshot taken is on disk
+  store.reset();
   backend.reset();
   return 0;
 }

@@ -50,6 +50,13 @@ struct DaemonConfig {
   // it is refused with 503.
   std::uint32_t http_max_connections = 256;
   std::uint32_t http_max_connections_per_peer = 64;
+  // --store / PROCESSFORK_STORE: a durable store directory (docs/store.md). Snapshots, refs
+  // and prefix-index pages are written to it in the background and survive restarts; the
+  // boot epoch comes from it. "" (the default): no store, state lasts until the daemon stops.
+  std::string store_dir;
+  // --store-prefix-capacity / PROCESSFORK_STORE_PREFIX_CAPACITY: the most blob bytes the
+  // store keeps for prefix-index pages alone (least recently used go first); 0 = unbounded.
+  std::uint64_t store_prefix_capacity = 0;
   // --verify / PROCESSFORK_VERIFY=1: run the runtime's invariant verifier after every
   // mutating operation (slow; for tests and debugging). Always on in debug builds.
   bool verify = false;

@@ -168,4 +168,39 @@ void metric_line(std::string* out, std::string_view name, std::string_view label
   out->append(" ").append(std::to_string(value)).append("\n");
 }
 
+void append_store_metrics(std::string* out, const rt::StoreStatus& st) {
+  if (!st.attached) return;
+  metric_header(out, "processfork_store_snapshots", "gauge",
+                "Snapshots by where their pages are (resident: in the pool; durable: "
+                "committed in the store).");
+  metric_line(out, "processfork_store_snapshots", "state=\"resident\"", st.snapshots_resident);
+  metric_line(out, "processfork_store_snapshots", "state=\"durable\"", st.snapshots_durable);
+  metric_header(out, "processfork_store_blobs", "gauge", "Page blobs in the store.");
+  metric_line(out, "processfork_store_blobs", "", st.store.blobs);
+  metric_header(out, "processfork_store_blob_bytes", "gauge", "Bytes of page blobs on disk.");
+  metric_line(out, "processfork_store_blob_bytes", "", st.store.blob_bytes);
+  metric_header(out, "processfork_store_prefix_entries", "gauge",
+                "Prefix-index entries in the store.");
+  metric_line(out, "processfork_store_prefix_entries", "", st.store.prefix_entries);
+  metric_header(out, "processfork_store_quarantined", "gauge",
+                "Stored snapshots whose pages failed their digest check.");
+  metric_line(out, "processfork_store_quarantined", "", st.store.quarantined);
+  metric_header(out, "processfork_store_jobs_queued", "gauge",
+                "Write-behind jobs waiting or running.");
+  metric_line(out, "processfork_store_jobs_queued", "", st.counters.jobs_queued);
+  const std::pair<const char*, std::uint64_t> counters[] = {
+      {"processfork_store_jobs_failed_total", st.counters.jobs_failed},
+      {"processfork_store_blobs_written_total", st.counters.blobs_written},
+      {"processfork_store_bytes_written_total", st.counters.bytes_written},
+      {"processfork_store_pages_read_total", st.counters.pages_read},
+      {"processfork_store_bytes_read_total", st.counters.bytes_read},
+      {"processfork_store_snapshots_paged_in_total", st.counters.snapshots_paged_in},
+      {"processfork_store_snapshots_demoted_total", st.counters.snapshots_demoted},
+      {"processfork_store_prefix_pages_promoted_total", st.counters.prefix_pages_promoted}};
+  for (const auto& [name, value] : counters) {
+    metric_header(out, name, "counter", "Durable store activity since start (docs/store.md).");
+    metric_line(out, name, "", value);
+  }
+}
+
 }  // namespace pf::ipc

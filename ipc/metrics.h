@@ -80,6 +80,9 @@ std::string prometheus_text(const rt::PoolStats& pool, std::uint64_t epoch,
                             std::uint32_t boot_epoch, std::size_t live_leases,
                             const DaemonCounters& counters, const OpMetrics& ops);
 
+// The durable store's gauges and counters (nothing without a store), appended to `out`.
+void append_store_metrics(std::string* out, const rt::StoreStatus& store);
+
 // Prometheus text helpers: "# HELP name help\n# TYPE name type\n".
 void metric_header(std::string* out, std::string_view name, std::string_view type,
                    std::string_view help);

@@ -76,8 +76,10 @@ Status Service::access(rt::LeaseId lease, const rt::Source& source) const {
 std::string Service::metrics_text() const {
   const rt::PoolStats stats = runtime_.pool_stats();
   const rt::PoolLayout layout = runtime_.pool_layout();
-  return prometheus_text(stats, layout.epoch, identity_.boot_epoch, live_leases(), counters_,
-                         metrics_);
+  std::string text = prometheus_text(stats, layout.epoch, identity_.boot_epoch, live_leases(),
+                                     counters_, metrics_);
+  append_store_metrics(&text, runtime_.store_status());
+  return text;
 }
 
 }  // namespace pf::ipc

@@ -158,6 +158,13 @@ Result<msg::Empty> Service::handle<Op::kUnpin>(rt::LeaseId, const msg::Named& re
 }
 
 template <>
+Result<msg::Empty> Service::handle<Op::kSync>(rt::LeaseId, const msg::Named& request) {
+  // Blocks this connection's thread (not the runtime) until the snapshot is durable.
+  PF_TRY(runtime_.wait_durable(request.name));
+  return msg::Empty{};
+}
+
+template <>
 Result<msg::RefEntry> Service::handle<Op::kRefSet>(rt::LeaseId, const msg::RefSet& request) {
   PF_TRY(runtime_.set_ref(request.name, request.cid));
   PF_ASSIGN_OR_RETURN(std::string target, runtime_.get_ref(request.name));

@@ -33,7 +33,7 @@ namespace pf::wire {
 
 inline constexpr std::uint32_t kMagic = 0x314b4650;  // "PFK1" in memory order
 inline constexpr std::uint16_t kVersionMajor = 3;    // incompatible changes bump this
-inline constexpr std::uint16_t kVersionMinor = 1;    // compatible additions bump this
+inline constexpr std::uint16_t kVersionMinor = 2;    // compatible additions bump this
 inline constexpr std::uint32_t kMaxPayload = 16u << 20;
 inline constexpr std::uint32_t kMaxTokensPerRequest = 1u << 20;
 inline constexpr std::uint32_t kMaxNameBytes = 256;
@@ -53,7 +53,7 @@ enum class MsgType : std::uint16_t {
 
 // Operations per protocol minor of this major: adding a row to ipc/ops.def without bumping
 // kVersionMinor (and appending the new count here) fails to compile.
-inline constexpr std::size_t kOpsByMinor[] = {31, 31};
+inline constexpr std::size_t kOpsByMinor[] = {31, 31, 32};
 inline constexpr std::size_t kOpRows = 0
 #define PF_OP(...) +1
 #include "ipc/ops.def"

@@ -50,8 +50,8 @@ Status check_snapshot_intact(const State& s, const Snapshot& snap) {
   // Callers page snapshots in first (Runtime::with_resident); one paged out again since is
   // refused rather than read.
   if (!snap.resident()) {
-    return PF_ERROR(Code::kUnavailable, "snapshot " + snap.cid +
-                                            " was paged out to the store again; retry");
+    return PF_ERROR(Code::kUnavailable,
+                    "snapshot " + snap.cid + " was paged out to the store again; retry");
   }
   return check_pages_intact(s, snap.list->pages(), "snapshot " + snap.cid);
 }

@@ -93,7 +93,8 @@ void Runtime::after_mutation() {
 
 Result<NewBranch> Runtime::create_branch(std::span<const Token> tokens, LeaseId owner,
                                          const Namespace& ns) {
-  if (!tokens.empty() && has_tier()) promote_prefix(ns, prefix_keys(tokens, geometry().page_tokens));
+  if (!tokens.empty() && has_tier())
+    promote_prefix(ns, prefix_keys(tokens, geometry().page_tokens));
   Lock lock(mu_);
   PF_TRY(before_mutation());
   auto r = detail::create_branch(*state_, tokens, owner, ns);
@@ -209,8 +210,7 @@ bool Runtime::has_tier() const {
 }
 
 template <typename Op>
-auto Runtime::with_resident(std::initializer_list<const Source*> sources, Op op)
-    -> decltype(op()) {
+auto Runtime::with_resident(std::initializer_list<const Source*> sources, Op op) -> decltype(op()) {
   // A paged-out source is paged in with the mutex released; the op then runs under the
   // mutex. Demotion in between (another call needing the memory) is retried a few times;
   // after that the op itself answers that the snapshot is paged out.
@@ -374,7 +374,8 @@ std::vector<RefEntry> Runtime::refs() const {
 }
 
 std::uint64_t Runtime::lookup_prefix(std::span<const Token> tokens, const Namespace& ns) {
-  if (!tokens.empty() && has_tier()) promote_prefix(ns, prefix_keys(tokens, geometry().page_tokens));
+  if (!tokens.empty() && has_tier())
+    promote_prefix(ns, prefix_keys(tokens, geometry().page_tokens));
   Lock lock(mu_);
   return std::uint64_t{state_->index->lookup(ns, tokens).size()} * state_->pt();
 }

@@ -32,9 +32,9 @@ struct Snapshot {
   // pages page it in first.
   PageListPtr list;
   std::uint64_t n_tokens = 0;
-  bool durable = false;         // its manifest is committed in the store
+  bool durable = false;                 // its manifest is committed in the store
   mutable std::uint64_t last_used = 0;  // Tier::clock at its last use (LRU demotion)
-  std::string quarantine;       // non-empty: its stored pages failed their check (why)
+  std::string quarantine;               // non-empty: its stored pages failed their check (why)
   bool resident() const { return list != nullptr; }
 };
 

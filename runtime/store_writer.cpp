@@ -50,8 +50,8 @@ Status read_pages_from_store(State& s, Store& store, std::span<const BlobKey> ke
   std::vector<std::byte> staging;
   if (!host_pool(s)) staging.resize(keys.size() * page_bytes);
   for (std::size_t i = 0; i < keys.size(); ++i) {
-    reads[i] = {keys[i], staging.empty() ? s.pool->page_ptr(pages[i])
-                                         : staging.data() + i * page_bytes};
+    reads[i] = {keys[i],
+                staging.empty() ? s.pool->page_ptr(pages[i]) : staging.data() + i * page_bytes};
   }
   PF_TRY(store.read_blobs(reads));
   if (!staging.empty()) {

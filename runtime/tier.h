@@ -63,9 +63,9 @@ struct Tier {
   State& state;
 
   // Under the Runtime mutex:
-  std::uint64_t clock = 0;       // snapshot use clock (LRU demotion)
-  bool record_prefix = true;     // false while promote_prefix publishes paged-in pages
-  TierCounters counters;         // every field but jobs_queued
+  std::uint64_t clock = 0;    // snapshot use clock (LRU demotion)
+  bool record_prefix = true;  // false while promote_prefix publishes paged-in pages
+  TierCounters counters;      // every field but jobs_queued
 
   // Under mu: the queue and its progress.
   mutable std::mutex mu;

@@ -115,10 +115,10 @@ Status Runtime::attach_store(Store& store) {
   for (StoredManifest& sm : store.manifests()) {
     Result<ParsedManifest> pm = parse_manifest(sm.json);
     if (!pm.is_ok() || pm->cid != sm.cid) {
-      return PF_ERROR(Code::kInvalidArgument,
-                      "store " + store.dir() + ": manifest " + sm.cid + " is malformed" +
-                          (pm.is_ok() ? " (its bytes name " + pm->cid + ")"
-                                      : ": " + pm.status().message()));
+      return PF_ERROR(
+          Code::kInvalidArgument,
+          "store " + store.dir() + ": manifest " + sm.cid + " is malformed" +
+              (pm.is_ok() ? " (its bytes name " + pm->cid + ")" : ": " + pm.status().message()));
     }
     if (!(pm->manifest.geometry == geometry())) {
       return PF_ERROR(Code::kInvalidArgument, "store " + store.dir() + ": manifest " + sm.cid +
@@ -140,8 +140,9 @@ Status Runtime::attach_store(Store& store) {
   detail::State& s = *state_;
   if (s.tier) return PF_ERROR(Code::kConflict, "a store is attached already");
   if (!s.snapshots.empty() || !s.refs.empty() || !s.branches.empty()) {
-    return PF_ERROR(Code::kConflict, "attach_store needs a runtime without snapshots, refs or "
-                                     "branches");
+    return PF_ERROR(Code::kConflict,
+                    "attach_store needs a runtime without snapshots, refs or "
+                    "branches");
   }
   for (detail::Snapshot& snap : loaded) {
     std::string cid = snap.cid;
@@ -162,12 +163,13 @@ Status Runtime::wait_durable(std::string_view cid_or_ref) {
   detail::Tier* t = nullptr;
   {
     Lock lock(mu_);
-    if (!state_->tier) {
-      return PF_ERROR(Code::kUnavailable, "no store: the daemon runs without --store, so "
-                                          "snapshots last until it stops");
-    }
     PF_ASSIGN_OR_RETURN(const detail::Snapshot* snap,
                         detail::resolve_snapshot(*state_, cid_or_ref));
+    if (!state_->tier) {
+      return PF_ERROR(Code::kUnavailable,
+                      "no store: the daemon runs without --store, so "
+                      "snapshots last until it stops");
+    }
     if (snap->durable) return Status::ok();
     cid = snap->cid;
     t = state_->tier.get();
@@ -201,8 +203,8 @@ Status Runtime::page_in(std::string_view cid_or_ref) {
     PF_ASSIGN_OR_RETURN(const detail::Snapshot* snap, detail::resolve_snapshot(s, cid_or_ref));
     if (snap->resident()) return Status::ok();
     if (!snap->quarantine.empty()) {
-      return PF_ERROR(Code::kDataCorrupt, "snapshot " + snap->cid + " is quarantined: " +
-                                              snap->quarantine);
+      return PF_ERROR(Code::kDataCorrupt,
+                      "snapshot " + snap->cid + " is quarantined: " + snap->quarantine);
     }
     cid = snap->cid;
     PF_ASSIGN_OR_RETURN(keys, detail::manifest_blob_keys(snap->manifest));

@@ -85,8 +85,10 @@ Status verify_structure(const State& s) {
     if (cid_of(snap.json) != cid) return fail("snapshot " + cid + " bytes do not hash to its CID");
     if (!snap.list) {
       // Paged out: only a durable snapshot of a runtime with a store may be (runtime/tier.h).
-      if (!s.tier || !snap.durable) return fail("snapshot " + cid + " has no pages in memory "
-                                                "and none in a store");
+      if (!s.tier || !snap.durable)
+        return fail("snapshot " + cid +
+                    " has no pages in memory "
+                    "and none in a store");
       continue;
     }
     if (snap.list->parent() != nullptr) return fail("snapshot " + cid + " list is not flat");

@@ -152,6 +152,7 @@ int cmd_branch(const GlobalOptions& g, Args& a) {
 int cmd_snapshot(const GlobalOptions& g, Args& a) {
   std::string name;
   a.take_option("--name", &name);
+  const bool sync = a.take_flag("--sync");
   const std::uint64_t id = parse_u64(a.next("branch id"), "branch id");
   a.finish();
   processfork::Client client = connect(g);
@@ -164,9 +165,11 @@ int cmd_snapshot(const GlobalOptions& g, Args& a) {
     throw;
   }
   handle.release();
+  if (sync) client.wait_durable(s.cid);
   if (g.json) {
     print_json(Json{{"cid", s.cid},
                     {"name", name},
+                    {"durable", sync},
                     {"n_tokens", s.n_tokens},
                     {"n_pages", s.n_pages},
                     {"created", s.created}});

@@ -28,7 +28,9 @@ commands:
   branch show ID [--tokens]       a branch's length, pages (and tokens)
   branch delete ID                free a branch
   branch list                     every branch of the daemon
-  snapshot BRANCH [--name N]      seal and pin a branch; prints its CID
+  snapshot BRANCH [--name N] [--sync]
+                                  seal and pin a branch; prints its CID (--sync: return
+                                  once it is durable in the daemon's store)
   snapshots                       every snapshot
   unpin CID                       drop a snapshot's pin
   fork SOURCE -n N                N detached branches at SOURCE (CID, ref or branch)

@@ -43,7 +43,7 @@ extern "C" {
 /* The ABI version of this header: the library's major must equal it; a library of a
  * higher minor accepts everything a lower minor's header passes (docs/c_api.md). */
 #define PF_ABI_VERSION_MAJOR 1
-#define PF_ABI_VERSION_MINOR 3
+#define PF_ABI_VERSION_MINOR 4
 
 /* "sha256:" + 64 hex digits + NUL. */
 #define PF_CID_BYTES 72
@@ -415,6 +415,11 @@ PF_API pf_result pf_ref_get(pf_client* client, const char* name, char* cid, size
 PF_API pf_result pf_ref_delete(pf_client* client, const char* name);
 /* Drops a snapshot's pin (PF_CONFLICT while a ref names it). */
 PF_API pf_result pf_unpin(pf_client* client, const char* cid);
+/* Blocks until the snapshot (CID or ref) is durable in the daemon's store (serve --store):
+ * its pages and then its manifest are committed on disk, so it survives a daemon restart or
+ * crash. PF_UNAVAILABLE when the daemon runs without a store; the write's error if it failed.
+ * Since ABI 1.4 (protocol 3.2). */
+PF_API pf_result pf_wait_durable(pf_client* client, const char* cid_or_ref);
 
 /* ---- pool statistics, gc -------------------------------------------------------------- */
 

@@ -358,6 +358,10 @@ class Client {
   }
   void ref_delete(const std::string& name) { detail::check(pf_ref_delete(client_, name.c_str())); }
   void unpin(const std::string& cid) { detail::check(pf_unpin(client_, cid.c_str())); }
+  // Blocks until the snapshot is durable in the daemon's store (pf_wait_durable).
+  void wait_durable(const std::string& cid_or_ref) {
+    detail::check(pf_wait_durable(client_, cid_or_ref.c_str()));
+  }
 
   PoolStats pool_stats() {
     PoolStats s{};

@@ -132,4 +132,12 @@ pf_result pf_unpin(pf_client* client, const char* cid) {
   });
 }
 
+pf_result pf_wait_durable(pf_client* client, const char* cid_or_ref) {
+  return boundary([&]() -> Status {
+    PF_TRY(check_client(client));
+    PF_ASSIGN_OR_RETURN(std::string_view c, text_arg(cid_or_ref, "cid"));
+    return client->conn->request<Op::kSync>(named(c)).status();
+  });
+}
+
 }  // extern "C"

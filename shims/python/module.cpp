@@ -249,6 +249,10 @@ NB_MODULE(_core, m) {
            [](Client& c, const std::string& cid) {
              c.call([&](pf_client* p) { return pf_unpin(p, cid.c_str()); });
            })
+      .def("wait_durable",
+           [](Client& c, const std::string& cid) {
+             c.call([&](pf_client* p) { return pf_wait_durable(p, cid.c_str()); });
+           })
       .def(
           "gc",
           [](Client& c, bool drop_cache) {

@@ -37,18 +37,22 @@ class Daemon:
 
 
 def start_daemon(where: Path, geometry: str = "tiny", capacity: str = "64MiB",
-                 chunk: str = "2MiB", http: str = "off", device: str = "host") -> Daemon:
+                 chunk: str = "2MiB", http: str = "off", device: str = "host",
+                 extra: tuple[str, ...] = ()) -> Daemon:
     """Starts `processfork serve` on ``device`` ("host" or "cuda:N") in ``where`` and waits
     until it is ready. ``geometry``: a preset or "layers=..,kv_heads=..,head_dim=..,dtype=..,
-    page_tokens=.." (docs/cli.md); ``http``: "off" or "127.0.0.1:PORT"."""
+    page_tokens=.." (docs/cli.md); ``http``: "off" or "127.0.0.1:PORT"; ``extra``: more
+    flags (e.g. ``("--store", dir)``). A ready file left by a killed daemon is removed
+    first; the log is appended to, so a restarted daemon keeps its predecessor's."""
     sock = where / "pf.sock"
     ready = where / "ready"
     log = where / "daemon.log"
+    ready.unlink(missing_ok=True)
     cli = os.environ.get("PF_CLI") or processfork.cli_path()
     cmd = [cli, "serve", "--device", device, "--geometry", geometry,
            "--capacity", capacity, "--chunk", chunk, "--socket", str(sock), "--http", http,
-           "--ready-file", str(ready)]
-    with open(log, "wb") as out:
+           "--ready-file", str(ready), *extra]
+    with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while not ready.exists():

@@ -399,15 +399,19 @@ class Client:
         return [_answer(BranchInfo, b) for b in json.loads(self._c.branches())["branches"]]
 
     # ---- snapshots, fork, checkout, merge -------------------------------------------
-    def snapshot(self, branch: Branch | int, name: str | None = None) -> Snapshot:
+    def snapshot(self, branch: Branch | int, name: str | None = None,
+                 sync: bool = False) -> Snapshot:
         """Seals and pins the branch under a content-addressed CID. A ``name`` is kept in the
         manifest (shown by :meth:`snapshots` and :meth:`log`) and is a ref: the ref ``name``
         names this snapshot from now on (moving off the one it named before, which stays
         pinned), so ``checkout(name)`` / ``fork(name, n)`` work; the ref blocks
         :meth:`unpin` until :meth:`ref_delete`. ``name`` must be a ref name
         (``[A-Za-z0-9._/-]``, 1..255 characters, not starting with ``.``, ``/``, ``-``),
-        else InvalidArgument and nothing changes."""
+        else InvalidArgument and nothing changes. With ``sync``, returns once the snapshot
+        is durable in the daemon's store (:meth:`wait_durable`)."""
         s = self._c.snapshot(_bid(branch), name)
+        if sync:
+            self._c.wait_durable(s.cid)
         return Snapshot(s.cid, s.n_tokens, s.n_pages, s.created)
 
     def fork(self, source: Source, n: int) -> list[Branch]:
@@ -449,6 +453,12 @@ class Client:
     def unpin(self, cid: str) -> None:
         """Drops a snapshot's pin (Conflict while a ref names it)."""
         self._c.unpin(cid)
+
+    def wait_durable(self, cid_or_ref: str) -> None:
+        """Blocks until the snapshot is durable in the daemon's store (``serve --store``): its
+        pages, then its manifest, are committed on disk, so it survives a restart or a crash.
+        Unavailable when the daemon runs without a store."""
+        self._c.wait_durable(cid_or_ref)
 
     # ---- refs -----------------------------------------------------------------------
     def ref_set(self, name: str, cid_or_ref: str) -> None:

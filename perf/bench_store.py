@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""The durable store against the disk it runs on (docs/store.md; perf/README.md).
+
+    .venv/bin/python perf/bench_store.py [--tokens 16384] [--forks 12] [--fork-tokens 64]
+        [--reps 3] [--dir DIR] [--out FILE]
+
+One daemon (``processfork serve --store``, host backend, llama-3-8b geometry: 128 KiB of KV
+per token, 2 MiB pages) on one store directory, side by side with the disk's own sequential
+bandwidth measured in the same run on the same file system:
+
+- disk write: ``--tokens`` × 128 KiB written as 2 MiB pwrite()s to one file, then fdatasync;
+- disk read: that file read back in 2 MiB reads after posix_fadvise(DONTNEED) evicted it
+  from the page cache;
+- store write: a ``--tokens``-token context (KV filled with random bytes through the
+  client's mapping) snapshotted, timed from ``snapshot`` to ``wait_durable`` returning
+  (the digests already exist: commit computed them; what is timed is the blob writes, their
+  fdatasync and the manifest's commit);
+- restart → first checkout: the daemon is stopped, the blobs are evicted from the page
+  cache (posix_fadvise DONTNEED on every blob file), a new daemon is started on the store,
+  and the time from its start to a client's checkout of the snapshot returning (every page
+  read from disk and checked against its digest) is measured; the read GB/s divides the
+  context bytes by the checkout alone;
+- dedup: ``--forks`` children forked from that snapshot each append ``--fork-tokens``
+  tokens and are snapshotted (durable); the store's blob bytes after all of them against
+  after the first snapshot alone.
+
+Goal figures (issue 13): store write and read ≥ 80% of the disk's bandwidth; restart to
+first checkout of a 380K-token context < 5 s; 12 forks ≤ 1.1× one snapshot on disk. A
+380K-token llama-3-8b context is 46.4 GiB of KV: it needs a pool (host memory or GPU) that
+large, which this benchmark does not assume; it runs what fits and reports the bandwidth.
+
+Prints a table on stderr and JSON with every number to --out (or stdout).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests" / "python"))
+
+import processfork  # noqa: E402
+
+MIB = 1 << 20
+
+
+def _evict(path: Path) -> None:
+    """Drops a file's clean pages from the page cache (no privileges needed)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def disk_bandwidth(where: Path, nbytes: int) -> dict:
+    """Sequential write (2 MiB writes + fdatasync) and cold read of one file, in GB/s."""
+    path = where / "disk-probe.bin"
+    buf = np.random.default_rng(1).integers(0, 256, 2 * MIB, dtype=np.uint8).tobytes()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    t0 = time.perf_counter()
+    written = 0
+    while written < nbytes:
+        written += os.write(fd, buf)
+    os.fdatasync(fd)
+    write_s = time.perf_counter() - t0
+    os.close(fd)
+    _evict(path)
+    fd = os.open(path, os.O_RDONLY)
+    t0 = time.perf_counter()
+    while os.read(fd, 2 * MIB):
+        pass
+    read_s = time.perf_counter() - t0
+    os.close(fd)
+    path.unlink()
+    return {"bytes": written, "write_s": write_s, "read_s": read_s,
+            "write_gbps": written / write_s / 1e9, "read_gbps": written / read_s / 1e9}
+
+
+class Daemon:
+    def __init__(self, where: Path, store: Path, capacity: str):
+        self.where, self.store, self.capacity = where, store, capacity
+        self.sock = str(where / "pf.sock")
+        self.proc = None
+
+    def start(self) -> float:
+        """Starts the daemon; returns time.perf_counter() at the start."""
+        ready = self.where / "ready"
+        ready.unlink(missing_ok=True)
+        cli = os.environ.get("PF_CLI") or processfork.cli_path()
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [cli, "serve", "--device", "host", "--geometry", "llama-3-8b", "--capacity",
+             self.capacity, "--chunk", "64MiB", "--socket", self.sock, "--http", "off",
+             "--ready-file", str(ready), "--store", str(self.store)],
+            stdout=open(self.where / "daemon.log", "ab"), stderr=subprocess.STDOUT)
+        while not ready.exists():
+            if self.proc.poll() is not None:
+                raise SystemExit("daemon exited:\n" + (self.where / "daemon.log").read_text())
+            time.sleep(0.005)
+        return t0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=600)
+
+
+def fill_context(c, n_tokens: int, seed: int):
+    """A branch of n_tokens tokens with random KV written through the mapping, committed."""
+    rng = np.random.default_rng(seed)
+    b = c.branch()
+    for run in c.append(b, [(seed * 7919 + i) % 50000 for i in range(n_tokens)]):
+        page = c.page(run.page).view(np.uint8)
+        view = page.reshape(page.shape[0], page.shape[1], -1)
+        view[...] = rng.integers(0, 256, view.shape, dtype=np.uint8)
+    return b
+
+
+def store_bytes(store: Path) -> int:
+    return sum(f.stat().st_size for f in (store / "blobs").rglob("*") if f.is_file())
+
+
+def run_once(args, where: Path) -> dict:
+    store = where / "store"
+    shutil.rmtree(store, ignore_errors=True)
+    pool_bytes = args.tokens * 128 * 1024
+    capacity = "%dMiB" % ((pool_bytes * 2 + args.forks * args.fork_tokens * 128 * 1024) // MIB
+                          + 256)
+    d = Daemon(where, store, capacity)
+    d.start()
+    out = {}
+    with processfork.connect(d.sock) as c:
+        b = fill_context(c, args.tokens, seed=3)
+        c.commit(b)
+        t0 = time.perf_counter()
+        snap = c.snapshot(b, "ctx")
+        c.wait_durable(snap.cid)
+        out["store_write_s"] = time.perf_counter() - t0
+        out["context_bytes"] = snap.n_pages * c.pool().page_bytes
+        one = store_bytes(store)
+        # dedup: forks that each add a few tokens, each snapshotted durably
+        kids = c.fork(snap.cid, args.forks)
+        t0 = time.perf_counter()
+        for i, k in enumerate(kids):
+            c.append(k, [60000 + i * 1000 + j for j in range(args.fork_tokens)])
+            c.wait_durable(c.snapshot(k).cid)
+        out["forks_write_s"] = time.perf_counter() - t0
+        out["store_bytes_one"] = one
+        out["store_bytes_all"] = store_bytes(store)
+        c.free(b)
+    d.stop()
+    for f in (store / "blobs").rglob("*"):
+        if f.is_file():
+            _evict(f)
+    t_start = d.start()
+    with processfork.connect(d.sock) as c:
+        t0 = time.perf_counter()
+        back = c.checkout(snap.cid)
+        t1 = time.perf_counter()
+        out["restart_to_checkout_s"] = t1 - t_start
+        out["checkout_s"] = t1 - t0
+        out["checked_out_tokens"] = c.view(back).n_tokens
+    d.stop()
+    out["store_write_gbps"] = out["context_bytes"] / out["store_write_s"] / 1e9
+    out["store_read_gbps"] = out["context_bytes"] / out["checkout_s"] / 1e9
+    out["dedup_ratio"] = out["store_bytes_all"] / out["store_bytes_one"]
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=16384)
+    ap.add_argument("--forks", type=int, default=12)
+    ap.add_argument("--fork-tokens", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--dir", default="", help="where the store lives (default: a temp dir "
+                    "under $TMPDIR)")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    parent = args.dir or None
+    runs, disks = [], []
+    with tempfile.TemporaryDirectory(prefix="pfbs-", dir=parent) as tmp:
+        where = Path(tmp)
+        fs = subprocess.run(["df", "-T", tmp], capture_output=True, text=True).stdout
+        for _ in range(args.reps):  # interleaved: disk, store, disk, store...
+            disks.append(disk_bandwidth(where, args.tokens * 128 * 1024))
+            runs.append(run_once(args, where))
+    med = lambda xs: statistics.median(xs)  # noqa: E731
+    summary = {
+        "disk_write_gbps": med([d["write_gbps"] for d in disks]),
+        "disk_read_gbps": med([d["read_gbps"] for d in disks]),
+        "store_write_gbps": med([r["store_write_gbps"] for r in runs]),
+        "store_read_gbps": med([r["store_read_gbps"] for r in runs]),
+        "restart_to_checkout_s": med([r["restart_to_checkout_s"] for r in runs]),
+        "checkout_s": med([r["checkout_s"] for r in runs]),
+        "dedup_ratio": med([r["dedup_ratio"] for r in runs]),
+    }
+    summary["write_vs_disk"] = summary["store_write_gbps"] / summary["disk_write_gbps"]
+    summary["read_vs_disk"] = summary["store_read_gbps"] / summary["disk_read_gbps"]
+    result = {
+        "bench": "bench_store",
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "cores": os.cpu_count(), "kernel": platform.release()},
+        "geometry": "llama-3-8b", "tokens": args.tokens, "forks": args.forks,
+        "fork_tokens": args.fork_tokens, "reps": args.reps,
+        "context_bytes": runs[0]["context_bytes"],
+        "store_fs": (fs.splitlines() or [""])[-1],
+        "disk": disks, "runs": runs, "summary": summary,
+    }
+    s = summary
+    print("bench_store: %d tokens (%.2f GiB of KV), %d reps (medians)" %
+          (args.tokens, runs[0]["context_bytes"] / (1 << 30), args.reps), file=sys.stderr)
+    print("  disk  write %.2f GB/s   read (cold) %.2f GB/s" %
+          (s["disk_write_gbps"], s["disk_read_gbps"]), file=sys.stderr)
+    print("  store write %.2f GB/s (%.0f%% of disk)   read+check %.2f GB/s (%.0f%% of disk)" %
+          (s["store_write_gbps"], 100 * s["write_vs_disk"], s["store_read_gbps"],
+           100 * s["read_vs_disk"]), file=sys.stderr)
+    print("  restart -> first checkout %.2f s (checkout %.2f s)" %
+          (s["restart_to_checkout_s"], s["checkout_s"]), file=sys.stderr)
+    print("  %d forks (+%d tokens each): %.3fx the bytes of one snapshot" %
+          (args.forks, args.fork_tokens, s["dedup_ratio"]), file=sys.stderr)
+    text = json.dumps(result, indent=1)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
