@@ -2,12 +2,14 @@
 // lanes) and the left-balanced tree over them.
 //
 // DESIGN: the input is known up front, so the tree is built with a stack of subtree chaining
-// values: after every chunk except the last, complete subtrees are merged eagerly (the number
-// of chunks so far, read in binary, says which: one merge per trailing zero bit). None of
-// those merges can be the root, because at least the last chunk is still to come. The last
-// chunk's value is then folded into the stack from the right, and the final fold carries
-// ROOT. This gives the same tree as pairwise reduction level by level (an odd last node
-// carried up unchanged), which is what the CUDA kernels do.
+// values (CvStack): after every chunk except the last, complete subtrees are merged eagerly
+// (the number of chunks so far, read in binary, says which: one merge per trailing zero
+// bit). None of those merges can be the root, because at least the last chunk is still to
+// come. The last chunk's value is then folded into the stack from the right, and the final
+// fold carries ROOT. This gives the same tree as pairwise reduction level by level (an odd
+// last node carried up unchanged), which is what the CUDA kernels do. The same stack over
+// the values of aligned power-of-two subtrees (root_of_subtrees) gives the same root, so
+// the host kernels hash the subtrees of one large input on several threads.
 #include "kernels/blake3.h"
 
 #include <bit>
@@ -150,44 +152,80 @@ const char* simd_path() {
 
 }  // namespace pf::kernels::b3
 
-namespace pf::kernels {
+namespace pf::kernels::b3 {
+namespace {
 
-Digest blake3_digest(const void* data, std::size_t bytes) {
-  using namespace b3;
-  const auto* p = static_cast<const std::uint8_t*>(data);
-  Digest d;
-  std::uint32_t cv[8];
+// Chaining values of complete subtrees, left to right; at most one per bit of their count.
+// push() merges complete subtrees eagerly (the count so far, in binary, says which: one
+// merge per trailing zero bit); none of those merges can be the root, because at least one
+// more value is still to come. fold() then folds the last value in from the right, the
+// final fold carrying `root_flag`.
+class CvStack {
+ public:
+  void push(const std::uint32_t cv[8]) {
+    std::memcpy(stack_[depth_++], cv, sizeof(stack_[0]));
+    ++count_;
+    for (std::uint64_t t = count_; (t & 1) == 0; t >>= 1) {
+      --depth_;
+      parent_cv(stack_[depth_ - 1], stack_[depth_], 0, stack_[depth_ - 1]);
+    }
+  }
+  void fold(std::uint32_t cv[8], std::uint32_t root_flag) {
+    while (depth_ > 0) {
+      --depth_;
+      parent_cv(stack_[depth_], cv, depth_ == 0 ? root_flag : 0u, cv);
+    }
+  }
+
+ private:
+  std::uint32_t stack_[64][8];
+  int depth_ = 0;
+  std::uint64_t count_ = 0;
+};
+
+}  // namespace
+
+void subtree_cv(const std::uint8_t* p, std::size_t bytes, std::uint64_t first_chunk, bool root,
+                std::uint32_t out[8]) {
   if (bytes <= kChunkBytes) {
-    chunk_cv(p, bytes, 0, /*root=*/true, cv);
-    cv_to_bytes(cv, d.bytes.data());
-    return d;
+    chunk_cv(p, bytes, first_chunk, root, out);
+    return;
   }
   const std::uint64_t n_chunks = (bytes + kChunkBytes - 1) / kChunkBytes;
-  // Subtree chaining values, left to right; at most one per bit of the chunk count.
-  std::uint32_t stack[64][8];
-  int depth = 0;
+  CvStack stack;
   constexpr std::size_t kGroup = 32;  // full chunks hashed per full_chunk_cvs() call
   std::uint32_t group[kGroup][8];
   std::uint64_t done = 0;
   while (done < n_chunks - 1) {
     const std::size_t g =
         static_cast<std::size_t>(n_chunks - 1 - done < kGroup ? n_chunks - 1 - done : kGroup);
-    full_chunk_cvs(p + done * kChunkBytes, g, done, group);
-    for (std::size_t j = 0; j < g; ++j) {
-      std::memcpy(stack[depth++], group[j], sizeof(group[j]));
-      ++done;
-      for (std::uint64_t t = done; (t & 1) == 0; t >>= 1) {
-        --depth;
-        parent_cv(stack[depth - 1], stack[depth], 0, stack[depth - 1]);
-      }
-    }
+    full_chunk_cvs(p + done * kChunkBytes, g, first_chunk + done, group);
+    for (std::size_t j = 0; j < g; ++j) stack.push(group[j]);
+    done += g;
   }
-  chunk_cv(p + done * kChunkBytes, bytes - done * kChunkBytes, done, /*root=*/false, cv);
-  while (depth > 0) {
-    --depth;
-    parent_cv(stack[depth], cv, depth == 0 ? kRoot : 0u, cv);
-  }
-  cv_to_bytes(cv, d.bytes.data());
+  chunk_cv(p + done * kChunkBytes, bytes - done * kChunkBytes, first_chunk + done,
+           /*root=*/false, out);
+  stack.fold(out, root ? kRoot : 0u);
+}
+
+void root_of_subtrees(const std::uint32_t (*cvs)[8], std::size_t n, std::uint8_t out[32]) {
+  CvStack stack;
+  for (std::size_t i = 0; i + 1 < n; ++i) stack.push(cvs[i]);
+  std::uint32_t cv[8];
+  std::memcpy(cv, cvs[n - 1], sizeof(cv));
+  stack.fold(cv, kRoot);
+  cv_to_bytes(cv, out);
+}
+
+}  // namespace pf::kernels::b3
+
+namespace pf::kernels {
+
+Digest blake3_digest(const void* data, std::size_t bytes) {
+  Digest d;
+  std::uint32_t cv[8];
+  b3::subtree_cv(static_cast<const std::uint8_t*>(data), bytes, 0, /*root=*/true, cv);
+  b3::cv_to_bytes(cv, d.bytes.data());
   return d;
 }
 
