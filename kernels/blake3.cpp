@@ -32,12 +32,33 @@ inline void load_block(const std::uint8_t* p, std::uint32_t m[16]) {
   for (int i = 0; i < 16; ++i) m[i] = load_le32(p + 4 * i);
 }
 
+// Transposes the N x N word matrix in r (r[i][j] -> r[j][i]) by swapping off-diagonal blocks
+// of B x B words, for B = N/2 .. 1: two two-source shuffles per row pair and stage (AVX-512:
+// vpermt2d), instead of N * N scalar loads and stores.
+template <typename V, int N>
+PF_B3_HD void transpose_words(V* r) {
+  for (int b = N / 2; b >= 1; b /= 2) {
+    V lo, hi;  // shuffle indices: < N from the first row, >= N from the second
+    for (int j = 0; j < N; ++j) {
+      lo[j] = static_cast<std::uint32_t>((j & b) ? N + j - b : j);
+      hi[j] = static_cast<std::uint32_t>((j & b) ? N + j : j + b);
+    }
+    for (int i = 0; i < N; ++i) {
+      if (i & b) continue;
+      const V x = r[i];
+      const V y = r[i + b];
+      r[i] = __builtin_shuffle(x, y, lo);
+      r[i + b] = __builtin_shuffle(x, y, hi);
+    }
+  }
+}
+
 // N chunks in lock-step: lane l of every vector word belongs to chunk first_index + l.
 // V is a GCC vector of N uint32_t. Always inlined so that a caller compiled for a wider ISA
 // (target("avx2")) gets the whole body in that ISA.
 template <typename V, int N>
 PF_B3_HD void lanes_chunk_cvs(const std::uint8_t* data, std::uint64_t first_index,
-                              std::uint32_t (*out)[8]) {
+                              std::uint32_t (*out)[8], int valid = N) {
   V cv[8];
   for (int i = 0; i < 8; ++i) cv[i] = V{} + iv(i);
   V counter_lo{};
@@ -49,20 +70,30 @@ PF_B3_HD void lanes_chunk_cvs(const std::uint8_t* data, std::uint64_t first_inde
   }
   const V block_len = V{} + static_cast<std::uint32_t>(kBlockBytes);
   for (std::size_t b = 0; b < kBlocksPerChunk; ++b) {
-    // Transpose through memory: words[w][l] = word w of lane l's block.
-    alignas(64) std::uint32_t words[16][N];
-    for (int l = 0; l < N; ++l) {
-      const std::uint8_t* p = data + static_cast<std::size_t>(l) * kChunkBytes + b * kBlockBytes;
-      for (int w = 0; w < 16; ++w) words[w][l] = load_le32(p + 4 * w);
-    }
     V m[16];
-    for (int w = 0; w < 16; ++w) std::memcpy(&m[w], words[w], sizeof(V));
+    if constexpr (N == 16 && std::endian::native == std::endian::little) {
+      // One 64-byte block per lane is one vector: load the rows, transpose in registers.
+      // Lanes past `valid` repeat the last valid chunk (never read past it); dropped below.
+      for (int l = 0; l < N; ++l) {
+        const std::size_t c = static_cast<std::size_t>(l < valid ? l : valid - 1);
+        std::memcpy(&m[l], data + c * kChunkBytes + b * kBlockBytes, sizeof(V));
+      }
+      transpose_words<V, N>(m);
+    } else {
+      // Transpose through memory: words[w][l] = word w of lane l's block.
+      alignas(64) std::uint32_t words[16][N];
+      for (int l = 0; l < N; ++l) {
+        const std::uint8_t* p = data + static_cast<std::size_t>(l) * kChunkBytes + b * kBlockBytes;
+        for (int w = 0; w < 16; ++w) words[w][l] = load_le32(p + 4 * w);
+      }
+      for (int w = 0; w < 16; ++w) std::memcpy(&m[w], words[w], sizeof(V));
+    }
     std::uint32_t f = 0;
     if (b == 0) f |= kChunkStart;
     if (b == kBlocksPerChunk - 1) f |= kChunkEnd;
     compress<V>(cv, m, counter_lo, counter_hi, block_len, V{} + f);
   }
-  for (int l = 0; l < N; ++l) {
+  for (int l = 0; l < valid; ++l) {
     for (int i = 0; i < 8; ++i) out[l][i] = cv[i][l];
   }
 }
@@ -85,6 +116,22 @@ __attribute__((target("avx2"))) void chunk_cvs_x8_avx2(const std::uint8_t* data,
 
 bool cpu_has_avx2() {
   static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+
+// 16 chunks in lock-step; AVX-512 also rotates in one instruction (vprord), which AVX2 lacks.
+typedef std::uint32_t V16 __attribute__((vector_size(64)));
+
+// `valid` (1..16) chunks at data; fewer than 16 cost as much as 16, still less than the
+// narrower paths and the scalar tail together.
+__attribute__((target("avx512f"))) void chunk_cvs_x16_avx512(const std::uint8_t* data,
+                                                             std::uint64_t first_index,
+                                                             std::uint32_t (*out)[8], int valid) {
+  lanes_chunk_cvs<V16, 16>(data, first_index, out, valid);
+}
+
+bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f");
   return has;
 }
 #endif
@@ -122,6 +169,13 @@ void full_chunk_cvs(const std::uint8_t* data, std::size_t n, std::uint64_t first
                     std::uint32_t (*out)[8]) {
   std::size_t i = 0;
 #if defined(PF_B3_HAVE_AVX2_PATH)
+  if (cpu_has_avx512()) {
+    for (; i < n; i += 16) {
+      const int valid = static_cast<int>(n - i < 16 ? n - i : 16);
+      chunk_cvs_x16_avx512(data + i * kChunkBytes, first_index + i, out + i, valid);
+    }
+    return;
+  }
   if (cpu_has_avx2()) {
     for (; i + 8 <= n; i += 8) chunk_cvs_x8_avx2(data + i * kChunkBytes, first_index + i, out + i);
   }
@@ -141,6 +195,7 @@ void cv_to_bytes(const std::uint32_t cv[8], std::uint8_t out[32]) {
 
 const char* simd_path() {
 #if defined(PF_B3_HAVE_AVX2_PATH)
+  if (cpu_has_avx512()) return "avx512";
   if (cpu_has_avx2()) return "avx2";
 #endif
 #if defined(__SSE2__)
@@ -192,19 +247,29 @@ void subtree_cv(const std::uint8_t* p, std::size_t bytes, std::uint64_t first_ch
     return;
   }
   const std::uint64_t n_chunks = (bytes + kChunkBytes - 1) / kChunkBytes;
+  // A full last chunk is hashed with the others (its value is the same as chunk_cv's
+  // without ROOT); a short one on its own.
+  const std::uint64_t n_full = bytes / kChunkBytes;
   CvStack stack;
   constexpr std::size_t kGroup = 32;  // full chunks hashed per full_chunk_cvs() call
   std::uint32_t group[kGroup][8];
   std::uint64_t done = 0;
-  while (done < n_chunks - 1) {
-    const std::size_t g =
-        static_cast<std::size_t>(n_chunks - 1 - done < kGroup ? n_chunks - 1 - done : kGroup);
+  while (done < n_full) {
+    const std::size_t g = static_cast<std::size_t>(n_full - done < kGroup ? n_full - done : kGroup);
     full_chunk_cvs(p + done * kChunkBytes, g, first_chunk + done, group);
-    for (std::size_t j = 0; j < g; ++j) stack.push(group[j]);
+    for (std::size_t j = 0; j < g; ++j) {
+      if (done + j + 1 == n_chunks) {
+        std::memcpy(out, group[j], sizeof(group[j]));  // the last chunk: folded below
+      } else {
+        stack.push(group[j]);
+      }
+    }
     done += g;
   }
-  chunk_cv(p + done * kChunkBytes, bytes - done * kChunkBytes, first_chunk + done,
-           /*root=*/false, out);
+  if (n_full < n_chunks) {
+    chunk_cv(p + done * kChunkBytes, bytes - done * kChunkBytes, first_chunk + done,
+             /*root=*/false, out);
+  }
   stack.fold(out, root ? kRoot : 0u);
 }
 

@@ -39,7 +39,7 @@ void root_of_subtrees(const std::uint32_t (*cvs)[8], std::size_t n, std::uint8_t
 // The 32 output bytes of a chaining value (words little-endian).
 void cv_to_bytes(const std::uint32_t cv[8], std::uint8_t out[32]);
 
-// Which path full_chunk_cvs() uses on this CPU: "avx2", "sse2" or "portable".
+// Which path full_chunk_cvs() uses on this CPU: "avx512", "avx2", "sse2" or "portable".
 const char* simd_path();
 
 }  // namespace pf::kernels::b3

@@ -1,5 +1,7 @@
 #include "kernels/host_thread_pool.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -16,7 +18,7 @@ struct HostThreadPool::Job {
   std::condition_variable finished;
 };
 
-HostThreadPool::HostThreadPool(unsigned threads) {
+HostThreadPool::HostThreadPool(unsigned threads) : owner_pid_(static_cast<int>(::getpid())) {
   const unsigned workers = threads > 1 ? threads - 1 : 0;
   workers_.reserve(workers);
   for (unsigned i = 0; i < workers; ++i) workers_.emplace_back([this] { worker_loop(); });
@@ -63,7 +65,7 @@ void HostThreadPool::worker_loop() {
 
 void HostThreadPool::parallel_for(std::size_t n, const std::function<void(std::size_t)>& fn) {
   if (n == 0) return;
-  if (workers_.empty() || n == 1) {
+  if (workers_.empty() || n == 1 || ::getpid() != owner_pid_) {
     for (std::size_t i = 0; i < n; ++i) fn(i);
     return;
   }

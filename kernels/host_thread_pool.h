@@ -13,6 +13,8 @@
 //    must not call parallel_for on the same pool (it would still finish, but serially).
 //  - A pool of size 1 has no workers: parallel_for runs every item on the calling thread.
 //  - The destructor joins the workers; no parallel_for may be running then.
+//  - fork(): a child process has none of the workers (and maybe a mutex some worker held),
+//    so there parallel_for runs every item on the calling thread and takes no lock.
 #pragma once
 
 #include <condition_variable>
@@ -54,6 +56,7 @@ class HostThreadPool {
   // Claims and runs `job`'s items until none are left unclaimed.
   static void run_items(Job& job);
 
+  const int owner_pid_;  // the process that started the workers
   std::mutex mu_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> queue_;  // jobs that may still have unclaimed items

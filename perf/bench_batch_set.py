@@ -24,8 +24,9 @@ interleaved rep by rep (medians are reported: the machine may be shared and nois
   skipped, with the reason, when that cannot start.
 - ``dict_memcpy``: ``bytes`` copies of each page into a dict -- the floor any store pays.
 
-``--threads N`` runs N client threads at once (SGLang's backup threads; each its own
-session / store handle) on disjoint keys. Prints a summary on stderr and JSON on stdout or
+``--threads N`` runs N client threads at once (SGLang's backup threads) on disjoint keys:
+ProcessFork with a session per thread (as ProcessForkStorage has), Mooncake with the one
+store object they share (as SGLang's MooncakeStore is). Prints a summary on stderr and JSON on stdout or
 ``--out FILE``.
 """
 from __future__ import annotations
@@ -210,7 +211,6 @@ def mooncake_worker(args) -> int:
     master = None
     try:
         from mooncake.store import MooncakeDistributedStore  # noqa: PLC0415
-        import numpy as np  # noqa: PLC0415,F401
         bindir = Path(sys.executable).parent
         master_bin = shutil.which("mooncake_master", path=str(bindir)) or "mooncake_master"
         rpc, http = free_port(), free_port()
@@ -224,8 +224,11 @@ def mooncake_worker(args) -> int:
         data = make_data(args.pages, page_bytes)
         per_rep = args.pages * args.threads * args.calls * page_bytes
         segment = 2 * per_rep + (256 << 20)
+        # One store shared by the threads, as SGLang's MooncakeStore is (one per TP rank,
+        # called from its backup threads); several would put into each other's segments
+        # over tcp.
         stores = []
-        for _ in range(args.threads):
+        for _ in range(1):
             store = MooncakeDistributedStore()
             rc = store.setup("127.0.0.1", f"http://127.0.0.1:{http}/metadata", segment,
                              256 << 20, "tcp", "", f"127.0.0.1:{rpc}")
@@ -239,7 +242,7 @@ def mooncake_worker(args) -> int:
         sizes = [page_bytes] * args.pages
 
         def call(tid: int, tag: str) -> None:
-            rcs = stores[tid].batch_put_from(page_keys(tag, args.pages), ptrs, sizes)
+            rcs = stores[0].batch_put_from(page_keys(tag, args.pages), ptrs, sizes)
             bad = [r for r in rcs if r != 0]
             if bad:
                 raise RuntimeError(f"batch_put_from: {len(bad)} of {len(rcs)} failed ({bad[0]})")
@@ -312,8 +315,10 @@ def main() -> int:
                     skipped["mooncake"] = str(e)
         stores.append(DictStore(args, data))
         try:
-            from sglang.srt.mem_cache.hicache_storage import HiCacheFile  # noqa: PLC0415,F401
-            skipped["sglang_hicache_file"] = "importable, not measured (disk-backed)"
+            import sglang.srt.mem_cache.hicache_storage as hicache  # noqa: PLC0415
+            assert hasattr(hicache, "HiCacheFile")
+            skipped["sglang_hicache_file"] = ("importable; not measured (a disk-backed store: Mooncake "
+                                               "is the in-memory comparison)")
         except Exception as e:  # noqa: BLE001
             skipped["sglang_hicache_file"] = f"sglang not importable: {type(e).__name__}"
 

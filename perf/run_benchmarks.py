@@ -418,9 +418,6 @@ def make_plots(res, plot_dir, label, date):
                                   res["bench_adapters"]["machine"]["torch_threads"]),
                               "prompt length T (tokens)", "latency", series):
             made.append(fn)
-    bs = res.get("bench_batch_set")
-    if bs:
-        L += batch_set_markdown(bs)
     vt = res.get("bench_vllm_ttft")
     if vt and vt.get("rows"):
         series = []

@@ -5,6 +5,8 @@
 #include "kernels/host_thread_pool.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -51,6 +53,25 @@ TEST(HostThreadPool, ConcurrentCallersEachFinishTheirOwnJob) {
   for (int c = 0; c < kCallers; ++c) {
     for (std::size_t i = 0; i < kItems; ++i) ASSERT_EQ(hits[c][i].load(), 20) << c << " " << i;
   }
+}
+
+// A forked child has no workers: parallel_for still runs every item (on the caller).
+TEST(HostThreadPool, WorksInAForkedChild) {
+  HostThreadPool pool(3);
+  pool.parallel_for(10, [](std::size_t) {});  // workers started and used in the parent
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::vector<int> hits(100, 0);
+    pool.parallel_for(hits.size(), [&](std::size_t i) { ++hits[i]; });
+    for (int h : hits) {
+      if (h != 1) _exit(1);
+    }
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 TEST(HostThreadPool, DefaultSizeIsCapped) {
