@@ -22,6 +22,10 @@ interleaved rep by rep (medians are reported: the machine may be shared and nois
   local segment (no RDMA). Runs in a worker process with ``--mooncake-python`` (a venv with
   ``mooncake-transfer-engine``; default ``.venv-mooncake/bin/python`` next to this repo);
   skipped, with the reason, when that cannot start.
+- ``sglang_processfork[NAME]``: the real adapter, ``ProcessForkStorage.batch_set_v1`` (zero
+  copy from the host pool via ``kv_store``, then ``publish_pages``) on the same daemon, when
+  torch and sglang import (the host pool is the tests' CPU stand-in for SGLang's
+  ``MHATokenToKVPoolHost``, tests/python/_sglang_host.py); ``--no-sglang`` skips it.
 - ``dict_memcpy``: ``bytes`` copies of each page into a dict -- the floor any store pays.
 
 ``--threads N`` runs N client threads at once (SGLang's backup threads) on disjoint keys:
@@ -145,6 +149,41 @@ class ProcessForkStore:
         self.proc.terminate()
         self.proc.wait(timeout=30)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SGLangProcessForkStore:
+    """The real adapter: processfork.sglang.ProcessForkStorage.batch_set_v1 (zero copy from
+    the host pool through kv_store, then publish_pages) on a ProcessForkStore's daemon,
+    with the tests' CPU stand-in for SGLang's MHATokenToKVPoolHost (tests/python/
+    _sglang_host.py: same tensors and accessors), page_first layout."""
+
+    def __init__(self, pf: ProcessForkStore, args):
+        import torch  # noqa: PLC0415
+        sys.path.insert(0, str(REPO / "tests" / "python"))
+        from _sglang_host import HostPool, dynamic_extra, storage_config  # noqa: PLC0415
+        from processfork.sglang import ProcessForkStorage  # noqa: PLC0415
+        self.name = pf.name.replace("processfork", "sglang_processfork")
+        page_tokens = args.page_mib * 8
+        self.pool = HostPool("page_first", 32, 8, 128, page_tokens, args.pages, torch.bfloat16)
+        self.pool.fill_random(1234)
+        sock = str(pf.dir / "pf.sock")
+        self.storage = ProcessForkStorage(storage_config(dynamic_extra(sock)), {})
+        self.storage.register_mem_pool_host(self.pool)
+        self.indices = self.pool.indices(list(range(args.pages)))
+        self.n = args.pages
+
+    def batch_set(self, tid: int, tag: str) -> None:
+        ok = self.storage.batch_set_v1(page_keys(tag, self.n), self.indices)
+        if not all(ok):
+            raise RuntimeError(f"batch_set_v1 stored {sum(ok)} of {len(ok)} pages")
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        close = getattr(self.storage, "close", None)
+        if close is not None:
+            close()
 
 
 class DictStore:
@@ -286,6 +325,9 @@ def main() -> int:
     ap.add_argument("--mooncake-python", default=os.environ.get(
         "PF_MOONCAKE_PYTHON", str(REPO / ".venv-mooncake" / "bin" / "python")))
     ap.add_argument("--no-mooncake", action="store_true")
+    ap.add_argument("--no-sglang", action="store_true",
+                    help="skip ProcessForkStorage.batch_set_v1 (measured when torch and "
+                    "sglang import)")
     ap.add_argument("--out")
     ap.add_argument("--worker", choices=["mooncake"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -305,6 +347,12 @@ def main() -> int:
     try:
         for name, cli in daemons:
             stores.append(ProcessForkStore(name, cli, args, data, tmp))
+        if not args.no_sglang:
+            try:
+                for pf in list(stores):
+                    stores.append(SGLangProcessForkStore(pf, args))
+            except Exception as e:  # noqa: BLE001 -- torch/sglang missing: say so
+                skipped["sglang_processfork"] = f"{type(e).__name__}: {e}"
         if not args.no_mooncake:
             if not Path(args.mooncake_python).exists():
                 skipped["mooncake"] = f"no Python with mooncake at {args.mooncake_python}"
@@ -354,7 +402,7 @@ def main() -> int:
     ratios = {}
     if "mooncake" in results:
         for name in results:
-            if name.startswith("processfork"):
+            if "processfork" in name:
                 ratios[f"{name}/mooncake"] = round(
                     results[name]["gbps_median"] / results["mooncake"]["gbps_median"], 3)
     out = {"bench": "bench_batch_set", "machine": machine_info(),
