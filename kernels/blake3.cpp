@@ -2,12 +2,14 @@
 // lanes) and the left-balanced tree over them.
 //
 // DESIGN: the input is known up front, so the tree is built with a stack of subtree chaining
-// values: after every chunk except the last, complete subtrees are merged eagerly (the number
-// of chunks so far, read in binary, says which: one merge per trailing zero bit). None of
-// those merges can be the root, because at least the last chunk is still to come. The last
-// chunk's value is then folded into the stack from the right, and the final fold carries
-// ROOT. This gives the same tree as pairwise reduction level by level (an odd last node
-// carried up unchanged), which is what the CUDA kernels do.
+// values (CvStack): after every chunk except the last, complete subtrees are merged eagerly
+// (the number of chunks so far, read in binary, says which: one merge per trailing zero
+// bit). None of those merges can be the root, because at least the last chunk is still to
+// come. The last chunk's value is then folded into the stack from the right, and the final
+// fold carries ROOT. This gives the same tree as pairwise reduction level by level (an odd
+// last node carried up unchanged), which is what the CUDA kernels do. The same stack over
+// the values of aligned power-of-two subtrees (root_of_subtrees) gives the same root, so
+// the host kernels hash the subtrees of one large input on several threads.
 #include "kernels/blake3.h"
 
 #include <bit>
@@ -30,12 +32,33 @@ inline void load_block(const std::uint8_t* p, std::uint32_t m[16]) {
   for (int i = 0; i < 16; ++i) m[i] = load_le32(p + 4 * i);
 }
 
+// Transposes the N x N word matrix in r (r[i][j] -> r[j][i]) by swapping off-diagonal blocks
+// of B x B words, for B = N/2 .. 1: two two-source shuffles per row pair and stage (AVX-512:
+// vpermt2d), instead of N * N scalar loads and stores.
+template <typename V, int N>
+PF_B3_HD void transpose_words(V* r) {
+  for (int b = N / 2; b >= 1; b /= 2) {
+    V lo, hi;  // shuffle indices: < N from the first row, >= N from the second
+    for (int j = 0; j < N; ++j) {
+      lo[j] = static_cast<std::uint32_t>((j & b) ? N + j - b : j);
+      hi[j] = static_cast<std::uint32_t>((j & b) ? N + j : j + b);
+    }
+    for (int i = 0; i < N; ++i) {
+      if (i & b) continue;
+      const V x = r[i];
+      const V y = r[i + b];
+      r[i] = __builtin_shuffle(x, y, lo);
+      r[i + b] = __builtin_shuffle(x, y, hi);
+    }
+  }
+}
+
 // N chunks in lock-step: lane l of every vector word belongs to chunk first_index + l.
 // V is a GCC vector of N uint32_t. Always inlined so that a caller compiled for a wider ISA
 // (target("avx2")) gets the whole body in that ISA.
 template <typename V, int N>
 PF_B3_HD void lanes_chunk_cvs(const std::uint8_t* data, std::uint64_t first_index,
-                              std::uint32_t (*out)[8]) {
+                              std::uint32_t (*out)[8], int valid = N) {
   V cv[8];
   for (int i = 0; i < 8; ++i) cv[i] = V{} + iv(i);
   V counter_lo{};
@@ -47,20 +70,30 @@ PF_B3_HD void lanes_chunk_cvs(const std::uint8_t* data, std::uint64_t first_inde
   }
   const V block_len = V{} + static_cast<std::uint32_t>(kBlockBytes);
   for (std::size_t b = 0; b < kBlocksPerChunk; ++b) {
-    // Transpose through memory: words[w][l] = word w of lane l's block.
-    alignas(64) std::uint32_t words[16][N];
-    for (int l = 0; l < N; ++l) {
-      const std::uint8_t* p = data + static_cast<std::size_t>(l) * kChunkBytes + b * kBlockBytes;
-      for (int w = 0; w < 16; ++w) words[w][l] = load_le32(p + 4 * w);
-    }
     V m[16];
-    for (int w = 0; w < 16; ++w) std::memcpy(&m[w], words[w], sizeof(V));
+    if constexpr (N == 16 && std::endian::native == std::endian::little) {
+      // One 64-byte block per lane is one vector: load the rows, transpose in registers.
+      // Lanes past `valid` repeat the last valid chunk (never read past it); dropped below.
+      for (int l = 0; l < N; ++l) {
+        const std::size_t c = static_cast<std::size_t>(l < valid ? l : valid - 1);
+        std::memcpy(&m[l], data + c * kChunkBytes + b * kBlockBytes, sizeof(V));
+      }
+      transpose_words<V, N>(m);
+    } else {
+      // Transpose through memory: words[w][l] = word w of lane l's block.
+      alignas(64) std::uint32_t words[16][N];
+      for (int l = 0; l < N; ++l) {
+        const std::uint8_t* p = data + static_cast<std::size_t>(l) * kChunkBytes + b * kBlockBytes;
+        for (int w = 0; w < 16; ++w) words[w][l] = load_le32(p + 4 * w);
+      }
+      for (int w = 0; w < 16; ++w) std::memcpy(&m[w], words[w], sizeof(V));
+    }
     std::uint32_t f = 0;
     if (b == 0) f |= kChunkStart;
     if (b == kBlocksPerChunk - 1) f |= kChunkEnd;
     compress<V>(cv, m, counter_lo, counter_hi, block_len, V{} + f);
   }
-  for (int l = 0; l < N; ++l) {
+  for (int l = 0; l < valid; ++l) {
     for (int i = 0; i < 8; ++i) out[l][i] = cv[i][l];
   }
 }
@@ -83,6 +116,22 @@ __attribute__((target("avx2"))) void chunk_cvs_x8_avx2(const std::uint8_t* data,
 
 bool cpu_has_avx2() {
   static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+
+// 16 chunks in lock-step; AVX-512 also rotates in one instruction (vprord), which AVX2 lacks.
+typedef std::uint32_t V16 __attribute__((vector_size(64)));
+
+// `valid` (1..16) chunks at data; fewer than 16 cost as much as 16, still less than the
+// narrower paths and the scalar tail together.
+__attribute__((target("avx512f"))) void chunk_cvs_x16_avx512(const std::uint8_t* data,
+                                                             std::uint64_t first_index,
+                                                             std::uint32_t (*out)[8], int valid) {
+  lanes_chunk_cvs<V16, 16>(data, first_index, out, valid);
+}
+
+bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f");
   return has;
 }
 #endif
@@ -120,6 +169,13 @@ void full_chunk_cvs(const std::uint8_t* data, std::size_t n, std::uint64_t first
                     std::uint32_t (*out)[8]) {
   std::size_t i = 0;
 #if defined(PF_B3_HAVE_AVX2_PATH)
+  if (cpu_has_avx512()) {
+    for (; i < n; i += 16) {
+      const int valid = static_cast<int>(n - i < 16 ? n - i : 16);
+      chunk_cvs_x16_avx512(data + i * kChunkBytes, first_index + i, out + i, valid);
+    }
+    return;
+  }
   if (cpu_has_avx2()) {
     for (; i + 8 <= n; i += 8) chunk_cvs_x8_avx2(data + i * kChunkBytes, first_index + i, out + i);
   }
@@ -139,6 +195,7 @@ void cv_to_bytes(const std::uint32_t cv[8], std::uint8_t out[32]) {
 
 const char* simd_path() {
 #if defined(PF_B3_HAVE_AVX2_PATH)
+  if (cpu_has_avx512()) return "avx512";
   if (cpu_has_avx2()) return "avx2";
 #endif
 #if defined(__SSE2__)
@@ -150,44 +207,90 @@ const char* simd_path() {
 
 }  // namespace pf::kernels::b3
 
-namespace pf::kernels {
+namespace pf::kernels::b3 {
+namespace {
 
-Digest blake3_digest(const void* data, std::size_t bytes) {
-  using namespace b3;
-  const auto* p = static_cast<const std::uint8_t*>(data);
-  Digest d;
-  std::uint32_t cv[8];
+// Chaining values of complete subtrees, left to right; at most one per bit of their count.
+// push() merges complete subtrees eagerly (the count so far, in binary, says which: one
+// merge per trailing zero bit); none of those merges can be the root, because at least one
+// more value is still to come. fold() then folds the last value in from the right, the
+// final fold carrying `root_flag`.
+class CvStack {
+ public:
+  void push(const std::uint32_t cv[8]) {
+    std::memcpy(stack_[depth_++], cv, sizeof(stack_[0]));
+    ++count_;
+    for (std::uint64_t t = count_; (t & 1) == 0; t >>= 1) {
+      --depth_;
+      parent_cv(stack_[depth_ - 1], stack_[depth_], 0, stack_[depth_ - 1]);
+    }
+  }
+  void fold(std::uint32_t cv[8], std::uint32_t root_flag) {
+    while (depth_ > 0) {
+      --depth_;
+      parent_cv(stack_[depth_], cv, depth_ == 0 ? root_flag : 0u, cv);
+    }
+  }
+
+ private:
+  std::uint32_t stack_[64][8];
+  int depth_ = 0;
+  std::uint64_t count_ = 0;
+};
+
+}  // namespace
+
+void subtree_cv(const std::uint8_t* p, std::size_t bytes, std::uint64_t first_chunk, bool root,
+                std::uint32_t out[8]) {
   if (bytes <= kChunkBytes) {
-    chunk_cv(p, bytes, 0, /*root=*/true, cv);
-    cv_to_bytes(cv, d.bytes.data());
-    return d;
+    chunk_cv(p, bytes, first_chunk, root, out);
+    return;
   }
   const std::uint64_t n_chunks = (bytes + kChunkBytes - 1) / kChunkBytes;
-  // Subtree chaining values, left to right; at most one per bit of the chunk count.
-  std::uint32_t stack[64][8];
-  int depth = 0;
+  // A full last chunk is hashed with the others (its value is the same as chunk_cv's
+  // without ROOT); a short one on its own.
+  const std::uint64_t n_full = bytes / kChunkBytes;
+  CvStack stack;
   constexpr std::size_t kGroup = 32;  // full chunks hashed per full_chunk_cvs() call
   std::uint32_t group[kGroup][8];
   std::uint64_t done = 0;
-  while (done < n_chunks - 1) {
-    const std::size_t g =
-        static_cast<std::size_t>(n_chunks - 1 - done < kGroup ? n_chunks - 1 - done : kGroup);
-    full_chunk_cvs(p + done * kChunkBytes, g, done, group);
+  while (done < n_full) {
+    const std::size_t g = static_cast<std::size_t>(n_full - done < kGroup ? n_full - done : kGroup);
+    full_chunk_cvs(p + done * kChunkBytes, g, first_chunk + done, group);
     for (std::size_t j = 0; j < g; ++j) {
-      std::memcpy(stack[depth++], group[j], sizeof(group[j]));
-      ++done;
-      for (std::uint64_t t = done; (t & 1) == 0; t >>= 1) {
-        --depth;
-        parent_cv(stack[depth - 1], stack[depth], 0, stack[depth - 1]);
+      if (done + j + 1 == n_chunks) {
+        std::memcpy(out, group[j], sizeof(group[j]));  // the last chunk: folded below
+      } else {
+        stack.push(group[j]);
       }
     }
+    done += g;
   }
-  chunk_cv(p + done * kChunkBytes, bytes - done * kChunkBytes, done, /*root=*/false, cv);
-  while (depth > 0) {
-    --depth;
-    parent_cv(stack[depth], cv, depth == 0 ? kRoot : 0u, cv);
+  if (n_full < n_chunks) {
+    chunk_cv(p + done * kChunkBytes, bytes - done * kChunkBytes, first_chunk + done,
+             /*root=*/false, out);
   }
-  cv_to_bytes(cv, d.bytes.data());
+  stack.fold(out, root ? kRoot : 0u);
+}
+
+void root_of_subtrees(const std::uint32_t (*cvs)[8], std::size_t n, std::uint8_t out[32]) {
+  CvStack stack;
+  for (std::size_t i = 0; i + 1 < n; ++i) stack.push(cvs[i]);
+  std::uint32_t cv[8];
+  std::memcpy(cv, cvs[n - 1], sizeof(cv));
+  stack.fold(cv, kRoot);
+  cv_to_bytes(cv, out);
+}
+
+}  // namespace pf::kernels::b3
+
+namespace pf::kernels {
+
+Digest blake3_digest(const void* data, std::size_t bytes) {
+  Digest d;
+  std::uint32_t cv[8];
+  b3::subtree_cv(static_cast<const std::uint8_t*>(data), bytes, 0, /*root=*/true, cv);
+  b3::cv_to_bytes(cv, d.bytes.data());
   return d;
 }
 

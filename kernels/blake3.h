@@ -22,10 +22,24 @@ void chunk_cv(const std::uint8_t* chunk, std::size_t len, std::uint64_t chunk_in
 void full_chunk_cvs(const std::uint8_t* data, std::size_t n, std::uint64_t first_index,
                     std::uint32_t (*out)[8]);
 
+// Chaining value of the subtree over `bytes` bytes (0 only with root) whose first chunk has
+// counter `first_chunk`: the whole input with `root` (the result is then the hash itself), or
+// a node of a larger input's tree without it. A non-root subtree must be one the larger tree
+// holds: first_chunk a multiple of a power of two >= its chunk count, and either exactly
+// that many chunks, or the input's last chunks (its fold value on the right edge).
+void subtree_cv(const std::uint8_t* data, std::size_t bytes, std::uint64_t first_chunk, bool root,
+                std::uint32_t out[8]);
+
+// The root of an input split into n >= 2 consecutive subtrees: cvs[0 .. n-2] are complete
+// subtrees of one power-of-two chunk count each (subtree_cv without root, in order), and
+// cvs[n-1] is the rest of the input (at most that many chunks, also without root). Writes
+// the input's 32-byte hash. Lets the chunks of one large input be hashed in parallel.
+void root_of_subtrees(const std::uint32_t (*cvs)[8], std::size_t n, std::uint8_t out[32]);
+
 // The 32 output bytes of a chaining value (words little-endian).
 void cv_to_bytes(const std::uint32_t cv[8], std::uint8_t out[32]);
 
-// Which path full_chunk_cvs() uses on this CPU: "avx2", "sse2" or "portable".
+// Which path full_chunk_cvs() uses on this CPU: "avx512", "avx2", "sse2" or "portable".
 const char* simd_path();
 
 }  // namespace pf::kernels::b3

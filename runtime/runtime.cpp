@@ -393,7 +393,8 @@ GcResult Runtime::gc(bool drop_cache) {
   // Pages are freed the moment their last holder lets go, so there is nothing unheld to
   // collect; gc drops the cache on request and returns empty trailing chunks.
   if (drop_cache) r.evicted_pages = state_->index->evict(~std::size_t{0});
-  r.released_chunks = state_->pool->trim();
+  // Digests running outside the lock read pages through the mapping: keep it whole.
+  if (state_->unlocked_digests == 0) r.released_chunks = state_->pool->trim();
   after_mutation();
   return r;
 }
@@ -445,9 +446,22 @@ Result<std::vector<PageId>> Runtime::alloc_pages(std::size_t n, LeaseId lease) {
 Result<std::size_t> Runtime::publish_pages(std::span<const Sha256> keys,
                                            std::span<const PageId> pages, const Sha256* parent_key,
                                            LeaseId lease, const Namespace& ns) {
+  // Three phases (state.h publish_prepare): the digests, the costly part, run unlocked.
+  detail::PublishPlan plan;
+  {
+    Lock lock(mu_);
+    PF_TRY(before_mutation());
+    PF_ASSIGN_OR_RETURN(plan, detail::publish_prepare(*state_, ns, keys, pages, parent_key, lease));
+  }
+  Status ready = detail::publish_digest(*state_->kernels, state_->pool->geometry(),
+                                        state_->pool->base(), plan);
+  if (state_->options.publish_unlocked_hook_for_testing) {
+    state_->options.publish_unlocked_hook_for_testing();
+  }
   Lock lock(mu_);
-  PF_TRY(before_mutation());
-  auto r = detail::publish_pages(*state_, ns, keys, pages, parent_key, lease);
+  if (ready.is_ok()) ready = before_mutation();
+  auto r =
+      detail::publish_finish(*state_, ns, keys, pages, parent_key, lease, plan, std::move(ready));
   after_mutation();
   return r;
 }

@@ -7,7 +7,8 @@
 //    engines through write slots, outside the runtime). The fork path holds it for O(n)
 //    work in the number of children — a few hundred nanoseconds per child — and never for
 //    anything proportional to the context. Operations that touch page bytes (append's
-//    one-page copy-on-write, commit/snapshot digests) hold it for that work too.
+//    one-page copy-on-write, commit/snapshot digests) hold it for that work too, except
+//    publish_pages, which digests its pages without it (docs/runtime.md "Locking").
 //  - Sharing: branches and snapshots share immutable PageList chains (runtime/page_list.h)
 //    that hold one page reference per page; a branch owns only a private tail
 //    (runtime/branch.h). A page's refcount counts references from PageLists, branch tails
@@ -34,6 +35,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -75,6 +77,9 @@ struct RuntimeOptions {
   // The boot epoch in every branch id: (id_epoch << 32) | sequence (runtime/ids.h). The
   // daemon passes a fresh one per start (ipc/boot_epoch.h); 0..kMaxBootEpoch.
   std::uint32_t id_epoch = 0;
+  // Tests only: called by publish_pages between its unlocked digest and its final locked
+  // phase (no lock held), to change the state deterministically in between.
+  std::function<void()> publish_unlocked_hook_for_testing;
 };
 
 struct NewBranch {
@@ -325,7 +330,10 @@ class Runtime {
   // allocated to `lease` and not yet published, listed once; keys must be distinct and as
   // many as pages (else kInvalidArgument, nothing changed). A key already present keeps its
   // page; the new page is released. Ends `lease`'s holds on `pages`. Returns how many keys
-  // were new.
+  // were new. The digests are computed without the runtime's lock, so publishes of several
+  // leases (and every other call) proceed meanwhile; a page released by another call of the
+  // lease (release_pages, release_holds) or listed by a concurrent publish_pages before this
+  // call seals it makes this call fail with kConflict, nothing changed.
   Result<std::size_t> publish_pages(std::span<const Sha256> keys, std::span<const PageId> pages,
                                     const Sha256* parent_key, LeaseId lease,
                                     const Namespace& ns = kDefaultNamespace);

@@ -33,17 +33,8 @@ struct Books {
 
 class KeyedPages : public BackendRuntimeTest {
  protected:
-  // Allocates pages for `tokens` (whole pages) to `lease`, writes their KV (a function of
-  // the token prefix, as real KV is) and returns the pages.
   std::vector<PageId> alloc_written(const std::vector<Token>& tokens, LeaseId lease = kLease) {
-    const std::size_t n = tokens.size() / P_;
-    auto pages = rt_->alloc_pages(n, lease);
-    EXPECT_TRUE(pages.is_ok()) << pages.status().to_string();
-    if (!pages.is_ok()) return {};
-    AppendResult ar;
-    for (std::size_t i = 0; i < n; ++i) ar.runs.push_back({(*pages)[i], 0, P_, i * P_});
-    write_runs(*rt_, ar, prefix_seeds(tokens));
-    return *pages;
+    return alloc_written_pages(*rt_, tokens, lease);
   }
 
   std::vector<PageId> publish_tokens(const std::vector<Token>& tokens) {

@@ -158,6 +158,21 @@ inline std::vector<Sha256> keys_of(const std::vector<Token>& tokens, std::uint32
   return out;
 }
 
+// Allocates pages for `tokens` (whole pages) to `lease` (alloc_pages), writes their KV (a
+// function of the token prefix, as real KV is) and returns the pages; empty on failure.
+inline std::vector<PageId> alloc_written_pages(Runtime& rt, const std::vector<Token>& tokens,
+                                               LeaseId lease) {
+  const std::uint32_t P = rt.geometry().page_tokens;
+  const std::size_t n = tokens.size() / P;
+  auto pages = rt.alloc_pages(n, lease);
+  EXPECT_TRUE(pages.is_ok()) << pages.status().to_string();
+  if (!pages.is_ok()) return {};
+  AppendResult ar;
+  for (std::size_t i = 0; i < n; ++i) ar.runs.push_back({(*pages)[i], 0, P, i * P});
+  write_runs(rt, ar, prefix_seeds(tokens));
+  return *pages;
+}
+
 // A test over one runtime per backend spec (the test's parameter) with the "tiny" geometry
 // and an 8 MiB pool; skips when the backend cannot be opened.
 class BackendRuntimeTest : public ::testing::TestWithParam<std::string> {
