@@ -35,6 +35,8 @@ std::string_view code_name(Code code) {
       return "INTERNAL";
     case Code::kDataCorrupt:
       return "DATA_CORRUPT";
+    case Code::kStale:
+      return "STALE";
   }
   return "UNKNOWN";
 }

@@ -31,9 +31,13 @@ enum class Code : int {
   kDriver = 11,           // the CUDA driver returned an error
   kInternal = 12,         // an invariant broke: a bug in ProcessFork
   kDataCorrupt = 13,      // stored data failed its integrity check (a quarantined page)
+  kStale = 14,            // a handle of an earlier daemon boot epoch (client side only)
 };
-// The highest code; a peer's code above it is a protocol error.
-inline constexpr Code kLastCode = Code::kDataCorrupt;
+// The highest code.
+inline constexpr Code kLastCode = Code::kStale;
+// The highest code a daemon answers with; a peer's code above it is a protocol error
+// (kStale is the client library's own: it never crosses the socket).
+inline constexpr Code kLastWireCode = Code::kDataCorrupt;
 
 std::string_view code_name(Code code);
 

@@ -213,6 +213,7 @@ int http_status(Code code) {
       return 404;
     case Code::kAlreadyExists:
     case Code::kConflict:
+    case Code::kStale:  // client side only; never a daemon's answer
       return 409;
     case Code::kOutOfMemory:
       return 507;

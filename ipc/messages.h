@@ -95,9 +95,11 @@ struct Hello {
 
 struct HelloAnswer {
   wire::HelloReply head;
+  std::optional<wire::HelloSession> session;  // 3.2; a 3.1 daemon sends none
   template <class IO>
   Status io(IO& io) {
-    return io.fixed(head);
+    PF_TRY(io.fixed(head));
+    return io.tail(session, "hello session");
   }
 };
 

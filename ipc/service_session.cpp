@@ -5,11 +5,13 @@
 
 #include "ipc/frame_check.h"
 #include "ipc/service.h"
+#include "runtime/ids.h"
 
 namespace pf::ipc {
 
 static_assert(rt::kMaxForkChildren == wire::kMaxForkChildren);
 static_assert(sizeof(rt::Sha256) == sizeof(wire::Key));
+static_assert(wire::kIdEpochShift == rt::kIdSequenceBits);
 
 namespace {
 
@@ -40,6 +42,7 @@ Result<msg::HelloAnswer> Service::handle<Op::kHello>(rt::LeaseId, const msg::Hel
   hr.capacity_pages = layout.capacity_pages;
   msg::set_cstr(hr.backend, identity_.backend);
   msg::set_cstr(hr.device, identity_.device);
+  out.session = wire::HelloSession{identity_.boot_epoch, 0};
   return out;
 }
 

@@ -130,6 +130,22 @@ struct HelloReply {
 };
 static_assert(sizeof(HelloReply) == 104);
 
+// HELLO's optional tail (3.2): follows HelloReply. A 3.2 daemon always sends it; a client
+// reads it only when bytes are left (a 3.1 daemon sends none: the boot epoch is then the
+// high 32 bits of the lease id). Lets a client that reconnects after a daemon restart name
+// both boot epochs and refuse ids of the earlier one (docs/protocol.md "Daemon restarts").
+struct HelloSession {
+  std::uint32_t boot_epoch = 0;  // the daemon's boot epoch (ipc/boot_epoch.h), 1..2^20-1
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(HelloSession) == 8);
+inline constexpr std::uint16_t kBootEpochMinor = 2;
+// Branch and lease ids are (boot epoch << kIdEpochShift) | sequence (runtime/ids.h).
+inline constexpr unsigned kIdEpochShift = 32;
+inline std::uint32_t id_epoch(std::uint64_t id) {
+  return static_cast<std::uint32_t>(id >> kIdEpochShift);
+}
+
 // Asks for fds of chunks [first_chunk, first_chunk + max_chunks) of the current epoch.
 struct AttachRequest {
   std::uint32_t first_chunk = 0;

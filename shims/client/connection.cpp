@@ -1,5 +1,6 @@
 #include "shims/client/connection.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "base/socket_path.h"
 #include "ipc/payload.h"
@@ -22,20 +24,9 @@ std::string fixed_text(const char* text, std::size_t capacity) {
   return std::string(text, strnlen(text, capacity));
 }
 
-}  // namespace
-
-Connection::Connection(UniqueFd sock, std::string socket_path)
-    : sock_(std::move(sock)), socket_path_(std::move(socket_path)) {}
-
-Connection::~Connection() {
-  // Close the session first: the daemon then drops this lease while we unmap.
-  sock_.reset();
-  std::lock_guard lock(map_mu_);
-  mapping_.reset();
-}
-
-Result<std::unique_ptr<Connection>> Connection::connect(const ConnectOptions& options) {
-  std::string path = options.socket_path.empty() ? client_socket_path() : options.socket_path;
+// A Unix stream socket connected to `path`, with send / receive timeouts of timeout_ms.
+// kUnavailable when nothing listens there (absent, refused, backlog full).
+Result<UniqueFd> open_socket(const std::string& path, std::uint32_t timeout_ms) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof addr.sun_path) {
@@ -46,10 +37,10 @@ Result<std::unique_ptr<Connection>> Connection::connect(const ConnectOptions& op
   std::memcpy(addr.sun_path, path.data(), path.size());
   UniqueFd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!sock.valid()) return PF_ERRNO("socket(AF_UNIX)");
-  if (options.timeout_ms != 0) {
+  if (timeout_ms != 0) {
     timeval tv{};
-    tv.tv_sec = options.timeout_ms / 1000;
-    tv.tv_usec = static_cast<suseconds_t>(options.timeout_ms % 1000) * 1000;
+    tv.tv_sec = timeout_ms / 1000;
+    tv.tv_usec = static_cast<suseconds_t>(timeout_ms % 1000) * 1000;
     if (setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
         setsockopt(sock.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0) {
       return PF_ERRNO("setting socket timeouts");
@@ -72,24 +63,224 @@ Result<std::unique_ptr<Connection>> Connection::connect(const ConnectOptions& op
     }
     return PF_ERRNO_OF("connect to " + path, err);
   }
+  return sock;
+}
+
+// True when the peer closed its end (the daemon exited or was killed), as opposed to a
+// timeout on a live peer.
+bool peer_hung_up(int fd) {
+  pollfd p{fd, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0;
+}
+
+// What must not change across a reconnect: the pool's description (engines keep views and
+// layouts of it).
+std::string pool_difference(const PoolInfo& was, const PoolInfo& now) {
+  auto field = [](const char* name, auto a, auto b) {
+    return a == b ? std::string()
+                  : std::string(name) + " " + std::to_string(a) + " -> " + std::to_string(b) + "; ";
+  };
+  std::string d =
+      field("layers", was.layers, now.layers) + field("kv_heads", was.kv_heads, now.kv_heads) +
+      field("head_dim", was.head_dim, now.head_dim) +
+      field("page_tokens", was.page_tokens, now.page_tokens) +
+      field("dtype", was.dtype, now.dtype) + field("page_bytes", was.page_bytes, now.page_bytes) +
+      field("chunk_bytes", was.chunk_bytes, now.chunk_bytes) +
+      field("capacity_bytes", was.capacity_bytes, now.capacity_bytes) +
+      field("capacity_pages", was.capacity_pages, now.capacity_pages);
+  if (was.device != now.device) d += "device " + was.device + " -> " + now.device + "; ";
+  if (was.backend != now.backend) d += "backend " + was.backend + " -> " + now.backend + "; ";
+  return d;
+}
+
+std::string hex_id(std::uint64_t id) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(id));
+  return buf;
+}
+
+}  // namespace
+
+Connection::Connection(UniqueFd sock, std::string socket_path)
+    : sock_(std::move(sock)), socket_path_(std::move(socket_path)) {}
+
+Connection::~Connection() {
+  // Close the session first: the daemon then drops this lease while we unmap.
+  sock_.reset();
+  std::lock_guard lock(map_mu_);
+  mapping_.reset();
+  retired_.reset();
+}
+
+Result<std::unique_ptr<Connection>> Connection::connect(const ConnectOptions& options) {
+  std::string path = options.socket_path.empty() ? client_socket_path() : options.socket_path;
+  PF_ASSIGN_OR_RETURN(UniqueFd sock, open_socket(path, options.timeout_ms));
   std::unique_ptr<Connection> conn(new Connection(std::move(sock), std::move(path)));
+  conn->options_ = options;
   conn->spin_us_ = options.spin_us;
-  PF_TRY(conn->hello());
+  {
+    std::lock_guard lock(conn->mu_);
+    PF_ASSIGN_OR_RETURN(conn->pool_, conn->hello_locked());
+    conn->exclusive_ = ExclusivePages(conn->pool_.page_tokens);
+  }
   if (options.attach) PF_TRY(conn->attach());
   return conn;
+}
+
+PoolInfo Connection::pool() const {
+  std::lock_guard lock(map_mu_);
+  return pool_;
 }
 
 Status Connection::broken(Status why) {
   if (broken_.is_ok()) broken_ = why;
   sock_.reset();
-  // The daemon frees this lease's branches and holds: nothing here is ours to write.
+  // The daemon frees this lease's branches and holds: nothing here is ours to write or
+  // release any more.
+  for (const auto& [page, count] : held_) lost_held_[page] = pool_.boot_epoch;
+  held_.clear();
   std::lock_guard lock(map_mu_);
   protect_locked(exclusive_.clear(), false);
   return why;
 }
 
+Status Connection::io_failed(Status why) {
+  if (options_.reconnect && sock_.valid() && peer_hung_up(sock_.get())) lost_ = true;
+  return broken(std::move(why));
+}
+
+Status Connection::revive_locked(bool wait) {
+  if (broken_.is_ok()) return Status::ok();
+  if (!lost_) {
+    return PF_ERROR(Code::kUnavailable,
+                    "connection to the daemon is no longer usable: " + broken_.message());
+  }
+  const std::string why = broken_.message();
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + std::chrono::milliseconds(wait ? options_.reconnect_timeout_ms : 0);
+  auto backoff = std::chrono::milliseconds(5);
+  for (;;) {
+    bool worth_waiting = false;
+    Status s = reconnect_once(&worth_waiting);
+    if (s.is_ok()) return s;
+    // Only an absent, refusing or vanishing daemon is worth waiting for; anything else
+    // (another user's socket, a different pool) is the answer.
+    if (!worth_waiting || std::chrono::steady_clock::now() >= deadline) {
+      broken_ = s;
+      const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - start);
+      return Status(s.code(), "the daemon at " + socket_path_ + " went away (" + why +
+                                  ") and reconnecting failed after " +
+                                  std::to_string(waited.count()) + " ms: " + s.message());
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    std::this_thread::sleep_for(std::min(backoff, std::max(left, std::chrono::milliseconds(1))));
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(200));
+  }
+}
+
+Status Connection::reconnect_once(bool* worth_waiting) {
+  Result<UniqueFd> sock = open_socket(socket_path_, options_.timeout_ms);
+  if (!sock.is_ok()) {
+    *worth_waiting = sock.status().code() == Code::kUnavailable;
+    return sock.take_status();
+  }
+  sock_ = std::move(*sock);
+  broken_ = Status::ok();
+  lost_ = false;
+  next_id_ = 1;
+  Result<PoolInfo> hello = hello_locked();
+  if (!hello.is_ok()) {
+    // The new daemon went away too (lost_ again), or answered what this client cannot use.
+    const Status s = hello.take_status();
+    *worth_waiting = lost_;
+    lost_ = true;
+    return broken(s);
+  }
+  if (const std::string d = pool_difference(pool_, *hello); !d.empty()) {
+    // Unavailable to this client (engines hold views and layouts of the old pool): a new
+    // client may connect to it.
+    lost_ = true;
+    return broken(PF_ERROR(Code::kUnavailable,
+                           "the daemon at " + socket_path_ + " restarted with a different pool (" +
+                               d + "); this client keeps refusing it: close it and connect anew"));
+  }
+  const bool was_attached = mapping_ != nullptr;
+  {
+    std::lock_guard lock(map_mu_);
+    if (pool_.boot_epoch != hello->boot_epoch) past_epochs_.insert(pool_.boot_epoch);
+    past_epochs_.erase(hello->boot_epoch);
+    pool_.lease = hello->lease;
+    pool_.daemon_pid = hello->daemon_pid;
+    pool_.protocol_minor = hello->protocol_minor;
+    pool_.boot_epoch = hello->boot_epoch;
+    // Pointers into the previous mapping stay valid memory for one more generation.
+    retired_ = std::move(mapping_);
+    mapped_epoch_ = 0;
+    latest_epoch_ = 0;
+    stale_ = false;
+    exclusive_ = ExclusivePages(pool_.page_tokens);
+  }
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  if (was_attached) {
+    // A failure here does not fail the call: page_ptr() retries the attach and reports it.
+    const Status s = attach_locked();
+    if (!s.is_ok() && !broken_.is_ok()) return broken_;
+  }
+  return Status::ok();
+}
+
+Status Connection::restarted_during(std::string_view op) const {
+  return PF_ERROR(Code::kUnavailable,
+                  "the daemon went away during " + std::string(op) +
+                      " and this client reconnected (generation " + std::to_string(generation()) +
+                      ", daemon boot epoch " + std::to_string(pool_.boot_epoch) + "): whether " +
+                      std::string(op) +
+                      " took effect in the old daemon is unknown, and whatever that daemon held "
+                      "for this client (branches, page holds) is gone; it was not sent again");
+}
+
+Status Connection::check_id(std::uint64_t id, std::string_view what) const {
+  const std::uint32_t epoch = wire::id_epoch(id);
+  if (epoch == pool_.boot_epoch || !past_epochs_.contains(epoch)) return Status::ok();
+  return PF_ERROR(Code::kStale, std::string(what) + ": branch " + hex_id(id) +
+                                    " belongs to daemon boot epoch " + std::to_string(epoch) +
+                                    "; the daemon restarted (epoch " +
+                                    std::to_string(pool_.boot_epoch) + ")");
+}
+
+Status Connection::check_pages(std::span<const std::uint32_t> pages, std::string_view what) const {
+  for (std::uint32_t page : pages) {
+    if (held_.contains(page)) continue;
+    const auto it = lost_held_.find(page);
+    if (it == lost_held_.end()) continue;
+    return PF_ERROR(Code::kStale, std::string(what) + ": page " + std::to_string(page) +
+                                      " was held by this client's session with daemon boot epoch " +
+                                      std::to_string(it->second) +
+                                      ", whose holds ended when the daemon restarted (epoch " +
+                                      std::to_string(pool_.boot_epoch) + ")");
+  }
+  return Status::ok();
+}
+
+void Connection::hold_pages(std::span<const std::uint32_t> pages) {
+  for (std::uint32_t page : pages) {
+    ++held_[page];
+    lost_held_.erase(page);
+  }
+}
+
+void Connection::unhold_pages(std::span<const std::uint32_t> pages, bool all) {
+  for (std::uint32_t page : pages) {
+    const auto it = held_.find(page);
+    if (it != held_.end() && (all || --it->second == 0)) held_.erase(it);
+  }
+}
+
 Result<Connection::Reply> Connection::call_locked(MsgType type, std::span<const std::byte> payload,
-                                                  std::size_t max_fds) {
+                                                  std::size_t max_fds, bool* sent) {
+  if (sent != nullptr) *sent = false;
   if (!broken_.is_ok()) {
     return PF_ERROR(Code::kUnavailable,
                     "connection to the daemon is no longer usable: " + broken_.message());
@@ -97,13 +288,16 @@ Result<Connection::Reply> Connection::call_locked(MsgType type, std::span<const 
   const std::uint32_t id = next_id_++;
   if (Status s = ipc::send_frame(sock_.get(), type, 0, id, payload); !s.is_ok()) {
     if (s.code() == Code::kInvalidArgument) return s;  // over-long request; nothing was sent
-    return broken(PF_ERROR(Code::kUnavailable, "sending to the daemon: " + s.message()));
+    return io_failed(PF_ERROR(Code::kUnavailable, "sending to the daemon: " + s.message()));
   }
+  if (sent != nullptr) *sent = true;
   if (spin_us_ != 0) wait_for_reply();
   ipc::Frame frame;
   if (Status s = ipc::recv_frame(sock_.get(), &frame, wire::kMaxPayload, max_fds); !s.is_ok()) {
-    const Code code = s.code() == Code::kProtocol ? Code::kProtocol : Code::kUnavailable;
-    return broken(PF_ERROR(code, "reading the daemon's reply: " + s.message()));
+    if (s.code() == Code::kProtocol) {
+      return broken(PF_ERROR(Code::kProtocol, "reading the daemon's reply: " + s.message()));
+    }
+    return io_failed(PF_ERROR(Code::kUnavailable, "reading the daemon's reply: " + s.message()));
   }
   if ((frame.header.flags & wire::kFlagReply) == 0 || frame.header.request_id != id ||
       frame.header.type != static_cast<std::uint16_t>(type)) {
@@ -125,7 +319,7 @@ Result<Connection::Reply> Connection::call_locked(MsgType type, std::span<const 
         !s.is_ok()) {
       return broken(s);
     }
-    if (reply.header.code < 0 || reply.header.code > static_cast<int>(kLastCode)) {
+    if (reply.header.code < 0 || reply.header.code > static_cast<int>(kLastWireCode)) {
       return broken(PF_ERROR(Code::kProtocol, "daemon answered with unknown status code " +
                                                   std::to_string(reply.header.code) + ": " +
                                                   message));
@@ -156,8 +350,7 @@ void Connection::wait_for_reply() const {
   } while (std::chrono::steady_clock::now() < deadline);
 }
 
-Status Connection::hello() {
-  std::lock_guard lock(mu_);
+Result<PoolInfo> Connection::hello_locked() {
   msg::Hello req;
   req.head.client_pid = static_cast<std::uint32_t>(getpid());
   PF_ASSIGN_OR_RETURN(Reply reply, call_locked(MsgType::kHello, wire::encode(req)));
@@ -175,27 +368,35 @@ Status Connection::hello() {
   if (hr.page_bytes == 0 || hr.chunk_bytes == 0 || hr.geometry.page_tokens == 0) {
     return broken(PF_ERROR(Code::kProtocol, "daemon's HELLO describes an empty pool geometry"));
   }
-  pool_.protocol_major = hr.major;
-  pool_.protocol_minor = std::min(hr.minor, wire::kVersionMinor);
-  pool_.daemon_pid = hr.daemon_pid;
-  pool_.lease = hr.lease;
-  pool_.layers = hr.geometry.layers;
-  pool_.kv_heads = hr.geometry.kv_heads;
-  pool_.head_dim = hr.geometry.head_dim;
-  pool_.page_tokens = hr.geometry.page_tokens;
-  pool_.dtype = hr.geometry.dtype;
-  pool_.page_bytes = hr.page_bytes;
-  pool_.chunk_bytes = hr.chunk_bytes;
-  pool_.capacity_bytes = hr.capacity_bytes;
-  pool_.capacity_pages = hr.capacity_pages;
-  pool_.backend = fixed_text(hr.backend, sizeof hr.backend);
-  pool_.device = fixed_text(hr.device, sizeof hr.device);
-  exclusive_ = ExclusivePages(pool_.page_tokens);
-  return Status::ok();
+  PoolInfo info;
+  info.protocol_major = hr.major;
+  info.protocol_minor = std::min(hr.minor, wire::kVersionMinor);
+  info.daemon_pid = hr.daemon_pid;
+  info.lease = hr.lease;
+  // 3.2 names the boot epoch; before, it is the lease id's (runtime/ids.h).
+  info.boot_epoch = wire::id_epoch(hr.lease);
+  wire::HelloSession session;
+  if (hr.minor >= wire::kBootEpochMinor && reader.remaining() >= sizeof session) {
+    PF_TRY(reader.read(&session, "HelloSession"));
+    info.boot_epoch = session.boot_epoch;
+  }
+  info.layers = hr.geometry.layers;
+  info.kv_heads = hr.geometry.kv_heads;
+  info.head_dim = hr.geometry.head_dim;
+  info.page_tokens = hr.geometry.page_tokens;
+  info.dtype = hr.geometry.dtype;
+  info.page_bytes = hr.page_bytes;
+  info.chunk_bytes = hr.chunk_bytes;
+  info.capacity_bytes = hr.capacity_bytes;
+  info.capacity_pages = hr.capacity_pages;
+  info.backend = fixed_text(hr.backend, sizeof hr.backend);
+  info.device = fixed_text(hr.device, sizeof hr.device);
+  return info;
 }
 
 Status Connection::attach() {
   std::lock_guard lock(mu_);
+  PF_TRY(revive_locked(false));
   return attach_locked();
 }
 

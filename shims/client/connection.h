@@ -21,14 +21,32 @@
 //    alloc'd keyed pages, until this session seals or frees them) are learned from the
 //    replies that request() decodes; the pool mapping opens exactly those read-write where
 //    the page size allows (PoolMapping "Page protection"). A broken session writes nothing.
+//  - Daemon restarts (docs/c_api.md "Daemon restarts"). When a call finds the peer gone
+//    (EOF, EPIPE, ECONNRESET — not a timeout, not a protocol error) the session is *lost*,
+//    not broken: the call reconnects to the same socket path, retrying with backoff for up
+//    to reconnect_timeout_ms, says HELLO again (the pool must be the same one: geometry,
+//    page, chunk and capacity sizes, device), bumps generation() and re-attaches into a NEW
+//    mapping; the previous mapping is kept (retired_) until the next reconnect or the
+//    destructor, so pointers into it stay valid memory for one more generation. Later calls
+//    on a session that could not reconnect make one immediate attempt each.
+//    The detecting call: a request that never reached the daemon (the send failed) or that
+//    does not mutate is sent once more on the new session; a mutating request that was sent
+//    answers kUnavailable saying the client reconnected (never applied twice).
+//  - Stale handles: ids carry the daemon's boot epoch (runtime/ids.h). A request naming a
+//    branch of a boot epoch this client was connected to earlier, or a page this client
+//    held (alloc'd / lookup-held) in an earlier session, is refused with kStale before
+//    anything is sent. Holds and writable pages of a lost session are forgotten.
 //  - Nothing here throws on purpose; the C ABI boundary still catches everything
 //    (std::bad_alloc).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -45,6 +63,7 @@
 namespace pf::client {
 
 inline constexpr std::uint32_t kDefaultTimeoutMs = 10000;
+inline constexpr std::uint32_t kDefaultReconnectTimeoutMs = 3000;
 
 struct ConnectOptions {
   std::string socket_path;  // "" = $PROCESSFORK_SOCKET, else the daemon's default path
@@ -53,6 +72,11 @@ struct ConnectOptions {
   // Busy-wait up to this many microseconds for each reply before sleeping in recv
   // (0 = never). Trades CPU for one scheduler wake-up less per round trip.
   std::uint32_t spin_us = 0;
+  // After the daemon went away: reconnect (to a restarted daemon on the same path).
+  bool reconnect = true;
+  // How long the call that finds the daemon gone keeps trying to reconnect (with backoff
+  // while the socket is absent or refusing); each attempt is also bounded by timeout_ms.
+  std::uint32_t reconnect_timeout_ms = kDefaultReconnectTimeoutMs;
 };
 
 // What HELLO told us about the daemon and its pool.
@@ -61,6 +85,7 @@ struct PoolInfo {
   std::uint16_t protocol_minor = 0;  // the session's minor: min(client, daemon)
   std::uint32_t daemon_pid = 0;
   std::uint64_t lease = 0;
+  std::uint32_t boot_epoch = 0;  // the daemon's (HELLO 3.2 tail, else the lease id's)
   std::uint32_t layers = 0;
   std::uint32_t kv_heads = 0;
   std::uint32_t head_dim = 0;
@@ -95,8 +120,12 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  const PoolInfo& pool() const { return pool_; }
+  // A copy: the session's fields (lease, daemon_pid, protocol_minor, boot_epoch) change when
+  // the client reconnects; the pool's description never does.
+  PoolInfo pool() const;
   const std::string& socket_path() const { return socket_path_; }
+  // Reconnections so far (0 for the first session). Lock-free.
+  std::uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
   // Maps the pool (the first time) or brings the mapping up to the daemon's epoch.
   Status attach();
@@ -128,7 +157,18 @@ class Connection {
     // Held until the writable pages are updated too, so that ops of several threads on one
     // branch update them in the order the daemon answered.
     std::lock_guard lock(mu_);
-    Result<Reply> reply = call_locked(ipc::OpTraits<op>::message, payload);
+    PF_TRY(revive_locked(false));
+    PF_TRY(check_current<op>(message));
+    bool sent = false;
+    Result<Reply> reply = call_locked(ipc::OpTraits<op>::message, payload, 0, &sent);
+    if (!reply.is_ok() && lost_) {
+      // The daemon went away during this call: reconnect, then send it again unless it may
+      // have been applied (sent and mutating; the caller decides).
+      PF_TRY(revive_locked(true));
+      if (sent && ipc::OpTraits<op>::mutates) return restarted_during(ipc::OpTraits<op>::name);
+      PF_TRY(check_current<op>(message));
+      reply = call_locked(ipc::OpTraits<op>::message, payload);
+    }
     if constexpr (op == ipc::Op::kMerge) {
       // Merge snapshots branch sources, possibly before failing later on: whatever the
       // outcome, their pages may be sealed.
@@ -173,7 +213,42 @@ class Connection {
     } else if constexpr (op == Op::kPagesPublish || op == Op::kPagesRelease) {
       revoke_pages(request.pages);
     }
+    if constexpr (op == Op::kPagesAlloc) {
+      hold_pages(reply.pages);
+    } else if constexpr (op == Op::kPagesLookupKeys) {
+      if (request.head.hold != 0) hold_pages(reply.pages);
+    } else if constexpr (op == Op::kPagesPublish || op == Op::kPagesRelease) {
+      unhold_pages(request.pages, op == Op::kPagesPublish);
+    }
   }
+  // kStale when `message` names a branch of an earlier boot epoch of this client's daemon,
+  // or a page held by an earlier session of this client (mu_ held). Nothing is sent.
+  template <ipc::Op op>
+  Status check_current(const ipc::RequestOf<op>& message) const {
+    const std::string_view what = ipc::OpTraits<op>::name;
+    if constexpr (requires { message.head.branch; }) PF_TRY(check_id(message.head.branch, what));
+    if constexpr (requires { message.source.head.branch; })
+      PF_TRY(check_source(message.source, what));
+    if constexpr (op == ipc::Op::kMerge) {
+      PF_TRY(check_source(message.from, what));
+      PF_TRY(check_source(message.into, what));
+    }
+    if constexpr (op == ipc::Op::kDiff) {
+      PF_TRY(check_source(message.a, what));
+      PF_TRY(check_source(message.b, what));
+    }
+    if constexpr (op == ipc::Op::kPagesPublish || op == ipc::Op::kPagesRelease) {
+      PF_TRY(check_pages(message.pages, what));
+    }
+    return Status::ok();
+  }
+  Status check_source(const msg::Source& source, std::string_view what) const {
+    return source.is_branch() ? check_id(source.head.branch, what) : Status::ok();
+  }
+  Status check_id(std::uint64_t id, std::string_view what) const;
+  Status check_pages(std::span<const std::uint32_t> pages, std::string_view what) const;
+  void hold_pages(std::span<const std::uint32_t> pages);
+  void unhold_pages(std::span<const std::uint32_t> pages, bool all);
   void grant_runs(std::uint64_t branch, std::span<const wire::WriteRunWire> runs);
   void grant_pages(std::span<const std::uint32_t> pages);
   // committed_only: only the branch's full pages (a commit); else every page of it.
@@ -184,23 +259,40 @@ class Connection {
 
   // Sends one request and reads its reply (mu_ held). Turns an error reply into its
   // Status; re-attaches when the reply's epoch is new (unless this is kAttach).
+  // *sent (when given) tells whether the whole request went out.
   Result<Reply> call_locked(wire::MsgType type, std::span<const std::byte> payload,
-                            std::size_t max_fds = 0);
+                            std::size_t max_fds = 0, bool* sent = nullptr);
   Status attach_locked();
-  Status hello();
+  // Says HELLO on sock_ and reads the daemon's answer (mu_ held); assigns nothing.
+  Result<PoolInfo> hello_locked();
   Status broken(Status why);
+  // An I/O failure: lost (reconnectable) when the peer hung up, else broken.
+  Status io_failed(Status why);
+  // Reconnects a lost session (mu_ held): with `wait`, retrying until reconnect_timeout_ms;
+  // else one attempt. Ok at once when the session is not lost; kUnavailable when broken.
+  Status revive_locked(bool wait);
+  // One attempt; *worth_waiting: the failure may pass (no daemon yet, or it went away again).
+  Status reconnect_once(bool* worth_waiting);
+  Status restarted_during(std::string_view op) const;
   void wait_for_reply() const;
 
-  mutable std::mutex mu_;  // one request at a time; guards sock_, next_id_, broken_
+  mutable std::mutex mu_;  // one request at a time; guards sock_, next_id_, broken_, below
   UniqueFd sock_;
   std::string socket_path_;
+  ConnectOptions options_;
   std::uint32_t next_id_ = 1;
   std::uint32_t spin_us_ = 0;
-  Status broken_;  // ok while the session is usable
-  PoolInfo pool_;
+  Status broken_;      // ok while the session is usable
+  bool lost_ = false;  // broken_ because the daemon went away: reconnect before the next call
+  std::set<std::uint32_t> past_epochs_;               // boot epochs of earlier sessions
+  std::map<std::uint32_t, std::uint32_t> held_;       // page -> holds of this session
+  std::map<std::uint32_t, std::uint32_t> lost_held_;  // page -> boot epoch it was held in
+  std::atomic<std::uint64_t> generation_{0};
+  PoolInfo pool_;  // session fields change with mu_ and map_mu_ held; read under either
 
   mutable std::mutex map_mu_;  // guards the fields below (changed only with mu_ held too)
   std::unique_ptr<PoolMapping> mapping_;
+  std::unique_ptr<PoolMapping> retired_;  // the previous session's mapping, kept one generation
   std::uint64_t mapped_epoch_ = 0;
   std::uint64_t latest_epoch_ = 0;
   bool stale_ = false;        // the mapping may not match mapped_epoch_: re-attach before use

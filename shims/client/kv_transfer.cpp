@@ -13,7 +13,7 @@ namespace pf::client {
 Result<kernels::PageKernels*> KVTransfer::kernels() {
   std::lock_guard lock(mu_);
   if (kernels_ != nullptr) return kernels_.get();
-  const std::string& device = conn_.pool().device;
+  const std::string device = conn_.pool().device;
   Result<DeviceName> parsed = parse_device_name(device);
   if (!parsed.is_ok()) {
     return PF_ERROR(Code::kProtocol, "the daemon's pool device '" + device + "' is malformed");
@@ -29,7 +29,7 @@ Result<kernels::PageKernels*> KVTransfer::kernels() {
 Result<std::uint64_t> KVTransfer::copy(const KVLayoutDesc& layout, std::span<const KVPageRun> runs,
                                        std::uint32_t layer_begin, std::uint32_t layer_end,
                                        kernels::KVDirection direction, void* stream) {
-  const PoolInfo& pool = conn_.pool();
+  const PoolInfo pool = conn_.pool();
   const kernels::KVPageFormat format{
       pool.layers, pool.kv_heads, pool.head_dim, pool.page_tokens,
       static_cast<std::uint32_t>(dtype_bytes(static_cast<DType>(pool.dtype)))};

@@ -11,7 +11,9 @@
  *    is a pf_result, with detail in pf_last_error_message().
  *  - A call that fails changes nothing (the exceptions are named at the function).
  *  - NULL pointers and bad sizes are PF_INVALID_ARGUMENT; a daemon that went away is
- *    PF_UNAVAILABLE (and so is every later call on that client).
+ *    PF_UNAVAILABLE until it is back: a client reconnects to a restarted daemon on the
+ *    same socket (pf_client_generation counts the reconnections) and refuses ids of the
+ *    earlier daemon with PF_STALE (docs/c_api.md "Daemon restarts").
  *  - Caller buffers: a function that fills a caller buffer takes its capacity (in elements)
  *    and, where the size is not known in advance, reports the size needed. A too-small
  *    buffer is PF_INVALID_ARGUMENT with the needed size reported (see docs/c_api.md,
@@ -66,7 +68,9 @@ typedef enum pf_result {
   PF_CONFLICT = 10,         /* the branch belongs to another client's lease; ref in use */
   PF_DRIVER = 11,           /* the GPU driver failed while mapping the pool */
   PF_INTERNAL = 12,         /* a bug in ProcessFork (an invariant broke) */
-  PF_DATA_CORRUPT = 13      /* a snapshot's page failed its digest check and is quarantined */
+  PF_DATA_CORRUPT = 13,     /* a snapshot's page failed its digest check and is quarantined */
+  PF_STALE = 14             /* a branch id or page hold of an earlier daemon boot epoch (the
+                               daemon restarted); refused without a round trip (ABI 1.4) */
 } pf_result;
 
 typedef enum pf_dtype {
@@ -113,6 +117,10 @@ PF_API size_t pf_dtype_bytes(uint32_t dtype);
  * pf_attach or the first pf_page_ptr maps it later. */
 #define PF_CONNECT_NO_ATTACH 0x1u
 
+/* Do not reconnect when the daemon goes away: every later call is PF_UNAVAILABLE (the
+ * behaviour before ABI 1.4). */
+#define PF_CONNECT_NO_RECONNECT 0x2u
+
 /* Size-tagged: set struct_size = sizeof(pf_connect_config) (PF_CONNECT_CONFIG_INIT does).
  * Fields after socket_path may be left out by an older caller (smaller struct_size): they
  * take their defaults. A struct_size larger than this library knows is PF_UNSUPPORTED. */
@@ -123,10 +131,15 @@ typedef struct pf_connect_config {
   uint32_t flags;          /* PF_CONNECT_* */
   uint32_t spin_us;        /* busy-wait up to this long for each reply before sleeping
                               (0 = never; try 50 on a dedicated core): lower latency, more CPU */
+  /* (ABI 1.4) How long the call that finds the daemon gone keeps trying to reconnect to the
+   * same socket path (backoff while it is absent or refusing; each attempt also bounded by
+   * timeout_ms); 0 = 3000 ms. At most 600000. */
+  uint32_t reconnect_timeout_ms;
+  uint32_t reserved; /* 0 */
 } pf_connect_config;
 
 #define PF_CONNECT_CONFIG_INIT \
-  { (uint32_t)sizeof(pf_connect_config), 0, NULL, 0, 0 }
+  { (uint32_t)sizeof(pf_connect_config), 0, NULL, 0, 0, 0, 0 }
 
 /* Connects, says HELLO, receives a lease and (unless PF_CONNECT_NO_ATTACH) maps the pool.
  * `config` may be NULL (all defaults). On success *out is a new client owned by the caller
@@ -158,11 +171,17 @@ typedef struct pf_pool_info {
   char backend[16];       /* "host" or "cuda" */
   char device[16];        /* "host" or "cuda:N" */
   uint32_t device_memory; /* 1: pages are device memory (CUDA), 0: ordinary host memory */
-  uint32_t reserved;
+  uint32_t boot_epoch;    /* (ABI 1.4) the daemon's boot epoch: the high 32 bits of its ids */
 } pf_pool_info;
 
-/* From HELLO; no round trip. */
+/* From HELLO; no round trip. lease, daemon_pid, protocol_minor and boot_epoch are the
+ * current session's: they change when the client reconnects. */
 PF_API pf_result pf_pool_info_get(const pf_client* client, pf_pool_info* out);
+/* How many times this client reconnected to a restarted daemon (0: never). When it
+ * changes, the branches, page holds and writable pages of the earlier session are gone
+ * and the pool is mapped at a new base (pf_mapping_info_get): re-read page pointers. No
+ * round trip, lock-free; 0 for NULL. (ABI 1.4) */
+PF_API uint64_t pf_client_generation(const pf_client* client);
 
 typedef struct pf_mapping_info {
   uint32_t attached; /* 1 once the pool is mapped */

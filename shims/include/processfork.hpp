@@ -13,6 +13,11 @@
 //  - Page pointers from Client::page_ptr stay valid while the page is held and the
 //    Client is connected.
 //
+// Daemon restarts (docs/c_api.md "Daemon restarts"): a Client reconnects by itself;
+// Client::generation() counts the reconnections. Branch handles of an earlier daemon throw
+// StaleHandle (an Error with code PF_STALE); their destructors stay silent. After a
+// reconnect re-read page pointers: the pool is mapped at a new base.
+//
 // Threading: as the C ABI — a Client may be shared by threads (requests are serialized);
 // a Branch handle is not synchronized.
 #pragma once
@@ -41,9 +46,18 @@ class Error : public std::runtime_error {
   pf_result code_;
 };
 
+// A branch id or page hold of an earlier daemon boot epoch (PF_STALE): the daemon restarted
+// since the handle was made, and what it named is gone.
+class StaleHandle : public Error {
+ public:
+  explicit StaleHandle(const std::string& what) : Error(PF_STALE, what) {}
+};
+
 namespace detail {
 inline void check(pf_result r) {
-  if (r != PF_OK) throw Error(r, pf_last_error_message(nullptr));
+  if (r == PF_OK) return;
+  if (r == PF_STALE) throw StaleHandle(pf_last_error_message(nullptr));
+  throw Error(r, pf_last_error_message(nullptr));
 }
 }  // namespace detail
 
@@ -51,6 +65,8 @@ struct ConnectOptions {
   std::string socket_path;       // "" = $PROCESSFORK_SOCKET, else the daemon's default
   std::uint32_t timeout_ms = 0;  // 0 = 10 s
   bool attach = true;            // map the pool while connecting
+  bool reconnect = true;         // reconnect to a restarted daemon (PF_CONNECT_NO_RECONNECT)
+  std::uint32_t reconnect_timeout_ms = 0;  // 0 = 3 s
 };
 
 using WriteRun = pf_write_run;
@@ -206,7 +222,9 @@ class Client {
     pf_connect_config cfg = PF_CONNECT_CONFIG_INIT;
     cfg.socket_path = options.socket_path.empty() ? nullptr : options.socket_path.c_str();
     cfg.timeout_ms = options.timeout_ms;
-    cfg.flags = options.attach ? 0u : PF_CONNECT_NO_ATTACH;
+    cfg.flags = (options.attach ? 0u : PF_CONNECT_NO_ATTACH) |
+                (options.reconnect ? 0u : PF_CONNECT_NO_RECONNECT);
+    cfg.reconnect_timeout_ms = options.reconnect_timeout_ms;
     detail::check(pf_connect(&cfg, &client_));
   }
   Client(Client&& other) noexcept : client_(std::exchange(other.client_, nullptr)) {}
@@ -222,6 +240,8 @@ class Client {
   ~Client() { pf_disconnect(client_); }
 
   pf_client* get() const { return client_; }
+  // Reconnections to a restarted daemon so far (pf_client_generation).
+  std::uint64_t generation() const { return pf_client_generation(client_); }
 
   PoolInfo pool() const {
     PoolInfo info{};

@@ -33,7 +33,8 @@ static_assert(PF_CONFLICT == static_cast<int>(pf::Code::kConflict));
 static_assert(PF_DRIVER == static_cast<int>(pf::Code::kDriver));
 static_assert(PF_INTERNAL == static_cast<int>(pf::Code::kInternal));
 static_assert(PF_DATA_CORRUPT == static_cast<int>(pf::Code::kDataCorrupt));
-static_assert(pf::kLastCode == pf::Code::kDataCorrupt, "a new Code needs its pf_result");
+static_assert(PF_STALE == static_cast<int>(pf::Code::kStale));
+static_assert(pf::kLastCode == pf::Code::kStale, "a new Code needs its pf_result");
 static_assert(PF_CID_BYTES == pf::wire::kCidBytes);
 static_assert(PF_MAX_FORK == pf::wire::kMaxForkChildren);
 static_assert(PF_ABI_VERSION_MAJOR == 1, "pf_connect_config's minimum size is the 1.0 prefix");
@@ -73,6 +74,8 @@ const char* pf_result_string(pf_result result) {
       return "PF_INTERNAL";
     case PF_DATA_CORRUPT:
       return "PF_DATA_CORRUPT";
+    case PF_STALE:
+      return "PF_STALE";
   }
   return "PF_UNKNOWN_RESULT";
 }
@@ -132,9 +135,13 @@ pf_result pf_connect(const pf_connect_config* config, pf_client** out) {
       }
       std::memcpy(&cfg, config, size);
     }
-    if ((cfg.flags & ~PF_CONNECT_NO_ATTACH) != 0) {
-      return invalid("config->flags has unknown bits " +
-                     std::to_string(cfg.flags & ~PF_CONNECT_NO_ATTACH));
+    constexpr std::uint32_t kKnownFlags = PF_CONNECT_NO_ATTACH | PF_CONNECT_NO_RECONNECT;
+    if ((cfg.flags & ~kKnownFlags) != 0) {
+      return invalid("config->flags has unknown bits " + std::to_string(cfg.flags & ~kKnownFlags));
+    }
+    if (cfg.reconnect_timeout_ms > 600000) {
+      return invalid("config->reconnect_timeout_ms is " + std::to_string(cfg.reconnect_timeout_ms) +
+                     "; at most 600000 (10 min)");
     }
     if (cfg.spin_us > 1000000) {
       return invalid("config->spin_us is " + std::to_string(cfg.spin_us) +
@@ -145,6 +152,10 @@ pf_result pf_connect(const pf_connect_config* config, pf_client** out) {
     options.timeout_ms = cfg.timeout_ms == 0 ? pf::client::kDefaultTimeoutMs : cfg.timeout_ms;
     options.attach = (cfg.flags & PF_CONNECT_NO_ATTACH) == 0;
     options.spin_us = cfg.spin_us;
+    options.reconnect = (cfg.flags & PF_CONNECT_NO_RECONNECT) == 0;
+    options.reconnect_timeout_ms = cfg.reconnect_timeout_ms == 0
+                                       ? pf::client::kDefaultReconnectTimeoutMs
+                                       : cfg.reconnect_timeout_ms;
     PF_ASSIGN_OR_RETURN(auto conn, Connection::connect(options));
     auto kv = std::make_unique<pf::client::KVTransfer>(*conn);
     *out = new pf_client{std::move(conn), std::move(kv)};
@@ -182,8 +193,13 @@ pf_result pf_pool_info_get(const pf_client* client, pf_pool_info* out) {
     copy_fixed(full.backend, sizeof full.backend, p.backend);
     copy_fixed(full.device, sizeof full.device, p.device);
     full.device_memory = p.backend == "host" ? 0 : 1;
+    full.boot_epoch = p.boot_epoch;
     return write_sized(full, out, "pf_pool_info");
   });
+}
+
+uint64_t pf_client_generation(const pf_client* client) {
+  return client == nullptr || client->conn == nullptr ? 0 : client->conn->generation();
 }
 
 pf_result pf_mapping_info_get(const pf_client* client, pf_mapping_info* out) {

@@ -4,7 +4,9 @@
 // Contract: every call that may block (every round trip to the daemon) runs with the GIL
 // released; a failing pf_result is thrown as PfError, which module.cpp translates into
 // processfork.Error (or its subclass for the code). Page views are owned by the Python
-// Client object, so the mapping outlives every view.
+// Client object, so the mapping outlives every view — but a reconnect to a restarted daemon
+// maps the pool anew: views of generation g stay valid memory until generation g + 2 begins
+// (docs/python.md "Daemon restarts").
 #pragma once
 
 #include <nanobind/nanobind.h>
@@ -96,18 +98,20 @@ inline nb::dict pool_info_dict(const pf_pool_info& i) {
   d["backend"] = text_of(i.backend, sizeof i.backend);
   d["device"] = text_of(i.device, sizeof i.device);
   d["device_memory"] = i.device_memory != 0;
+  d["boot_epoch"] = i.boot_epoch;
   return d;
 }
 
 class Client {
  public:
   Client(std::optional<std::string> socket, std::uint32_t timeout_ms, bool attach,
-         std::uint32_t spin_us) {
+         std::uint32_t spin_us, bool reconnect, std::uint32_t reconnect_timeout_ms) {
     pf_connect_config cfg = PF_CONNECT_CONFIG_INIT;
     cfg.socket_path = socket ? socket->c_str() : nullptr;
     cfg.timeout_ms = timeout_ms;
-    cfg.flags = attach ? 0u : PF_CONNECT_NO_ATTACH;
+    cfg.flags = (attach ? 0u : PF_CONNECT_NO_ATTACH) | (reconnect ? 0u : PF_CONNECT_NO_RECONNECT);
     cfg.spin_us = spin_us;
+    cfg.reconnect_timeout_ms = reconnect_timeout_ms;
     pf_result r;
     {
       nb::gil_scoped_release nogil;

@@ -54,10 +54,13 @@ NB_MODULE(_core, m) {
   bind_results(m);
 
   nb::class_<Client>(m, "Client")
-      .def(nb::init<std::optional<std::string>, std::uint32_t, bool, std::uint32_t>(),
-           "socket"_a.none(), "timeout_ms"_a = 0, "attach"_a = true, "spin_us"_a = 0)
+      .def(nb::init<std::optional<std::string>, std::uint32_t, bool, std::uint32_t, bool,
+                    std::uint32_t>(),
+           "socket"_a.none(), "timeout_ms"_a = 0, "attach"_a = true, "spin_us"_a = 0,
+           "reconnect"_a = true, "reconnect_timeout_ms"_a = 0)
       .def("close", &Client::close)
       .def_prop_ro("closed", &Client::closed)
+      .def_prop_ro("generation", [](const Client& c) { return pf_client_generation(c.live()); })
       .def("pool_info", [](Client& c) { return pool_info_dict(c.info()); })
       .def("mapping_info",
            [](Client& c) {

@@ -2,6 +2,7 @@
 //  - boot epochs (runtime/ids.h, ipc/boot_epoch.h): a restarted daemon on the same socket
 //    hands out branch and lease ids that no earlier run used, so an id kept from before the
 //    restart names nothing (404) and a stale free cannot delete another client's branch;
+//    HELLO's 3.2 tail names the epoch, and a 3.1 client's HELLO still works;
 //  - quarantine (docs/daemon.md "Quarantined pages"): with --verify, a sealed page whose
 //    bytes are changed through a client's mapping is quarantined; forks of other snapshots
 //    keep working and create exactly their branches, while fork/checkout/manifest of the
@@ -54,6 +55,35 @@ std::uint64_t http_branch(const Daemon& d) {
   const Answer a = http_call(d, "POST", "/v1/branches", json::object());
   EXPECT_EQ(a.status, 201) << a.body.dump();
   return a.body.value("branch", std::uint64_t{0});
+}
+
+// HELLO's reply ends with the boot epoch (3.2, an optional tail after HelloReply): the same
+// epoch as the health reply's and the lease id's high bits. A 3.1 client's HELLO is answered
+// as well (it reads HelloReply and ignores the bytes after it).
+TEST(DaemonBootEpoch, HelloNamesTheBootEpoch) {
+  Daemon d;
+  ASSERT_GT(d.pid(), 0);
+  const std::uint32_t epoch = boot_epoch(d);
+  for (const std::uint16_t minor : {wire::kVersionMinor, std::uint16_t{1}}) {
+    RawClient c(d.socket());
+    wire::HelloRequest req;
+    req.minor = minor;
+    wire::PayloadWriter w;
+    w.put(req);
+    Result<WireReply> r = c.call(MsgType::kHello, w);
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    ASSERT_TRUE(r->ok()) << r->text();
+    ASSERT_EQ(r->body.size(), sizeof(wire::HelloReply) + sizeof(wire::HelloSession));
+    const auto hello = r->as<wire::HelloReply>();
+    const auto session = r->as<wire::HelloSession>(sizeof(wire::HelloReply));
+    EXPECT_EQ(hello.minor, wire::kVersionMinor);
+    EXPECT_EQ(session.boot_epoch, epoch);
+    EXPECT_EQ(session.reserved, 0u);
+    EXPECT_EQ(wire::id_epoch(hello.lease), epoch);
+    EXPECT_EQ(rt::id_epoch(hello.lease), epoch);
+    // The session works after either HELLO.
+    EXPECT_NE(c.create_branch({1, 2, 3}), 0u);
+  }
 }
 
 TEST(DaemonBootEpoch, IdsFromAnEarlierRunNameNothingAfterARestart) {

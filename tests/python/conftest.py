@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -96,6 +97,17 @@ def stop_daemon(d: Daemon) -> None:
     except subprocess.TimeoutExpired:
         d.proc.kill()
         d.proc.wait()
+
+
+def restart_daemon(d: Daemon, sig: int = signal.SIGTERM, geometry: str = "tiny",
+                   capacity: str = "64MiB") -> Daemon:
+    """Stops ``d`` with ``sig`` (SIGTERM: the clean shutdown; SIGKILL: a crash) and starts a
+    new daemon on the same socket (waiting for its own ready file, never sleeping)."""
+    d.proc.send_signal(sig)
+    d.proc.wait(timeout=30)
+    where = Path(d.socket).parent
+    (where / "ready").unlink(missing_ok=True)
+    return start_daemon(where, geometry=geometry, capacity=capacity)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,7 @@ import pytest
 import torch
 
 import processfork
-from conftest import start_cuda_daemon, start_daemon, stop_daemon
+from conftest import restart_daemon, start_cuda_daemon, start_daemon, stop_daemon
 
 from _sglang_host import (
     LAYOUTS,
@@ -492,6 +493,32 @@ def test_killed_daemon_gives_misses_then_reconnects(pf_private, caplog):
         try:
             assert s.batch_set_v1(keys, a.indices([0, 1])) == [True, True]
             assert s.batch_exists(keys) == 2
+        finally:
+            stop_daemon(d2)
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_daemon_restart_resumes_at_once(pf_private, sig):
+    """A daemon restarted on the same socket: the backend (with the default 5 s reconnect
+    interval) stores and loads again on its very next calls — the client reconnected by
+    itself, the session kept it — with no engine restart and no wait."""
+    s, a = attached(pf_private.socket, "page_first", seed=18)
+    try:
+        assert s.settings.reconnect_interval_s == 5
+        keys = chain_keys(fresh_tokens(2), P)
+        assert s.batch_set_v1(keys, a.indices([0, 1])) == [True, True]
+        generation = s._session.generation
+        d2 = restart_daemon(pf_private, sig, geometry=GEOMETRY)
+        try:
+            assert s.batch_exists(keys) == 0  # what the old daemon held is gone
+            assert s._session.generation == generation + 1  # the same client, reconnected
+            assert s.batch_set_v1(keys, a.indices([0, 1])) == [True, True]
+            assert s.batch_exists(keys) == 2
+            assert not a.page_equal(a, 0, 2)
+            assert s.batch_get_v1(keys, a.indices([2, 3])) == [True, True]  # into pages 2, 3
+            assert a.page_equal(a, 0, 2) and a.page_equal(a, 1, 3)
         finally:
             stop_daemon(d2)
     finally:

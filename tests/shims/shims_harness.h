@@ -44,9 +44,11 @@ inline const char* kTestClient = PF_TEST_CLIENT_PATH;
 // is dir()/daemon.log, stop() its exit code, and the destructor stops it (SIGTERM).
 class Daemon : public pf::testing::DaemonProcess {
  public:
+  // `socket`: "" = one in the daemon's own directory; a path = that one (a restart on the
+  // socket of an earlier daemon).
   explicit Daemon(const std::string& capacity = "64MiB", const std::string& chunk = "2MiB",
-                  const std::string& geometry = "tiny")
-      : DaemonProcess("pfs"), socket_(dir().file("s")) {
+                  const std::string& geometry = "tiny", const std::string& socket = "")
+      : DaemonProcess("pfs"), socket_(socket.empty() ? dir().file("s") : socket) {
     const std::string ready_file = dir().file("r");
     start(kCli,
           {"serve", "--device", "host", "--geometry", geometry, "--capacity", capacity, "--chunk",

@@ -47,6 +47,7 @@ from processfork._errors import (
     OutOfMemory,
     PermissionDenied,
     ProtocolError,
+    StaleHandle,
     SystemFailure,
     Unavailable,
     Unsupported,
@@ -60,6 +61,6 @@ __all__ = [
     "RefEntry", "Snapshot", "SnapshotEntry", "Source",
     "WriteRun", "connect", "cli_path", "NAMESPACE_BYTES", "namespace", "model_fingerprint", "DTYPE_BYTES", "KVLayout", "KVRuns",
     "Error", "AlreadyExists", "Conflict", "DataCorrupt", "DriverError", "InternalError", "InvalidArgument",
-    "NotFound", "OutOfMemory", "PermissionDenied", "ProtocolError", "SystemFailure",
+    "NotFound", "OutOfMemory", "PermissionDenied", "ProtocolError", "StaleHandle", "SystemFailure",
     "Unavailable", "Unsupported", "__version__",
 ]

@@ -20,12 +20,13 @@ from processfork._layout import KVLayout, KVRuns, runs_array
 from processfork._namespace import namespace_tag
 
 __all__ = [
-    "DEFAULT_TIMEOUT_MS", "MAX_FORK", "Branch", "BranchInfo", "BranchView", "Client", "Diff",
+    "DEFAULT_RECONNECT_TIMEOUT_MS", "DEFAULT_TIMEOUT_MS", "MAX_FORK", "Branch", "BranchInfo", "BranchView", "Client", "Diff",
     "GcResult", "LogEntry", "MergeResult", "PageView", "PoolInfo", "PoolStats", "RefEntry",
     "Snapshot", "SnapshotEntry", "AppendResult", "Source", "WriteRun", "connect",
 ]
 
 DEFAULT_TIMEOUT_MS = 10_000
+DEFAULT_RECONNECT_TIMEOUT_MS = 3_000
 MAX_FORK: int = _core.MAX_FORK
 # The dtype table is the library's (base/dtype.h, through the C ABI); NumPy has no bf16 or
 # fp8, so page views show those as raw uint16 / uint8 of the same element size.
@@ -56,6 +57,7 @@ class PoolInfo:
     backend: str  # "host" or "cuda"
     device: str  # "host" or "cuda:N"
     device_memory: bool  # True: pages are GPU memory
+    boot_epoch: int = 0  # the daemon's boot epoch (changes when it restarts)
 
     @property
     def page_shape(self) -> tuple[int, int, int, int, int]:
@@ -275,11 +277,17 @@ class Client:
     branch of this client that was neither snapshotted nor detached, and the pool is
     unmapped (page views become invalid). A client may be shared by threads (its requests
     are serialized); use one client per thread for parallel requests.
+
+    A daemon that restarts on the same socket does not end the client: its next call
+    reconnects (:attr:`generation` counts the reconnections) and branch ids of the earlier
+    daemon raise :class:`~processfork.StaleHandle` (docs/python.md "Daemon restarts").
     """
 
     def __init__(self, socket: str | None = None, timeout_ms: int = DEFAULT_TIMEOUT_MS,
-                 attach: bool = True, spin_us: int = 0) -> None:
-        self._c = _core.Client(socket, int(timeout_ms), bool(attach), int(spin_us))
+                 attach: bool = True, spin_us: int = 0, *, reconnect: bool = True,
+                 reconnect_timeout_ms: int = DEFAULT_RECONNECT_TIMEOUT_MS) -> None:
+        self._c = _core.Client(socket, int(timeout_ms), bool(attach), int(spin_us),
+                               bool(reconnect), int(reconnect_timeout_ms))
         self._info: PoolInfo | None = None
 
     # ---- session --------------------------------------------------------------------
@@ -290,6 +298,14 @@ class Client:
     @property
     def closed(self) -> bool:
         return self._c.closed
+
+    @property
+    def generation(self) -> int:
+        """How many times this client reconnected to a restarted daemon (0: never). When it
+        changes, the earlier session's branches and page holds are gone and the pool is
+        mapped at a new base: page views and pointers taken before must be re-taken. No
+        round trip."""
+        return self._c.generation
 
     def __enter__(self) -> "Client":
         return self
@@ -314,7 +330,7 @@ class Client:
             capacity_bytes=d["capacity_bytes"], capacity_pages=d["capacity_pages"],
             lease=d["lease"], daemon_pid=d["daemon_pid"],
             protocol=(d["protocol_major"], d["protocol_minor"]), backend=d["backend"],
-            device=d["device"], device_memory=d["device_memory"])
+            device=d["device"], device_memory=d["device_memory"], boot_epoch=d["boot_epoch"])
 
     def stats(self) -> PoolStats:
         """Page accounting of the pool (one round trip)."""
@@ -701,7 +717,8 @@ def _page_ids(pages: Sequence[int], what: str) -> list[int]:
 
 
 def connect(socket: str | None = None, timeout_ms: int = DEFAULT_TIMEOUT_MS, *,
-            attach: bool = True, spin_us: int = 0) -> Client:
+            attach: bool = True, spin_us: int = 0, reconnect: bool = True,
+            reconnect_timeout_ms: int = DEFAULT_RECONNECT_TIMEOUT_MS) -> Client:
     """Connects to the daemon and (unless ``attach=False``) maps its page pool.
 
     Args:
@@ -711,8 +728,13 @@ def connect(socket: str | None = None, timeout_ms: int = DEFAULT_TIMEOUT_MS, *,
         timeout_ms: per send / receive (0 = the library's 10 s default).
         attach: map the pool now (otherwise on the first page access).
         spin_us: busy-wait this long for each reply before sleeping (lower latency).
+        reconnect: reconnect to a daemon restarted on the same socket (otherwise every
+            call after it went away raises Unavailable).
+        reconnect_timeout_ms: how long the call that finds the daemon gone keeps trying
+            to reconnect (0 = the library's 3 s default).
 
     Raises:
         Unavailable: no daemon listens at the socket.
     """
-    return Client(socket, timeout_ms, attach, spin_us)
+    return Client(socket, timeout_ms, attach, spin_us, reconnect=reconnect,
+                  reconnect_timeout_ms=reconnect_timeout_ms)

@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = [
     "Error", "InvalidArgument", "NotFound", "AlreadyExists", "OutOfMemory", "Unavailable",
     "Unsupported", "SystemFailure", "ProtocolError", "PermissionDenied", "Conflict",
-    "DriverError", "InternalError", "DataCorrupt",
+    "DriverError", "InternalError", "DataCorrupt", "StaleHandle",
 ]
 
 
@@ -54,7 +54,9 @@ class OutOfMemory(Error):
 
 
 class Unavailable(Error, ConnectionError):
-    """No daemon, daemon gone, timeout, or a closed client (PF_UNAVAILABLE)."""
+    """No daemon, daemon gone, timeout, or a closed client (PF_UNAVAILABLE). Also the answer
+    of a mutating call during which the daemon restarted (the client reconnected; see
+    docs/python.md "Daemon restarts")."""
     code, code_name = 5, "PF_UNAVAILABLE"
 
 
@@ -99,10 +101,17 @@ class DataCorrupt(Error):
     code, code_name = 13, "PF_DATA_CORRUPT"
 
 
+class StaleHandle(Error, LookupError):
+    """A branch id or page hold of an earlier daemon boot epoch: the daemon restarted since
+    the handle was made, and what it named is gone; the client itself reconnected and
+    works (PF_STALE; refused without a round trip). The message names both epochs."""
+    code, code_name = 14, "PF_STALE"
+
+
 _CLASSES: dict[int, type[Error]] = {
     c.code: c for c in (InvalidArgument, NotFound, AlreadyExists, OutOfMemory, Unavailable,
                         Unsupported, SystemFailure, ProtocolError, PermissionDenied, Conflict,
-                        DriverError, InternalError, DataCorrupt)
+                        DriverError, InternalError, DataCorrupt, StaleHandle)
 }
 _NAMES: dict[int, str] = {c.code: c.code_name for c in _CLASSES.values()}
 

@@ -8,10 +8,17 @@ cache misses and 503s, never into exceptions in the engine or a stalled loop. Th
   start-up, ignoring the wait below, so that a misconfiguration stops the engine there).
 - **Checked**: every new client is passed to ``on_connect`` (e.g. a pool geometry check)
   before it is handed out; when that raises, the client is closed and the error raised.
+- **Reconnected underneath**: a ``processfork.Client`` reconnects by itself to a daemon
+  restarted on the same socket (its ``generation`` counts that; docs/python.md "Daemon
+  restarts"). The session notices when it hands the client out, when
+  :attr:`Session.generation` is read and in :meth:`drop`, and bumps the generation
+  without closing the client: no retry wait, the engine
+  goes on with the new daemon at once.
 - **Dropped on loss**: a caller whose call failed because the session died
   (:func:`session_lost`) calls :meth:`Session.drop`; everything the session held
   (branches, page holds) died with it in the daemon (leases end with their connection), so
-  :attr:`Session.generation` counts sessions for callers that keep such state.
+  :attr:`Session.generation` counts sessions (and reconnections) for callers that keep
+  such state. A client that already reconnected is not dropped.
 - **Throttled**: after a drop or a failed connection attempt (daemon unreachable, or
   refused by ``on_connect``), no new attempt is made for ``retry_interval_s``; until then
   :meth:`Session.client` raises ``Unavailable`` at once (:meth:`Session.get` returns
@@ -38,7 +45,9 @@ __all__ = ["Session", "session_lost"]
 
 def session_lost(error: BaseException) -> bool:
     """Whether a failed call means its session is dead (daemon gone or timed out, or the
-    byte stream out of step): the caller should :meth:`Session.drop` it."""
+    byte stream out of step): the caller should :meth:`Session.drop` it (which keeps a
+    client that reconnected by itself). A ``StaleHandle`` is not a loss: the client works;
+    the caller's state is of an earlier generation."""
     return isinstance(error, (processfork.Unavailable, processfork.ProtocolError))
 
 
@@ -78,7 +87,17 @@ class Session:
         self._clients: List[processfork.Client] = []        # every live client
         self._next_attempt = 0.0  # monotonic time before which no connection is tried
         self._closed = False
-        self.generation = 0  # bumped on every new client: what older sessions held is gone
+        self._generation = 0  # see the generation property
+
+    @property
+    def generation(self) -> int:
+        """Bumped on every new client and every reconnection of one (noticed here, when a
+        client is handed out, and in :meth:`drop`): what an earlier generation held is
+        gone."""
+        c = self._raw_current()
+        if c is not None:
+            self._noticed_reconnect(c)
+        return self._generation
 
     @property
     def where(self) -> str:
@@ -135,10 +154,14 @@ class Session:
         the next attempt waits ``retry_interval_s``. ``client``: the one that failed; when
         it is no longer the current one (already replaced), nothing happens. Without a
         current client (the failure was the connection itself) nothing happens either."""
+        if isinstance(error, processfork.StaleHandle):
+            return  # the caller's handle is of an earlier daemon; the session is fine
         with self._lock:
-            c = self._current()
+            c = self._raw_current()
             if c is None or (client is not None and client is not c):
                 return
+            if self._noticed_reconnect(c):
+                return  # the client reconnected by itself: the session lives on
             if self._per_thread:
                 self._local.client = None
             else:
@@ -162,9 +185,32 @@ class Session:
             _close_quietly(c)
 
     # ---- internals -------------------------------------------------------------------
-    def _current(self) -> Optional[processfork.Client]:
+    def _raw_current(self) -> Optional[processfork.Client]:
         c = getattr(self._local, "client", None) if self._per_thread else self._shared
         return c if c is not None and not c.closed else None
+
+    def _current(self) -> Optional[processfork.Client]:
+        c = self._raw_current()
+        if c is not None:
+            self._noticed_reconnect(c)
+        return c
+
+    def _noticed_reconnect(self, c: processfork.Client) -> bool:
+        """True (and :attr:`generation` bumped, once per reconnection) when ``c``
+        reconnected to a restarted daemon since the session last looked."""
+        g = c.generation
+        if g == getattr(c, "_pf_session_generation", g):
+            return False
+        with self._lock:
+            if getattr(c, "_pf_session_generation", g) == g:
+                return False  # another thread noticed it first
+            c._pf_session_generation = g
+            self._generation += 1
+        if self._logger is not None:
+            self._logger.warning("ProcessFork daemon at %s restarted; the client reconnected "
+                                 "(lease %d, boot epoch %d)", self.where, c.pool().lease,
+                                 c.pool().boot_epoch)
+        return True
 
     def _may_connect(self) -> None:
         """Raises Unavailable when closed or within the retry wait (lock held)."""
@@ -210,7 +256,8 @@ class Session:
                 _close_quietly(c)
                 raise processfork.Unavailable("the ProcessFork session is closed")
             self._clients.append(c)
-            self.generation += 1
+            c._pf_session_generation = c.generation
+            self._generation += 1
             if self._per_thread:
                 self._local.client = c
             else:

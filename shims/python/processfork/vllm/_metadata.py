@@ -27,10 +27,14 @@ class LoadSpec:
     rank's pages (the worker then reports ``block_ids`` as failed loads, and vLLM
     recomputes or fails the request per ``kv_load_failure_policy``). The scheduler
     holds the pages (a branch of its session) until the request finishes.
+    ``boot_epochs[r]``: the boot epoch of the daemon rank ``r``'s page ids belong to
+    (0: unknown); a worker whose daemon restarted since reports the blocks as failed
+    loads instead of reading another daemon's pages under those ids.
     """
     req_id: str
     block_ids: list[int]
     pages: list[list[int] | None]
+    boot_epochs: list[int] = field(default_factory=list)
 
 
 @dataclass

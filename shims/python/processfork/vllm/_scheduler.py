@@ -227,19 +227,22 @@ class SchedulerSide:
                                [None] * len(self._sessions))
             return
         pages: list[list[int] | None] = []
+        epochs: list[int] = []
         for i, b in enumerate(st.branches):
             session = self._sessions[i]
             current = b is not None and session.generation == st.generation[i]
             client = session.get() if current else None
+            epochs.append(0)
             if client is None:
                 pages.append(None)
                 continue
             try:
                 pages.append(list(client.view(b).pages[first:first + n]))
+                epochs[-1] = client.pool().boot_epoch
             except processfork.Error as e:
                 session.drop(e)
                 pages.append(None)
-        st.load = LoadSpec(request.request_id, block_ids[first:first + n], pages)
+        st.load = LoadSpec(request.request_id, block_ids[first:first + n], pages, epochs)
 
     def build_connector_meta(self, scheduler_output: "SchedulerOutput"
                              ) -> ProcessForkConnectorMetadata:

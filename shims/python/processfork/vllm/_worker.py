@@ -125,7 +125,12 @@ class WorkerSide:
             pages = spec.pages[self._rank_index] if self._rank_index < len(spec.pages) \
                 else None
             client = self._session.get() if self._kv is not None else None
-            if pages is None or client is None or len(pages) != len(spec.block_ids):
+            epoch = spec.boot_epochs[self._rank_index] \
+                if self._rank_index < len(spec.boot_epochs) else 0
+            if pages is None or client is None or len(pages) != len(spec.block_ids) \
+                    or (epoch != 0 and epoch != client.pool().boot_epoch):
+                # (a daemon restarted since the scheduler read the page ids: they name
+                # nothing of the new daemon's)
                 self._load_errors.update(spec.block_ids)
                 continue
             bs = self._kv.block_size
