@@ -96,4 +96,24 @@ std::string utc(std::time_t t, const char* fmt) {
   return std::string(b, n);
 }
 
+std::vector<std::uint64_t> parse_list(const std::string& s) {
+  std::vector<std::uint64_t> out;
+  std::size_t i = 0;
+  while (i <= s.size()) {
+    const std::size_t c = std::min(s.find(',', i), s.size());
+    std::string item = s.substr(i, c - i);
+    std::uint64_t mult = 1;
+    if (!item.empty() && (item.back() == 'k' || item.back() == 'K')) {
+      mult = 1024;
+      item.pop_back();
+    }
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || v == 0) die("bad list '" + s + "'");
+    out.push_back(v * mult);
+    i = c + 1;
+  }
+  return out;
+}
+
 }  // namespace pf::bench

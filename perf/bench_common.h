@@ -20,10 +20,13 @@
 //  machine_slug()      "amd-epyc-2c-host": vendor, family, hardware threads; how
 //                      perf/results names a machine in file names.
 //  utc(t, fmt)         strftime of t in UTC (fmt's output at most 63 characters).
+//  parse_list(s)       "1,12,128" or "1k,32k": comma-separated positive integers, each
+//                      optionally suffixed k or K (x 1024); die()s on anything else.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <ctime>
 #include <string>
 #include <utility>
@@ -72,5 +75,7 @@ Machine machine();
 std::string machine_slug();
 
 std::string utc(std::time_t t, const char* fmt);
+
+std::vector<std::uint64_t> parse_list(const std::string& s);
 
 }  // namespace pf::bench

