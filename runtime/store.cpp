@@ -443,9 +443,6 @@ bool Store::has_blob(const BlobKey& key) const {
 Status Store::write_blobs(std::span<const BlobWrite> blobs) {
   const Geometry& g = impl_->options.geometry;
   for (const BlobWrite& b : blobs) PF_TRY(check_blob_arg(b.key, b.bytes, g, "write_blobs"));
-  std::vector<BlobWrite> to_write;
-  std::vector<std::string> to_write_kb;
-  std::vector<const BlobWrite*> others;  // being written by another call: wait for it
   std::unique_lock lock(impl_->mu);
   // Holds blob b when stored; false when it is not (nor being written).
   auto hold_if_stored = [&](Txn& txn, const std::string& kb) -> Result<bool> {
@@ -459,45 +456,53 @@ Status Store::write_blobs(std::span<const BlobWrite> blobs) {
     impl_->held.emplace(kb, 1);
     return true;
   };
+  std::vector<const BlobWrite*> pending;
   {
-    PF_ASSIGN_OR_RETURN(Txn txn, impl_->read_txn());
     std::set<std::string> seen;
     for (const BlobWrite& b : blobs) {
-      std::string kb = store::blob_key_bytes(b.key);
-      if (!seen.insert(kb).second) continue;
-      if (impl_->writing.contains(kb)) {
-        others.push_back(&b);
-        continue;
-      }
-      PF_ASSIGN_OR_RETURN(bool stored, hold_if_stored(txn, kb));
-      if (stored) continue;
-      impl_->writing.insert(kb);
-      to_write.push_back(b);
-      to_write_kb.push_back(std::move(kb));
+      if (seen.insert(store::blob_key_bytes(b.key)).second) pending.push_back(&b);
     }
   }
-  lock.unlock();
-  std::vector<Status> status = impl_->blobs->write(to_write);
-  lock.lock();
   Status result;
-  for (std::size_t i = 0; i < to_write.size(); ++i) {
-    impl_->writing.erase(to_write_kb[i]);
-    if (status[i].is_ok()) {
-      ++impl_->held[to_write_kb[i]];
-    } else if (result.is_ok()) {
-      result = std::move(status[i]);
+  // Each pass holds what is stored, writes what nobody is writing, and waits for blobs
+  // another call is writing; those are checked again in the next pass (that write may have
+  // failed, or its blob may have been removed since: then this call writes it).
+  while (!pending.empty()) {
+    std::vector<BlobWrite> to_write;
+    std::vector<std::string> to_write_kb;
+    std::vector<const BlobWrite*> others;  // being written by another call: wait for it
+    {
+      PF_ASSIGN_OR_RETURN(Txn txn, impl_->read_txn());
+      for (const BlobWrite* b : pending) {
+        std::string kb = store::blob_key_bytes(b->key);
+        if (impl_->writing.contains(kb)) {
+          others.push_back(b);
+          continue;
+        }
+        PF_ASSIGN_OR_RETURN(bool stored, hold_if_stored(txn, kb));
+        if (stored) continue;
+        impl_->writing.insert(kb);
+        to_write.push_back(*b);
+        to_write_kb.push_back(std::move(kb));
+      }
     }
-  }
-  impl_->written_cv.notify_all();
-  for (const BlobWrite* b : others) {
-    const std::string kb = store::blob_key_bytes(b->key);
-    impl_->written_cv.wait(lock, [&] { return !impl_->writing.contains(kb); });
-    PF_ASSIGN_OR_RETURN(Txn txn, impl_->read_txn());
-    PF_ASSIGN_OR_RETURN(bool stored, hold_if_stored(txn, kb));
-    if (!stored && result.is_ok()) {
-      result = PF_ERROR(Code::kSystem,
-                        "write_blobs: a concurrent write of blob " + b->key.hex() + " failed");
+    lock.unlock();
+    std::vector<Status> status = impl_->blobs->write(to_write);
+    lock.lock();
+    for (std::size_t i = 0; i < to_write.size(); ++i) {
+      impl_->writing.erase(to_write_kb[i]);
+      if (status[i].is_ok()) {
+        ++impl_->held[to_write_kb[i]];
+      } else if (result.is_ok()) {
+        result = std::move(status[i]);
+      }
     }
+    impl_->written_cv.notify_all();
+    for (const BlobWrite* b : others) {
+      const std::string kb = store::blob_key_bytes(b->key);
+      impl_->written_cv.wait(lock, [&] { return !impl_->writing.contains(kb); });
+    }
+    pending = std::move(others);
   }
   return result;
 }

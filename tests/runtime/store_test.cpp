@@ -498,10 +498,13 @@ TEST_F(StoreTest, ConcurrentWritersAndRemovers) {
         const BlobWrite w[] = {{own.key, own.bytes.data()}, {sh.key, sh.bytes.data()}};
         const BlobKey keys[] = {own.key, sh.key};
         const std::string json = json_of(id);
-        if (!s->write_blobs(w).is_ok() || !s->commit_manifest(cid_of(json), json, keys).is_ok()) {
+        Status st = s->write_blobs(w);
+        if (st.is_ok()) st = s->commit_manifest(cid_of(json), json, keys);
+        if (st.is_ok() && i % 2 == 1) st = s->remove_manifest(cid_of(json_of(id - 1)));
+        if (!st.is_ok()) {
+          ADD_FAILURE() << "thread " << t << ", step " << i << ": " << st.to_string();
           ++failures;
         }
-        if (i % 2 == 1 && !s->remove_manifest(cid_of(json_of(id - 1))).is_ok()) ++failures;
       }
     });
   }
