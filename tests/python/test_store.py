@@ -81,3 +81,30 @@ def test_wait_durable_without_a_store_is_unavailable(client):
         client.wait_durable(snap.cid)
     with pytest.raises(processfork.Unavailable):
         client.snapshot(b, sync=True)
+
+
+def test_an_attached_client_continues_on_the_restarted_daemon():
+    """A client stays open across a crash and restart of a daemon with a store: its next call
+    reconnects (a new mapping, generation + 1), the stored snapshot checks out with its
+    bytes, and a branch handle of the old boot epoch is refused as stale."""
+    with tempfile.TemporaryDirectory(prefix="pfst-") as tmp:
+        where = Path(tmp)
+        store = ("--store", str(where / "store"))
+        d = start_daemon(where, extra=store)
+        try:
+            with d.connect() as c:
+                b = c.branch()
+                _fill(c, b, 11, seed=21)
+                expected = _tokens_bytes(c, b)
+                snap = c.snapshot(b, sync=True)
+                generation = c.generation
+                os.kill(d.proc.pid, 9)
+                d.proc.wait()
+                d = start_daemon(where, extra=store)
+                back = c.checkout(snap.cid)  # reconnects, pages the snapshot in
+                assert c.generation == generation + 1
+                assert _tokens_bytes(c, back) == expected
+                with pytest.raises(processfork.StaleHandle):
+                    c.view(b)
+        finally:
+            stop_daemon(d)
