@@ -140,7 +140,9 @@ PY_BENCHES = {"bench_adapters": "import torch, transformers, processfork, "
               # benchmark says "skipped" for it when that cannot start.
               "bench_batch_set": "import numpy, processfork",
               # the durable store against the disk's own bandwidth (docs/store.md)
-              "bench_store": "import numpy, processfork"}
+              "bench_store": "import numpy, processfork",
+              # HiCacheFile needs sglang too; the benchmark says "skipped" for it without
+              "bench_hicache": "import torch, numpy, processfork"}
 
 
 def python_skip_reason(python, name):
@@ -217,6 +219,9 @@ def benches(build, full, tmp):
     add("bench_store", [python_for_benches(), os.path.join(HERE, "bench_store.py"), "--tokens",
                         "32768" if full else "8192", "--reps", "3", "--out", "{OUT}"],
         1800 if full else 900)
+    add("bench_hicache", [python_for_benches(), os.path.join(HERE, "bench_hicache.py"),
+                          "--pages", "64", "--reps", "5" if full else "3", "--out", "{OUT}"],
+        900 if full else 600)
     vt = [python_for_benches(), os.path.join(HERE, "bench_vllm_ttft.py"), "--out", "{OUT}"]
     vt += ["--tokens", "512,1472,2944,5888", "--reps", "7"] if full else ["--reps", "5"]
     add("bench_vllm_ttft", vt, 3600 if full else 1800)
@@ -821,6 +826,9 @@ def markdown(res, errors, meta, plot_rel, plots):
     bs = res.get("bench_batch_set")
     if bs:
         L += batch_set_markdown(bs)
+    hc = res.get("bench_hicache")
+    if hc and hc.get("results"):
+        L += hicache_markdown(hc)
     bst = res.get("bench_store")
     if bst and bst.get("summary"):
         L += store_markdown(bst)
@@ -903,6 +911,31 @@ def batch_set_markdown(bs):
     for k, v in bs.get("ratios", {}).items():
         L.append("- %s: **%.2f×**" % (k, v))
     for k, v in bs.get("skipped", {}).items():
+        L.append("- %s not measured: %s" % (k, v))
+    L.append("")
+    return L
+
+
+def hicache_markdown(hc):
+    """SGLang HiCacheStorage set/get: ProcessFork's tiers vs HiCacheFile (bench_hicache.py)."""
+    pr, m = hc["params"], hc["machine"]
+    L = ["### SGLang HiCacheStorage set/get: ProcessFork memory and disk tiers vs HiCacheFile "
+         "(bench_hicache)", "",
+         "%d pages of %s (llama-3-8b geometry), the same data and chained SHA-256 keys for "
+         "every store, median (min–max) of %d interleaved reps. File systems: %s. Load "
+         "average at start %s, at end %s." % (
+             pr["pages"], nbytes(pr["page_bytes"]), pr["reps"],
+             "; ".join("%s on `%s`" % (k, v) for k, v in sorted(hc.get("fs", {}).items())),
+             m.get("loadavg_at_start", "?"), m.get("loadavg_at_end", "?")), "",
+         "| store | operation | what is timed | GB/s median | min–max |",
+         "|---|---|---|---:|---:|"]
+    rows = [(r.get("order", 0), store, op, r) for store, ops in hc["results"].items()
+            for op, r in ops.items()]
+    for _, store, op, r in sorted(rows, key=lambda x: x[0]):
+        L.append("| %s | %s | %s | %.2f | %.2f–%.2f |" % (
+            store, op, r["what"], r["gbps_median"], r["gbps_min"], r["gbps_max"]))
+    L.append("")
+    for k, v in hc.get("skipped", {}).items():
         L.append("- %s not measured: %s" % (k, v))
     L.append("")
     return L
