@@ -878,7 +878,8 @@ def store_markdown(b):
          "llama-3-8b geometry, %d tokens (%s of KV) per context, %d interleaved reps "
          "(medians); the store on `%s`. Disk: 2 MiB writes + fdatasync, and cold reads "
          "(page cache evicted), of the same bytes on the same file system." % (
-             b["tokens"], nbytes(b["context_bytes"]), b["reps"], b.get("store_fs", "?")), "",
+             b["tokens"], nbytes(b["context_bytes"]), b["reps"],
+             " ".join((b.get("store_fs") or "?").split()[:2])), "",
          "| | GB/s | vs the disk |", "|---|---:|---:|",
          "| disk, sequential write | %.2f | 1 |" % s["disk_write_gbps"],
          "| store write (snapshot → durable: blobs, fdatasync, manifest commit) | %.2f | %.2f |"
