@@ -93,8 +93,13 @@ def _write_files(paths: list[Path], per_file: int, direct: bool) -> float:
         finally:
             os.close(fd)
 
+    return _timed_threads(one, paths)
+
+
+def _timed_threads(fn, paths: list[Path]) -> float:
+    """Runs fn(path) on one thread per path; the wall time until all are done."""
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=one, args=(p,)) for p in paths]
+    threads = [threading.Thread(target=fn, args=(p,)) for p in paths]
     for t in threads:
         t.start()
     for t in threads:
@@ -115,13 +120,7 @@ def _read_files(paths: list[Path]) -> float:
         finally:
             os.close(fd)
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=one, args=(p,)) for p in paths]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - t0
+    return _timed_threads(one, paths)
 
 
 def disk_bandwidth(where: Path, nbytes: int) -> dict:
@@ -298,11 +297,8 @@ def main() -> int:
           (s["restart_to_checkout_s"], s["checkout_s"]), file=sys.stderr)
     print("  %d forks (+%d tokens each): %.3fx the bytes of one snapshot" %
           (args.forks, args.fork_tokens, s["dedup_ratio"]), file=sys.stderr)
-    text = json.dumps(result, indent=1)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    else:
-        print(text)
+    (Path(args.out).write_text if args.out else sys.stdout.write)(
+        json.dumps(result, indent=1) + "\n")
     return 0
 
 

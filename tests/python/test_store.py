@@ -36,41 +36,51 @@ def _tokens_bytes(client, branch) -> bytes:
     return b"".join(parts)
 
 
-def test_sync_snapshot_survives_a_restart_bit_identical():
+def _written_branch(c, n: int, seed: int):
+    """A branch of n tokens with seeded KV, and those bytes."""
+    b = c.branch()
+    _fill(c, b, n, seed)
+    return b, _tokens_bytes(c, b)
+
+
+@pytest.fixture
+def store_dir():
+    """(a short temporary directory, the serve flags of a store inside it)."""
     with tempfile.TemporaryDirectory(prefix="pfst-") as tmp:
-        where = Path(tmp)
-        store = ("--store", str(where / "store"))
-        d = start_daemon(where, extra=store)
-        try:
-            with d.connect() as c:
-                b = c.branch()
-                _fill(c, b, 13, seed=5)
-                expected = _tokens_bytes(c, b)
-                snap = c.snapshot(b, "py-kept", sync=True)
-                c.wait_durable("py-kept")  # a ref works too, and a durable one returns at once
-                # The CLI's --sync: the answer says it is durable.
-                b2 = c.branch()
-                _fill(c, b2, 6, seed=9)
-                c.detach(b2)
-                out = subprocess.run(
-                    [os.environ.get("PF_CLI") or processfork.cli_path(), "--socket", d.socket,
-                     "--json", "snapshot", str(b2.id), "--sync"],
-                    check=True, capture_output=True, text=True)
-                cli_snap = json.loads(out.stdout)
-                assert cli_snap["durable"] is True
-        finally:
-            os.kill(d.proc.pid, 9)  # a crash: only what is durable may survive, and it must
-            d.proc.wait()
-        d = start_daemon(where, extra=store)
-        try:
-            with d.connect() as c:
-                cids = {s.cid for s in c.snapshots()}
-                assert {snap.cid, cli_snap["cid"]} <= cids
-                assert c.ref_get("py-kept") == snap.cid
-                back = c.checkout("py-kept")
-                assert _tokens_bytes(c, back) == expected
-        finally:
-            stop_daemon(d)
+        yield Path(tmp), ("--store", str(Path(tmp) / "store"))
+
+
+def test_sync_snapshot_survives_a_restart_bit_identical(store_dir):
+    where, store = store_dir
+    d = start_daemon(where, extra=store)
+    try:
+        with d.connect() as c:
+            b, expected = _written_branch(c, 13, seed=5)
+            snap = c.snapshot(b, "py-kept", sync=True)
+            c.wait_durable("py-kept")  # a ref works too, and a durable one returns at once
+            # The CLI's --sync: the answer says it is durable.
+            b2 = c.branch()
+            _fill(c, b2, 6, seed=9)
+            c.detach(b2)
+            out = subprocess.run(
+                [os.environ.get("PF_CLI") or processfork.cli_path(), "--socket", d.socket,
+                 "--json", "snapshot", str(b2.id), "--sync"],
+                check=True, capture_output=True, text=True)
+            cli_snap = json.loads(out.stdout)
+            assert cli_snap["durable"] is True
+    finally:
+        os.kill(d.proc.pid, 9)  # a crash: only what is durable may survive, and it must
+        d.proc.wait()
+    d = start_daemon(where, extra=store)
+    try:
+        with d.connect() as c:
+            cids = {s.cid for s in c.snapshots()}
+            assert {snap.cid, cli_snap["cid"]} <= cids
+            assert c.ref_get("py-kept") == snap.cid
+            back = c.checkout("py-kept")
+            assert _tokens_bytes(c, back) == expected
+    finally:
+        stop_daemon(d)
 
 
 def test_wait_durable_without_a_store_is_unavailable(client):
@@ -83,28 +93,24 @@ def test_wait_durable_without_a_store_is_unavailable(client):
         client.snapshot(b, sync=True)
 
 
-def test_an_attached_client_continues_on_the_restarted_daemon():
+def test_an_attached_client_continues_on_the_restarted_daemon(store_dir):
     """A client stays open across a crash and restart of a daemon with a store: its next call
     reconnects (a new mapping, generation + 1), the stored snapshot checks out with its
     bytes, and a branch handle of the old boot epoch is refused as stale."""
-    with tempfile.TemporaryDirectory(prefix="pfst-") as tmp:
-        where = Path(tmp)
-        store = ("--store", str(where / "store"))
-        d = start_daemon(where, extra=store)
-        try:
-            with d.connect() as c:
-                b = c.branch()
-                _fill(c, b, 11, seed=21)
-                expected = _tokens_bytes(c, b)
-                snap = c.snapshot(b, sync=True)
-                generation = c.generation
-                os.kill(d.proc.pid, 9)
-                d.proc.wait()
-                d = start_daemon(where, extra=store)
-                back = c.checkout(snap.cid)  # reconnects, pages the snapshot in
-                assert c.generation == generation + 1
-                assert _tokens_bytes(c, back) == expected
-                with pytest.raises(processfork.StaleHandle):
-                    c.view(b)
-        finally:
-            stop_daemon(d)
+    where, store = store_dir
+    d = start_daemon(where, extra=store)
+    try:
+        with d.connect() as c:
+            b, expected = _written_branch(c, 11, seed=21)
+            snap = c.snapshot(b, sync=True)
+            generation = c.generation
+            os.kill(d.proc.pid, 9)
+            d.proc.wait()
+            d = start_daemon(where, extra=store)
+            back = c.checkout(snap.cid)  # reconnects, pages the snapshot in
+            assert c.generation == generation + 1
+            assert _tokens_bytes(c, back) == expected
+            with pytest.raises(processfork.StaleHandle):
+                c.view(b)
+    finally:
+        stop_daemon(d)
