@@ -530,5 +530,44 @@ TEST_F(HttpTest, SocketRepliesMatchHttpBytes) {
   EXPECT_EQ(request(cli, "GET", "/v1/snapshots/" + cid).status, 404);
 }
 
+TEST(HttpStoreTest, SyncWaitsForDurabilityAndMetricsShowTheStore) {
+  // A daemon with a durable store (docs/store.md): POST /v1/processfork/sync (both spellings)
+  // answers 204 once the snapshot is durable, 404 for an unknown one, and /metrics shows it.
+  TempDir dir("pfhs");
+  Daemon d({"--store", dir.file("store")});
+  httplib::Client cli = d.http();
+  RawClient uds(d.socket());
+  ASSERT_TRUE(uds.connected());
+  uds.hello();
+  const std::uint64_t x = uds_branch(uds, iota_tokens(300, 9));
+  Resp s = request(cli, "POST", "/v1/processfork/snapshot", json{{"branch", x}}.dump());
+  ASSERT_EQ(s.status, 201) << s.body;
+  const std::string cid = s.j["cid"];
+  for (const std::string prefix : {"/v1/processfork", "/processfork"}) {
+    Resp y = request(cli, "POST", prefix + "/sync", json{{"cid", cid}}.dump());
+    EXPECT_EQ(y.status, 204) << y.body;
+  }
+  EXPECT_EQ(request(cli, "POST", "/v1/processfork/sync", json{{"cid", "nope"}}.dump()).status, 404);
+  EXPECT_EQ(request(cli, "POST", "/v1/processfork/sync", json{{"cid", 7}}.dump()).status, 400);
+  Resp m = request(cli, "GET", "/metrics");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_NE(m.body.find("processfork_store_snapshots{state=\"durable\"} 1"), std::string::npos)
+      << m.body;
+  EXPECT_NE(m.body.find("processfork_store_blobs "), std::string::npos);
+}
+
+TEST_F(HttpTest, SyncWithoutAStoreIs503) {
+  RawClient uds(d.socket());
+  ASSERT_TRUE(uds.connected());
+  uds.hello();
+  const std::uint64_t x = uds_branch(uds, iota_tokens(400, 5));
+  Resp s = request(cli, "POST", "/v1/processfork/snapshot", json{{"branch", x}}.dump());
+  ASSERT_EQ(s.status, 201) << s.body;
+  Resp y = request(cli, "POST", "/v1/processfork/sync", json{{"cid", s.j["cid"]}}.dump());
+  EXPECT_EQ(y.status, 503) << y.body;
+  EXPECT_EQ(y.j["error"]["code"], "unavailable");
+  EXPECT_EQ(request(cli, "GET", "/metrics").body.find("processfork_store_"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace pf::testing
