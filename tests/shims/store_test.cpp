@@ -297,6 +297,31 @@ TEST(ShimsStore, ASmallPoolDemotesSnapshotsToTheStoreAndPagesThemBackIn) {
   }
 }
 
+TEST(ShimsStore, CachedPrefixPagesEvictedUnderPressureComeBackFromTheStore) {
+  // A committed prefix is cached (index only). Filling the small pool with durable snapshots
+  // evicts it from memory; a branch on the same tokens then reuses it from the store, with its
+  // bytes (promotion), instead of recomputing.
+  StoreDaemon d("2MiB", "layers=4,kv_heads=4,head_dim=128,dtype=bf16,page_tokens=4");
+  ClientPtr c(connect_or_fail(d.socket()));
+  const std::vector<std::uint32_t> prefix = token_range(70000, 6 * 4);  // 6 full pages
+  pf_new_branch b{};
+  ASSERT_EQ(pf_branch_create(c.get(), nullptr, 0, &b), PF_OK);
+  append_and_write(c.get(), b.branch, prefix, 99);
+  ASSERT_EQ(pf_commit(c.get(), b.branch), PF_OK);
+  ASSERT_EQ(pf_branch_free(c.get(), b.branch), PF_OK);
+  const std::uint64_t capacity = pool_stats(c.get()).capacity_pages;
+  for (std::uint64_t i = 0; i * 8 < 2 * capacity; ++i) {
+    const Written w = snapshot_of(c.get(), 100000 + 1000 * static_cast<std::uint32_t>(i), 32, i);
+    ASSERT_EQ(pf_wait_durable(c.get(), w.cid.c_str()), PF_OK) << pf_last_error_message(c.get());
+  }
+  pf_new_branch again{};
+  ASSERT_EQ(pf_branch_create(c.get(), prefix.data(), prefix.size(), &again), PF_OK)
+      << pf_last_error_message(c.get());
+  EXPECT_EQ(again.reused_tokens, prefix.size());
+  EXPECT_EQ(mismatches(c.get(), again.branch, 0, prefix.size(), 99), 0u);
+  EXPECT_EQ(pf_branch_free(c.get(), again.branch), PF_OK);
+}
+
 TEST(ShimsStore, WaitDurableWithoutAStoreIsUnavailable) {
   Daemon d;
   ClientPtr c(connect_or_fail(d.socket()));
