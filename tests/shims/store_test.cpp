@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -320,6 +321,55 @@ TEST(ShimsStore, CachedPrefixPagesEvictedUnderPressureComeBackFromTheStore) {
   EXPECT_EQ(again.reused_tokens, prefix.size());
   EXPECT_EQ(mismatches(c.get(), again.branch, 0, prefix.size(), 99), 0u);
   EXPECT_EQ(pf_branch_free(c.get(), again.branch), PF_OK);
+}
+
+TEST(ShimsStore, KeyedPagesInANamespaceSurviveARestart) {
+  // The SGLang / vLLM path: pages published by key (in a namespace) are found by key after a
+  // restart, paged in from the store with their bytes; another namespace still sees none.
+  StoreDaemon d;
+  std::array<std::uint8_t, PF_NAMESPACE_BYTES> ns{};
+  ns.fill(0x5c);
+  std::vector<std::uint8_t> keys(3 * PF_KEY_BYTES);
+  for (std::size_t i = 0; i < keys.size(); ++i) keys[i] = static_cast<std::uint8_t>(i * 7 + 1);
+  std::uint32_t pages[3] = {};
+  std::size_t page_bytes = 0;
+  {
+    ClientPtr c(connect_or_fail(d.socket()));
+    page_bytes = pool_info(c.get()).page_bytes;
+    ASSERT_EQ(pf_pages_alloc(c.get(), 3, pages, 3), PF_OK);
+    for (int i = 0; i < 3; ++i) {
+      void* p = nullptr;
+      ASSERT_EQ(pf_page_ptr(c.get(), pages[i], &p), PF_OK);
+      for (std::size_t b = 0; b < page_bytes; ++b) {
+        static_cast<std::uint8_t*>(p)[b] = static_cast<std::uint8_t>(b * 31 + i);
+      }
+    }
+    ASSERT_EQ(pf_pages_publish_ns(c.get(), keys.data(), pages, 3, nullptr, ns.data(), nullptr),
+              PF_OK)
+        << pf_last_error_message(c.get());
+  }
+  ASSERT_EQ(d.stop(SIGTERM), 0) << d.log();  // drains the write-behind
+  d.restart();
+  ClientPtr c(connect_or_fail(d.socket()));
+  std::uint32_t found[3] = {};
+  std::size_t n = 0;
+  ASSERT_EQ(
+      pf_pages_lookup_keys_ns(c.get(), keys.data(), 3, ns.data(), PF_LOOKUP_HOLD, found, 3, &n),
+      PF_OK)
+      << pf_last_error_message(c.get());
+  ASSERT_EQ(n, 3u);
+  for (int i = 0; i < 3; ++i) {
+    void* p = nullptr;
+    ASSERT_EQ(pf_page_ptr(c.get(), found[i], &p), PF_OK);
+    std::size_t bad = 0;
+    for (std::size_t b = 0; b < page_bytes; ++b) {
+      bad += static_cast<const std::uint8_t*>(p)[b] != static_cast<std::uint8_t>(b * 31 + i);
+    }
+    EXPECT_EQ(bad, 0u) << "page " << i;
+  }
+  EXPECT_EQ(pf_pages_release(c.get(), found, 3), PF_OK);
+  ASSERT_EQ(pf_pages_lookup_keys(c.get(), keys.data(), 3, 0, found, 3, &n), PF_OK);
+  EXPECT_EQ(n, 0u);  // the default namespace never sees them
 }
 
 TEST(ShimsStore, WaitDurableWithoutAStoreIsUnavailable) {
