@@ -127,6 +127,15 @@ class WorkerSide:
             client = self._session.get() if self._kv is not None else None
             epoch = spec.boot_epochs[self._rank_index] \
                 if self._rank_index < len(spec.boot_epochs) else 0
+            if client is not None and epoch != 0 and epoch != client.pool().boot_epoch:
+                # The scheduler saw another daemon boot than this worker's connection: one
+                # round trip lets the client notice a restart and reconnect (pool() makes
+                # none), so the worker catches up with a restart the scheduler saw first.
+                try:
+                    client.health()
+                except processfork.Error as e:
+                    if session_lost(e):
+                        self._session.drop(e)
             if pages is None or client is None or len(pages) != len(spec.block_ids) \
                     or (epoch != 0 and epoch != client.pool().boot_epoch):
                 # (a daemon restarted since the scheduler read the page ids: they name
