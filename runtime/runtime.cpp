@@ -205,30 +205,33 @@ Result<SnapshotInfo> Runtime::snapshot(BranchId branch, std::string name) {
 }
 
 bool Runtime::has_tier() const {
-  Lock lock(mu_);
-  return state_->tier != nullptr;
+  return tier_attached_.load(std::memory_order_acquire);
 }
 
 template <typename Op>
 auto Runtime::with_resident(std::initializer_list<const Source*> sources, Op op) -> decltype(op()) {
-  // A paged-out source is paged in with the mutex released; the op then runs under the
-  // mutex. Demotion in between (another call needing the memory) is retried a few times;
-  // after that the op itself answers that the snapshot is paged out.
+  // The op runs under the mutex once every snapshot source is resident: one lock and no
+  // store call in the common case (always without a store). A paged-out source is paged in
+  // with the mutex released, then checked again: demotion in between (another call needing
+  // the memory) is retried a few times; after that the op itself answers that the snapshot
+  // is paged out.
   for (int attempt = 0;; ++attempt) {
-    bool resident = true;
-    for (const Source* src : sources) {
-      const std::string* name = std::get_if<std::string>(src);
-      if (name == nullptr) continue;
-      if (Status st = page_in(*name); !st.is_ok() && st.code() != Code::kNotFound) return st;
+    std::vector<std::string> paged_out;
+    {
+      Lock lock(mu_);
+      if (state_->tier) {
+        for (const Source* src : sources) {
+          const std::string* name = std::get_if<std::string>(src);
+          if (name == nullptr) continue;
+          auto snap = detail::resolve_snapshot(*state_, *name);
+          if (snap.is_ok() && !(*snap)->resident()) paged_out.push_back((*snap)->cid);
+        }
+      }
+      if (paged_out.empty() || attempt == 3) return op();
     }
-    Lock lock(mu_);
-    for (const Source* src : sources) {
-      const std::string* name = std::get_if<std::string>(src);
-      if (name == nullptr) continue;
-      auto snap = detail::resolve_snapshot(*state_, *name);
-      if (snap.is_ok() && !(*snap)->resident()) resident = false;
+    for (const std::string& cid : paged_out) {
+      if (Status st = page_in(cid); !st.is_ok() && st.code() != Code::kNotFound) return st;
     }
-    if (resident || attempt == 3) return op();
   }
 }
 

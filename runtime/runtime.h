@@ -33,9 +33,10 @@
 // free); an engine writes the new tokens' KV before then.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
-#include <initializer_list>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -392,6 +393,8 @@ class Runtime {
 
   mutable std::mutex mu_;
   std::unique_ptr<detail::State> state_;
+  // Set once by attach_store: lets calls skip the store's work without taking the mutex.
+  std::atomic<bool> tier_attached_{false};
 };
 
 }  // namespace pf::rt

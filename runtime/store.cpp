@@ -440,7 +440,7 @@ bool Store::has_blob(const BlobKey& key) const {
   return v.is_ok() && v->has_value();
 }
 
-Status Store::write_blobs(std::span<const BlobWrite> blobs) {
+Result<std::size_t> Store::write_blobs(std::span<const BlobWrite> blobs) {
   const Geometry& g = impl_->options.geometry;
   for (const BlobWrite& b : blobs) PF_TRY(check_blob_arg(b.key, b.bytes, g, "write_blobs"));
   std::unique_lock lock(impl_->mu);
@@ -464,6 +464,7 @@ Status Store::write_blobs(std::span<const BlobWrite> blobs) {
     }
   }
   Status result;
+  std::size_t written = 0;
   // Each pass holds what is stored, writes what nobody is writing, and waits for blobs
   // another call is writing; those are checked again in the next pass (that write may have
   // failed, or its blob may have been removed since: then this call writes it).
@@ -493,6 +494,7 @@ Status Store::write_blobs(std::span<const BlobWrite> blobs) {
       impl_->writing.erase(to_write_kb[i]);
       if (status[i].is_ok()) {
         ++impl_->held[to_write_kb[i]];
+        ++written;
       } else if (result.is_ok()) {
         result = std::move(status[i]);
       }
@@ -504,7 +506,8 @@ Status Store::write_blobs(std::span<const BlobWrite> blobs) {
     }
     pending = std::move(others);
   }
-  return result;
+  if (!result.is_ok()) return result;
+  return written;
 }
 
 Status Store::read_blobs(std::span<const BlobRead> blobs) {

@@ -136,8 +136,9 @@ class Store {
   // reference cannot unlink it before that commit: pair each call with the commit naming
   // its blobs (a hold never released lasts until the store closes). Parallel over
   // io_threads; kInvalidArgument (nothing written) for a null buffer or a fill above
-  // page_tokens; kSystem on an I/O error (what was written stays unreferenced).
-  Status write_blobs(std::span<const BlobWrite> blobs);
+  // page_tokens; kSystem on an I/O error (what was written stays unreferenced). Returns how
+  // many blobs this call wrote (the others were stored already, or written by another call).
+  Result<std::size_t> write_blobs(std::span<const BlobWrite> blobs);
   // Reads each blob into its dst and checks its digests: kNotFound for a blob not stored,
   // kDataCorrupt naming the first blob whose bytes do not match its key (dst then holds
   // undefined bytes). Parallel over io_threads.

@@ -23,9 +23,7 @@ Result<std::size_t> write_pages_to_store(State& s, Store& store, std::span<const
   // the commit that names them (runtime/store.h), so none can vanish in between.
   std::vector<BlobWrite> writes;
   std::vector<std::byte> staging;
-  std::size_t fresh = 0;
   for (std::size_t i = 0; i < keys.size(); ++i) {
-    if (!store.has_blob(keys[i])) ++fresh;
     writes.push_back({keys[i], s.pool->page_ptr(pages[i])});
   }
   if (writes.empty()) return std::size_t{0};
@@ -39,8 +37,7 @@ Result<std::size_t> write_pages_to_store(State& s, Store& store, std::span<const
     }
     PF_TRY(s.kernels->copy_batch(ops));
   }
-  PF_TRY(store.write_blobs(writes));
-  return fresh;
+  return store.write_blobs(writes);
 }
 
 Status read_pages_from_store(State& s, Store& store, std::span<const BlobKey> keys,

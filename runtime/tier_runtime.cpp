@@ -155,6 +155,7 @@ Status Runtime::attach_store(Store& store) {
   s.index->set_on_new_node(
       [&s](const PrefixIndex::Node& node) { detail::tier_note_index_node(s, node); });
   s.tier->writer = std::thread([t = s.tier.get()] { detail::tier_writer_loop(*t); });
+  tier_attached_.store(true, std::memory_order_release);
   return Status::ok();
 }
 
