@@ -108,12 +108,13 @@ std::size_t branch_count(const Daemon& d) {
 class GaugeProbe {
  public:
   explicit GaugeProbe(int port) : fd_(connect_loopback(port, "127.0.0.9")) {}
-  long connections() {
+  long connections() { return value("processfork_http_connections "); }
+  // The value of the /metrics line that starts with `series` (name, labels, space); -1 if none.
+  long value(const std::string& series) {
     if (!send_all(fd_.get(), "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")) return -1;
     const RawResponse r = read_response(fd_.get());
-    const std::string key = "\nprocessfork_http_connections ";
-    const std::size_t at = r.body.find(key);
-    return at == std::string::npos ? -1 : std::stol(r.body.substr(at + key.size()));
+    const std::size_t at = r.body.find("\n" + series);
+    return at == std::string::npos ? -1 : std::stol(r.body.substr(at + 1 + series.size()));
   }
   // Waits until the daemon holds `n` connections besides this one.
   bool wait_for(long n) {
@@ -407,6 +408,11 @@ std::chrono::milliseconds probe(const Daemon& d, const char* path) {
   const Clock::time_point t0 = Clock::now();
   auto r = cli.Get(path);
   const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
+  if (!r || r->status != 200) {
+    std::printf("[ probe    ] GET %s: %s\n", path,
+                r ? ("status " + std::to_string(r->status) + " " + r->body).c_str()
+                  : httplib::to_string(r.error()).c_str());
+  }
   return r && r->status == 200 ? took : std::chrono::milliseconds(-1);
 }
 
@@ -416,6 +422,7 @@ std::chrono::milliseconds probe(const Daemon& d, const char* path) {
 // with other builds, where scheduling a thread can take hundreds of ms; the figure is printed.
 TEST(HttpSlowClientsTest, ProbesAnswerWhileManyConnectionsAreSlowOrIdle) {
   Daemon d;
+  GaugeProbe gauge(d.port());  // its own peer address: outside 127.0.0.1's cap
   std::vector<UniqueFd> conns;
   for (int i = 0; i < 100; ++i) {
     conns.push_back(connect_loopback(d.port()));
@@ -424,6 +431,13 @@ TEST(HttpSlowClientsTest, ProbesAnswerWhileManyConnectionsAreSlowOrIdle) {
       ASSERT_TRUE(send_all(conns.back().get(), "GET /v1/pool HTTP/1.1\r\nHo"));
     }
   }
+  // Each connection registers with the guard on its own thread, so a probe sent now could
+  // register before some of the 100 and, being the peer's longest waiting, be the one a later
+  // registration evicts (the documented policy). Probe once all 100 have registered: the
+  // per-peer cap (64) has then evicted exactly 36.
+  ASSERT_TRUE(wait_until([&] {
+    return gauge.value("processfork_http_connections_closed_total{reason=\"evicted\"} ") == 36;
+  })) << "the guard did not settle at 64 connections of 127.0.0.1";
   for (const char* path : {"/v1/health", "/metrics", "/v1/health"}) {
     const std::chrono::milliseconds took = probe(d, path);
     std::printf("[ measured ] GET %s with 100 slow/idle connections open: %lld ms\n", path,
