@@ -53,44 +53,61 @@ PF_B3_HD void transpose_words(V* r) {
   }
 }
 
-// N chunks in lock-step: lane l of every vector word belongs to chunk first_index + l.
+// N inputs in lock-step: lane l of every vector word belongs to input l. Two kinds
+// (kParents): N consecutive full chunks (`data` + l * 1024, 16 blocks each, counter
+// first_index + l, CHUNK_START/CHUNK_END on the first/last block), or N parent nodes
+// (`data` + l * 64: one 64-byte block, the left and right chaining values; counter 0, PARENT).
 // V is a GCC vector of N uint32_t. Always inlined so that a caller compiled for a wider ISA
-// (target("avx2")) gets the whole body in that ISA.
-template <typename V, int N>
-PF_B3_HD void lanes_chunk_cvs(const std::uint8_t* data, std::uint64_t first_index,
-                              std::uint32_t (*out)[8], int valid = N) {
+// (target("avx2")) gets the whole body in that ISA. Every input is read before any output is
+// written, so `out` may overlap the inputs.
+template <typename V, int N, bool kParents>
+PF_B3_HD void lanes_cvs(const std::uint8_t* data, std::uint64_t first_index,
+                        std::uint32_t (*out)[8], int valid = N) {
+  constexpr std::size_t kStride = kParents ? kBlockBytes : kChunkBytes;
+  constexpr std::size_t kBlocks = kParents ? 1 : kBlocksPerChunk;
   V cv[8];
   for (int i = 0; i < 8; ++i) cv[i] = V{} + iv(i);
   V counter_lo{};
   V counter_hi{};
-  for (int l = 0; l < N; ++l) {
-    const std::uint64_t c = first_index + static_cast<std::uint64_t>(l);
-    counter_lo[l] = static_cast<std::uint32_t>(c);
-    counter_hi[l] = static_cast<std::uint32_t>(c >> 32);
+  if constexpr (!kParents) {
+    for (int l = 0; l < N; ++l) {
+      const std::uint64_t c = first_index + static_cast<std::uint64_t>(l);
+      counter_lo[l] = static_cast<std::uint32_t>(c);
+      counter_hi[l] = static_cast<std::uint32_t>(c >> 32);
+    }
   }
   const V block_len = V{} + static_cast<std::uint32_t>(kBlockBytes);
-  for (std::size_t b = 0; b < kBlocksPerChunk; ++b) {
+  for (std::size_t b = 0; b < kBlocks; ++b) {
     V m[16];
     if constexpr (N == 16 && std::endian::native == std::endian::little) {
       // One 64-byte block per lane is one vector: load the rows, transpose in registers.
-      // Lanes past `valid` repeat the last valid chunk (never read past it); dropped below.
+      // Lanes past `valid` repeat the last valid input (never read past it); dropped below.
       for (int l = 0; l < N; ++l) {
         const std::size_t c = static_cast<std::size_t>(l < valid ? l : valid - 1);
-        std::memcpy(&m[l], data + c * kChunkBytes + b * kBlockBytes, sizeof(V));
+        std::memcpy(&m[l], data + c * kStride + b * kBlockBytes, sizeof(V));
+        // The next N inputs' same block, into the cache while this one is compressed (the
+        // hardware prefetchers do not follow N interleaved 1 KiB streams). A prefetch past
+        // the input is harmless (never faults).
+        if constexpr (!kParents) {
+          const std::uintptr_t next =
+              reinterpret_cast<std::uintptr_t>(data) + (N + l) * kStride + b * kBlockBytes;
+          __builtin_prefetch(reinterpret_cast<const void*>(next), 0, 3);
+        }
       }
       transpose_words<V, N>(m);
     } else {
       // Transpose through memory: words[w][l] = word w of lane l's block.
       alignas(64) std::uint32_t words[16][N];
       for (int l = 0; l < N; ++l) {
-        const std::uint8_t* p = data + static_cast<std::size_t>(l) * kChunkBytes + b * kBlockBytes;
+        const std::size_t c = static_cast<std::size_t>(l < valid ? l : valid - 1);
+        const std::uint8_t* p = data + c * kStride + b * kBlockBytes;
         for (int w = 0; w < 16; ++w) words[w][l] = load_le32(p + 4 * w);
       }
       for (int w = 0; w < 16; ++w) std::memcpy(&m[w], words[w], sizeof(V));
     }
-    std::uint32_t f = 0;
-    if (b == 0) f |= kChunkStart;
-    if (b == kBlocksPerChunk - 1) f |= kChunkEnd;
+    std::uint32_t f = kParents ? kParent : 0u;
+    if (!kParents && b == 0) f |= kChunkStart;
+    if (!kParents && b == kBlocks - 1) f |= kChunkEnd;
     compress<V>(cv, m, counter_lo, counter_hi, block_len, V{} + f);
   }
   for (int l = 0; l < valid; ++l) {
@@ -100,18 +117,21 @@ PF_B3_HD void lanes_chunk_cvs(const std::uint8_t* data, std::uint64_t first_inde
 
 typedef std::uint32_t V4 __attribute__((vector_size(16)));
 
-void chunk_cvs_x4(const std::uint8_t* data, std::uint64_t first_index, std::uint32_t (*out)[8]) {
-  lanes_chunk_cvs<V4, 4>(data, first_index, out);
+template <bool kParents>
+void cvs_x4(const std::uint8_t* data, std::uint64_t first_index, std::uint32_t (*out)[8],
+            int valid) {
+  lanes_cvs<V4, 4, kParents>(data, first_index, out, valid);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define PF_B3_HAVE_AVX2_PATH 1
 typedef std::uint32_t V8 __attribute__((vector_size(32)));
 
-__attribute__((target("avx2"))) void chunk_cvs_x8_avx2(const std::uint8_t* data,
-                                                       std::uint64_t first_index,
-                                                       std::uint32_t (*out)[8]) {
-  lanes_chunk_cvs<V8, 8>(data, first_index, out);
+template <bool kParents>
+__attribute__((target("avx2"))) void cvs_x8_avx2(const std::uint8_t* data,
+                                                 std::uint64_t first_index, std::uint32_t (*out)[8],
+                                                 int valid) {
+  lanes_cvs<V8, 8, kParents>(data, first_index, out, valid);
 }
 
 bool cpu_has_avx2() {
@@ -124,10 +144,11 @@ typedef std::uint32_t V16 __attribute__((vector_size(64)));
 
 // `valid` (1..16) chunks at data; fewer than 16 cost as much as 16, still less than the
 // narrower paths and the scalar tail together.
-__attribute__((target("avx512f"))) void chunk_cvs_x16_avx512(const std::uint8_t* data,
-                                                             std::uint64_t first_index,
-                                                             std::uint32_t (*out)[8], int valid) {
-  lanes_chunk_cvs<V16, 16>(data, first_index, out, valid);
+template <bool kParents>
+__attribute__((target("avx512f"))) void cvs_x16_avx512(const std::uint8_t* data,
+                                                       std::uint64_t first_index,
+                                                       std::uint32_t (*out)[8], int valid) {
+  lanes_cvs<V16, 16, kParents>(data, first_index, out, valid);
 }
 
 bool cpu_has_avx512() {
@@ -165,23 +186,49 @@ void chunk_cv(const std::uint8_t* chunk, std::size_t len, std::uint64_t chunk_in
   for (int i = 0; i < 8; ++i) out[i] = cv[i];
 }
 
-void full_chunk_cvs(const std::uint8_t* data, std::size_t n, std::uint64_t first_index,
-                    std::uint32_t (*out)[8]) {
+namespace {
+
+// The widest SIMD path for n inputs of one kind (lanes_cvs); the caller does inputs the
+// narrow paths leave (fewer than 4) itself.
+template <bool kParents>
+std::size_t simd_cvs(const std::uint8_t* data, std::size_t n, std::uint64_t first_index,
+                     std::uint32_t (*out)[8]) {
+  constexpr std::size_t kStride = kParents ? kBlockBytes : kChunkBytes;
   std::size_t i = 0;
 #if defined(PF_B3_HAVE_AVX2_PATH)
   if (cpu_has_avx512()) {
     for (; i < n; i += 16) {
       const int valid = static_cast<int>(n - i < 16 ? n - i : 16);
-      chunk_cvs_x16_avx512(data + i * kChunkBytes, first_index + i, out + i, valid);
+      cvs_x16_avx512<kParents>(data + i * kStride, first_index + i, out + i, valid);
     }
-    return;
+    return n;
   }
   if (cpu_has_avx2()) {
-    for (; i + 8 <= n; i += 8) chunk_cvs_x8_avx2(data + i * kChunkBytes, first_index + i, out + i);
+    for (; i + 8 <= n; i += 8)
+      cvs_x8_avx2<kParents>(data + i * kStride, first_index + i, out + i, 8);
   }
 #endif
-  for (; i + 4 <= n; i += 4) chunk_cvs_x4(data + i * kChunkBytes, first_index + i, out + i);
-  for (; i < n; ++i) chunk_cv(data + i * kChunkBytes, kChunkBytes, first_index + i, false, out[i]);
+  for (; i + 4 <= n; i += 4) cvs_x4<kParents>(data + i * kStride, first_index + i, out + i, 4);
+  return i;
+}
+
+}  // namespace
+
+void full_chunk_cvs(const std::uint8_t* data, std::size_t n, std::uint64_t first_index,
+                    std::uint32_t (*out)[8]) {
+  for (std::size_t i = simd_cvs<false>(data, n, first_index, out); i < n; ++i) {
+    chunk_cv(data + i * kChunkBytes, kChunkBytes, first_index + i, false, out[i]);
+  }
+}
+
+void parent_cvs(const std::uint32_t (*in)[8], std::size_t n, std::uint32_t (*out)[8]) {
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(in);
+  for (std::size_t i = simd_cvs<true>(bytes, n, 0, out); i < n; ++i) {
+    std::uint32_t left[8], right[8];
+    std::memcpy(left, in[2 * i], sizeof(left));
+    std::memcpy(right, in[2 * i + 1], sizeof(right));
+    parent_cv(left, right, 0, out[i]);
+  }
 }
 
 void cv_to_bytes(const std::uint32_t cv[8], std::uint8_t out[32]) {
@@ -217,10 +264,13 @@ namespace {
 // final fold carrying `root_flag`.
 class CvStack {
  public:
-  void push(const std::uint32_t cv[8]) {
+  void push(const std::uint32_t cv[8]) { push_subtree(cv, 0); }
+  // The value of a complete subtree of 2^log2_chunks chunks; the chunks so far must be a
+  // multiple of that (every value on the stack is then of a subtree at least as large).
+  void push_subtree(const std::uint32_t cv[8], int log2_chunks) {
     std::memcpy(stack_[depth_++], cv, sizeof(stack_[0]));
-    ++count_;
-    for (std::uint64_t t = count_; (t & 1) == 0; t >>= 1) {
+    count_ += std::uint64_t{1} << log2_chunks;
+    for (std::uint64_t t = count_ >> log2_chunks; (t & 1) == 0; t >>= 1) {
       --depth_;
       parent_cv(stack_[depth_ - 1], stack_[depth_], 0, stack_[depth_ - 1]);
     }
@@ -251,12 +301,22 @@ void subtree_cv(const std::uint8_t* p, std::size_t bytes, std::uint64_t first_ch
   // without ROOT); a short one on its own.
   const std::uint64_t n_full = bytes / kChunkBytes;
   CvStack stack;
-  constexpr std::size_t kGroup = 32;  // full chunks hashed per full_chunk_cvs() call
+  // Full chunks are hashed kGroup at a time. A group that is not the input's end is reduced
+  // to its subtree's value with parent nodes in SIMD lanes too (level by level, in place),
+  // and pushed whole; the last group's chunks are pushed one by one, the last one folded.
+  constexpr int kLog2Group = 7;
+  constexpr std::size_t kGroup = std::size_t{1} << kLog2Group;
   std::uint32_t group[kGroup][8];
   std::uint64_t done = 0;
   while (done < n_full) {
     const std::size_t g = static_cast<std::size_t>(n_full - done < kGroup ? n_full - done : kGroup);
     full_chunk_cvs(p + done * kChunkBytes, g, first_chunk + done, group);
+    if (g == kGroup && done + g < n_chunks) {
+      for (std::size_t width = kGroup / 2; width >= 1; width /= 2) parent_cvs(group, width, group);
+      stack.push_subtree(group[0], kLog2Group);
+      done += g;
+      continue;
+    }
     for (std::size_t j = 0; j < g; ++j) {
       if (done + j + 1 == n_chunks) {
         std::memcpy(out, group[j], sizeof(group[j]));  // the last chunk: folded below

@@ -22,6 +22,10 @@ void chunk_cv(const std::uint8_t* chunk, std::size_t len, std::uint64_t chunk_in
 void full_chunk_cvs(const std::uint8_t* data, std::size_t n, std::uint64_t first_index,
                     std::uint32_t (*out)[8]);
 
+// Parent nodes: out[i] = the (non-root) parent of in[2i] and in[2i+1], for i < n. `out` may
+// be `in` (a tree level reduced in place). Uses the widest SIMD path the CPU has.
+void parent_cvs(const std::uint32_t (*in)[8], std::size_t n, std::uint32_t (*out)[8]);
+
 // Chaining value of the subtree over `bytes` bytes (0 only with root) whose first chunk has
 // counter `first_chunk`: the whole input with `root` (the result is then the hash itself), or
 // a node of a larger input's tree without it. A non-root subtree must be one the larger tree

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -124,6 +125,30 @@ TEST(Blake3, FullChunkLanesMatchScalar) {
           ASSERT_EQ(lanes[i][w], scalar[w]) << "path " << b3::simd_path() << " first " << first
                                             << " n " << n << " chunk " << i << " word " << w;
         }
+      }
+    }
+  }
+}
+
+// Parent nodes in SIMD lanes agree with the scalar parent function, also reduced in place
+// (out == in), for counts that leave a partial batch of lanes.
+TEST(Blake3, ParentLanesMatchScalarAlsoInPlace) {
+  const std::vector<std::uint8_t> input = testing::pattern(66 * 32, 3);
+  std::uint32_t cvs[66][8];
+  std::memcpy(cvs, input.data(), sizeof(cvs));
+  for (std::size_t n : {1, 3, 4, 5, 8, 9, 16, 17, 33}) {
+    std::uint32_t expected[33][8];
+    for (std::size_t i = 0; i < n; ++i) b3::parent_cv(cvs[2 * i], cvs[2 * i + 1], 0, expected[i]);
+    std::uint32_t apart[33][8];
+    b3::parent_cvs(cvs, n, apart);
+    std::uint32_t in_place[66][8];
+    std::memcpy(in_place, cvs, sizeof(cvs));
+    b3::parent_cvs(in_place, n, in_place);
+    for (std::size_t i = 0; i < n; ++i) {
+      for (int w = 0; w < 8; ++w) {
+        ASSERT_EQ(apart[i][w], expected[i][w])
+            << "path " << b3::simd_path() << " n " << n << " parent " << i << " word " << w;
+        ASSERT_EQ(in_place[i][w], expected[i][w]) << "in place, n " << n << " parent " << i;
       }
     }
   }
