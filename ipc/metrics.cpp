@@ -77,6 +77,10 @@ std::string prometheus_text(const rt::PoolStats& s, std::uint64_t epoch, std::ui
   metric_line(&out, "processfork_pages", "state=\"cached\"", std::uint64_t{s.cached_pages});
   metric_line(&out, "processfork_pages", "state=\"quarantined\"",
               std::uint64_t{s.quarantined_pages});
+  metric_header(&out, "processfork_digest_pending_pages", "gauge",
+                "Published (sealed) pages whose content digests the background digest thread "
+                "has not stored yet.");
+  metric_line(&out, "processfork_digest_pending_pages", "", std::uint64_t{s.digest_pending_pages});
   metric_header(&out, "processfork_pool_capacity_pages", "gauge", "Pages the pool may hold.");
   metric_line(&out, "processfork_pool_capacity_pages", "", std::uint64_t{s.capacity_pages});
   metric_header(&out, "processfork_pool_used_pages", "gauge", "Pages not free.");

@@ -2,12 +2,13 @@
 // (docs/runtime.md "Keyed pages"). lookup_keys/alloc_pages give a lease holds; publish
 // seals allocated pages and records them in the prefix index under their keys;
 // release_pages / release_holds end holds. Every function checks all of its arguments
-// before it changes anything. publish_pages digests outside the Runtime's lock in three
-// phases (publish_prepare, publish_digest, publish_finish; docs/runtime.md "Locking").
+// before it changes anything. publish_pages leaves the digests of the pages it seals to the
+// DigestBehind thread (runtime/digest_behind.h; docs/runtime.md "Keyed pages").
 #include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "runtime/digest_behind.h"
 #include "runtime/state.h"
 
 namespace pf::rt::detail {
@@ -29,10 +30,7 @@ std::uint32_t held(const State& s, LeaseId lease, PageId page) {
 void drop_hold(State& s, LeaseId lease, PageId page) {
   auto l = s.holds.find(lease);
   auto p = l->second.find(page);
-  if (--p->second == 0) {
-    l->second.erase(p);
-    s.publishing.erase(page);  // a publish digesting it outside the lock will fail
-  }
+  if (--p->second == 0) l->second.erase(p);
   if (l->second.empty()) s.holds.erase(l);
   s.pool->unref(page);
 }
@@ -63,8 +61,7 @@ Result<std::vector<PageId>> alloc_pages(State& s, std::size_t n, LeaseId lease) 
 
 namespace {
 
-// publish_pages' argument checks against the current state (runs in phase 1, and again in
-// phase 3 for the pages: see publish_finish).
+// publish_pages' argument checks against the current state.
 Status check_publish(const State& s, std::span<const Sha256> keys, std::span<const PageId> pages,
                      const Sha256* parent_key, LeaseId lease) {
   if (keys.size() != pages.size()) {
@@ -103,89 +100,22 @@ Status check_publish(const State& s, std::span<const Sha256> keys, std::span<con
   return Status::ok();
 }
 
-// Ends `plan`'s registration of its pages (those still registered under its ticket).
-void unregister(State& s, const PublishPlan& plan, std::span<const PageId> pages) {
-  for (PageId p : pages) {
-    auto it = s.publishing.find(p);
-    if (it != s.publishing.end() && it->second == plan.ticket) s.publishing.erase(it);
-  }
-  --s.unlocked_digests;
-}
-
 }  // namespace
 
-Result<PublishPlan> publish_prepare(State& s, const Namespace& ns, std::span<const Sha256> keys,
-                                    std::span<const PageId> pages, const Sha256* parent_key,
-                                    LeaseId lease) {
+Result<std::size_t> publish_pages(State& s, const Namespace& ns, std::span<const Sha256> keys,
+                                  std::span<const PageId> pages, const Sha256* parent_key,
+                                  LeaseId lease) {
   PF_TRY(check_publish(s, keys, pages, parent_key, lease));
-  for (PageId p : pages) {
-    if (s.publishing.count(p)) {
-      return PF_ERROR(Code::kConflict, "publish: " + page_str(p) +
-                                           " is being published by another call of this session");
-    }
-  }
-  PublishPlan plan;
-  plan.ticket = ++s.publish_tickets;
-  const std::uint32_t P = s.pt();
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    // Pages whose key is present will be released, not sealed: no digest needed.
-    if (!s.index->contains(ns, keys[i])) plan.fresh.push_back(pages[i]);
-  }
-  plan.fills.assign(plan.fresh.size(), P);
-  plan.digests.resize(plan.fresh.size());
-  for (PageId p : pages) s.publishing.emplace(p, plan.ticket);
-  ++s.unlocked_digests;
-  return plan;
-}
-
-Status publish_digest(kernels::PageKernels& kernels, const Geometry& g, const std::byte* base,
-                      PublishPlan& plan) {
-  return digest_pages(kernels, g, base, plan.fresh, plan.fills, plan.digests);
-}
-
-Result<std::size_t> publish_finish(State& s, const Namespace& ns, std::span<const Sha256> keys,
-                                   std::span<const PageId> pages, const Sha256* parent_key,
-                                   LeaseId lease, const PublishPlan& plan, Status ready) {
-  // Every page still registered under this call's ticket was held by `lease` all along
-  // (a hold's end unregisters its page), so nothing else wrote, sealed or freed it.
-  for (PageId p : pages) {
-    auto it = s.publishing.find(p);
-    if (ready.is_ok() && (it == s.publishing.end() || it->second != plan.ticket)) {
-      ready = PF_ERROR(Code::kConflict,
-                       "publish: " + page_str(p) +
-                           " was released while its digest was computed (release_pages or the "
-                           "session's end); nothing was published");
-    }
-  }
-  if (ready.is_ok()) ready = check_publish(s, keys, pages, parent_key, lease);
-  unregister(s, plan, pages);
-  PF_TRY(ready);
-  // Keys may have come or gone meanwhile: digest, under the lock, any page whose key went
-  // missing after phase 1 (rare: its entry was evicted); pages whose key came are released.
-  const std::uint32_t P = s.pt();
-  std::unordered_map<PageId, const PageDigest*> digested;
-  for (std::size_t i = 0; i < plan.fresh.size(); ++i) digested[plan.fresh[i]] = &plan.digests[i];
-  std::vector<PageId> fresh, late;
+  // Nothing can fail from here on. Pages whose key is present are released, not sealed.
+  std::vector<std::size_t> fresh;
   for (std::size_t i = 0; i < keys.size(); ++i) {
     if (s.index->contains(ns, keys[i])) continue;
-    fresh.push_back(pages[i]);
-    if (!digested.count(pages[i])) late.push_back(pages[i]);
-  }
-  std::vector<std::uint32_t> late_fills(late.size(), P);
-  PF_ASSIGN_OR_RETURN(std::vector<PageDigest> late_d, digests_for(s, late, late_fills));
-  for (std::size_t i = 0; i < late.size(); ++i) digested[late[i]] = &late_d[i];
-  // Nothing can fail from here on.
-  for (PageId p : fresh) {
-    PageMeta& m = s.pool->meta(p);
-    const PageDigest& d = *digested[p];
-    s.pool->seal(p);
-    m.has_digest = true;
-    m.digest_fill = P;
-    m.k = d.k;
-    m.v = d.v;
+    s.pool->seal(pages[i]);  // its digest follows (DigestBehind)
+    fresh.push_back(i);
   }
   std::vector<bool> added;
   const std::size_t n = s.index->publish(ns, keys, pages, parent_key, &added);
+  for (std::size_t i : fresh) digest_behind_enqueue(s, ns, keys[i], pages[i]);
   // The index took its own reference on each new page; the allocation's reference ends
   // here (a page whose key was present is freed).
   for (PageId p : pages) drop_hold(s, lease, p);
@@ -216,7 +146,6 @@ std::size_t release_holds(State& s, LeaseId lease) {
   s.holds.erase(l);
   std::size_t n = 0;
   for (const auto& [p, k] : mine) {
-    s.publishing.erase(p);  // a publish digesting it outside the lock will fail
     for (std::uint32_t i = 0; i < k; ++i) s.pool->unref(p);
     n += k;
   }

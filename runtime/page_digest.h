@@ -12,8 +12,8 @@
 
 #include <span>
 
-#include "kernels/page_kernels.h"
 #include "base/page_format.h"
+#include "kernels/page_kernels.h"
 #include "runtime/types.h"
 
 namespace pf::rt {

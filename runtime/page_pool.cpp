@@ -179,7 +179,9 @@ bool PagePool::quarantine(PageId id) {
 
 void PagePool::seal(PageId id) {
   PageMeta& m = metas_[id];
-  if (m.state == PageState::kExclusive) m.state = PageState::kSealed;
+  if (m.state != PageState::kExclusive) return;
+  m.state = PageState::kSealed;
+  m.seal_serial = ++seal_clock_;
 }
 
 }  // namespace pf::rt

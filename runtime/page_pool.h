@@ -49,6 +49,10 @@ struct PageMeta {
   bool quarantined = false;  // bytes failed the digest check: kSealed (held) or kQuarantined
   std::uint32_t refs = 0;
   std::uint32_t digest_fill = 0;
+  // Unique per sealing in this pool (0: never sealed): tells a sealing of this page id from
+  // a later reuse of the id (the digests behind publish_pages check it;
+  // runtime/digest_behind.h).
+  std::uint64_t seal_serial = 0;
   kernels::Digest k, v;
 };
 
@@ -105,7 +109,7 @@ class PagePool {
 
   void ref(PageId id);
   void unref(PageId id);
-  void seal(PageId id);  // kExclusive -> kSealed (no-op when already sealed)
+  void seal(PageId id);  // kExclusive -> kSealed, with a new seal_serial (no-op when sealed)
   // Marks a sealed page quarantined (see above); false (nothing changed) for a page that
   // is not sealed or is quarantined already.
   bool quarantine(PageId id);
@@ -140,6 +144,7 @@ class PagePool {
   std::set<PageId> free_;
   std::int64_t live_lists_ = 0;
   std::string integrity_error_;
+  std::uint64_t seal_clock_ = 0;  // the last seal_serial given
   std::size_t quarantined_ = 0;
   std::uint64_t epoch_ = 0;
   std::uint64_t next_serial_ = 1;

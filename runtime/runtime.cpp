@@ -7,6 +7,7 @@
 #include <set>
 #include <utility>
 
+#include "runtime/digest_behind.h"
 #include "runtime/ids.h"
 #include "runtime/state.h"
 #include "runtime/tier.h"
@@ -33,9 +34,15 @@ Result<std::unique_ptr<Runtime>> Runtime::create(vmm::Backend& backend, RuntimeO
   return std::unique_ptr<Runtime>(new Runtime(std::move(state)));
 }
 
-Runtime::Runtime(std::unique_ptr<detail::State> state) : state_(std::move(state)) {}
+Runtime::Runtime(std::unique_ptr<detail::State> state) : state_(std::move(state)) {
+  state_->digests.reset(new detail::DigestBehind(mu_, *state_));
+  state_->digests->hook_for_testing = state_->options.digest_hook_for_testing;
+}
 
 Runtime::~Runtime() {
+  // The digests behind publish_pages first: every queued page gets its digest (and, with a
+  // store, goes to the write-behind, which the next step drains).
+  detail::digest_behind_stop(*state_->digests);
   // The write-behind first: it finishes every queued job (a clean stop loses nothing that
   // was snapshotted) and takes the mutex while doing so.
   if (state_->tier) {
@@ -391,6 +398,10 @@ std::size_t Runtime::evict(std::size_t max_pages) {
 }
 
 GcResult Runtime::gc(bool drop_cache) {
+  // Digests behind publish_pages read pages through the mapping, so no chunk is released
+  // while one runs: let those queued before this call finish first (outside the mutex,
+  // which they need), so that without concurrent publishes gc releases every empty chunk.
+  detail::digest_behind_wait_queued(*state_->digests);
   Lock lock(mu_);
   GcResult r;
   // Pages are freed the moment their last holder lets go, so there is nothing unheld to
@@ -404,7 +415,9 @@ GcResult Runtime::gc(bool drop_cache) {
 
 PoolStats Runtime::pool_stats() const {
   Lock lock(mu_);
-  return detail::pool_stats(*state_);
+  PoolStats st = detail::pool_stats(*state_);
+  st.digest_pending_pages = detail::digest_behind_pending(*state_->digests);
+  return st;
 }
 
 PoolLayout Runtime::pool_layout() const {
@@ -449,24 +462,24 @@ Result<std::vector<PageId>> Runtime::alloc_pages(std::size_t n, LeaseId lease) {
 Result<std::size_t> Runtime::publish_pages(std::span<const Sha256> keys,
                                            std::span<const PageId> pages, const Sha256* parent_key,
                                            LeaseId lease, const Namespace& ns) {
-  // Three phases (state.h publish_prepare): the digests, the costly part, run unlocked.
-  detail::PublishPlan plan;
+  Result<std::size_t> r = std::size_t{0};
   {
     Lock lock(mu_);
     PF_TRY(before_mutation());
-    PF_ASSIGN_OR_RETURN(plan, detail::publish_prepare(*state_, ns, keys, pages, parent_key, lease));
+    r = detail::publish_pages(*state_, ns, keys, pages, parent_key, lease);
+    after_mutation();
   }
-  Status ready = detail::publish_digest(*state_->kernels, state_->pool->geometry(),
-                                        state_->pool->base(), plan);
-  if (state_->options.publish_unlocked_hook_for_testing) {
-    state_->options.publish_unlocked_hook_for_testing();
+  // Backpressure (runtime/digest_behind.h): at most digest_backlog_bytes stay pending.
+  if (r.is_ok()) {
+    const std::size_t page_bytes = state_->pool->page_bytes();
+    detail::digest_behind_wait_below(*state_->digests,
+                                     state_->options.digest_backlog_bytes / page_bytes);
   }
-  Lock lock(mu_);
-  if (ready.is_ok()) ready = before_mutation();
-  auto r =
-      detail::publish_finish(*state_, ns, keys, pages, parent_key, lease, plan, std::move(ready));
-  after_mutation();
   return r;
+}
+
+void Runtime::wait_digests() {
+  detail::digest_behind_wait_queued(*state_->digests);
 }
 
 Status Runtime::release_pages(std::span<const PageId> pages, LeaseId lease) {

@@ -8,7 +8,8 @@
 //    work in the number of children — a few hundred nanoseconds per child — and never for
 //    anything proportional to the context. Operations that touch page bytes (append's
 //    one-page copy-on-write, commit/snapshot digests) hold it for that work too, except
-//    publish_pages, which digests its pages without it (docs/runtime.md "Locking").
+//    publish_pages, whose pages a background thread digests without it after the call
+//    (runtime/digest_behind.h; docs/runtime.md "Locking").
 //  - Sharing: branches and snapshots share immutable PageList chains (runtime/page_list.h)
 //    that hold one page reference per page; a branch owns only a private tail
 //    (runtime/branch.h). A page's refcount counts references from PageLists, branch tails
@@ -78,9 +79,13 @@ struct RuntimeOptions {
   // The boot epoch in every branch id: (id_epoch << 32) | sequence (runtime/ids.h). The
   // daemon passes a fresh one per start (ipc/boot_epoch.h); 0..kMaxBootEpoch.
   std::uint32_t id_epoch = 0;
-  // Tests only: called by publish_pages between its unlocked digest and its final locked
-  // phase (no lock held), to change the state deterministically in between.
-  std::function<void()> publish_unlocked_hook_for_testing;
+  // publish_pages returns once at most this many bytes of the pages it sealed wait for their
+  // digests (runtime/digest_behind.h): a bound on the backlog and on the pages it keeps from
+  // eviction. 0: every publish waits until its own pages' digests are stored.
+  std::size_t digest_backlog_bytes = std::size_t{256} << 20;
+  // Tests only: runs on the digest thread between digesting a batch of published pages and
+  // storing their digests (no lock held), to change the state deterministically in between.
+  std::function<void()> digest_hook_for_testing;
 };
 
 struct NewBranch {
@@ -173,7 +178,8 @@ struct PoolStats {
   std::size_t branches = 0;
   std::size_t snapshots = 0;
   std::size_t index_nodes = 0;
-  std::size_t index_namespaces = 0;  // namespaces holding at least one cached page
+  std::size_t index_namespaces = 0;      // namespaces holding at least one cached page
+  std::size_t digest_pending_pages = 0;  // published pages whose digests are being computed
 };
 
 // The pool's memory as an attached process maps it (ipc/wire.h kHello / kAttach).
@@ -304,7 +310,8 @@ class Runtime {
   // Evicts up to max_pages LRU cached pages that nothing but the index holds.
   std::size_t evict(std::size_t max_pages);
   // Frees what nothing holds (with drop_cache: every evictable cached page too) and gives
-  // empty trailing chunks back to the backend.
+  // empty trailing chunks back to the backend. Blocking: first waits for the digests of
+  // pages published before the call (runtime/digest_behind.h), which read the mapping.
   GcResult gc(bool drop_cache = false);
   PoolStats pool_stats() const;
   PoolLayout pool_layout() const;
@@ -326,18 +333,21 @@ class Runtime {
   // n fresh exclusive pages held by `lease` (writable by it through its mapping). Grows the
   // pool, then evicts LRU cached pages, like append; kOutOfMemory changes nothing.
   Result<std::vector<PageId>> alloc_pages(std::size_t n, LeaseId lease);
-  // Seals pages[i] (digest, as commit) and records it under keys[i], chained after
-  // parent_key (nullptr: keys[0] is a first page). Every page must be an exclusive page
-  // allocated to `lease` and not yet published, listed once; keys must be distinct and as
-  // many as pages (else kInvalidArgument, nothing changed). A key already present keeps its
-  // page; the new page is released. Ends `lease`'s holds on `pages`. Returns how many keys
-  // were new. The digests are computed without the runtime's lock, so publishes of several
-  // leases (and every other call) proceed meanwhile; a page released by another call of the
-  // lease (release_pages, release_holds) or listed by a concurrent publish_pages before this
-  // call seals it makes this call fail with kConflict, nothing changed.
+  // Seals pages[i] and records it under keys[i], chained after parent_key (nullptr: keys[0]
+  // is a first page). Every page must be an exclusive page allocated to `lease` and not yet
+  // published, listed once; keys must be distinct and as many as pages (else
+  // kInvalidArgument, nothing changed). A key already present keeps its page; the new page is
+  // released. Ends `lease`'s holds on `pages`. Returns how many keys were new. The sealed
+  // pages' digests are computed after the call, by a background thread, without the
+  // runtime's lock (a caller that needs one earlier, such as snapshot, computes it); the
+  // call blocks, without the lock, only while more than digest_backlog_bytes of published
+  // pages await their digests.
   Result<std::size_t> publish_pages(std::span<const Sha256> keys, std::span<const PageId> pages,
                                     const Sha256* parent_key, LeaseId lease,
                                     const Namespace& ns = kDefaultNamespace);
+  // Blocks until every page publish_pages sealed before this call has its digest (or was
+  // evicted meanwhile); the write-behind of a store has then been handed the indexed ones.
+  void wait_digests();
   // Ends one hold of `lease` per listed page (a page listed k times ends k holds).
   // kInvalidArgument, nothing changed, when the lease holds fewer.
   Status release_pages(std::span<const PageId> pages, LeaseId lease);

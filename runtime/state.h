@@ -23,6 +23,11 @@ struct Tier;
 struct TierDeleter {
   void operator()(Tier* t) const;
 };
+struct DigestBehind;
+// Deletes a DigestBehind (defined in digest_behind.cpp, where it is complete).
+struct DigestBehindDeleter {
+  void operator()(DigestBehind* d) const;
+};
 
 struct Snapshot {
   std::string cid;
@@ -57,17 +62,14 @@ struct State {
   // once and by nothing else; a sealed one (from lookup_keys) may be held any number of
   // times. Released by release_pages, publish_pages, or when the lease ends.
   std::map<LeaseId, std::map<PageId, std::uint32_t>> holds;
-  // Pages a publish_pages call is digesting outside the Runtime's lock, each with that
-  // call's ticket (keyed_ops.cpp). The entry ends when the page's lease hold ends
-  // (drop_hold, release_holds), so the call's last phase sees that the page was released.
-  std::unordered_map<PageId, std::uint64_t> publishing;
-  std::uint64_t publish_tickets = 0;
-  // Digests running outside the lock; while any does, gc() unmaps no chunk (they read page
-  // bytes through the pool's mapping).
+  // Digests running outside the lock (the digests behind publish_pages); while any does,
+  // gc() unmaps no chunk (they read page bytes through the pool's mapping).
   std::size_t unlocked_digests = 0;
   IdSequence branch_ids;  // (boot epoch << 32) | sequence, never reused (runtime/ids.h)
   // The durable store and its write-behind (runtime/tier.h); null without a store.
   std::unique_ptr<Tier, TierDeleter> tier;
+  // The digests behind publish_pages (runtime/digest_behind.h); set by the Runtime.
+  std::unique_ptr<DigestBehind, DigestBehindDeleter> digests;
   // The first structural invariant violation found after a mutating call (verify_each_op);
   // once set, mutating calls are refused (runtime.h). Ok while none was found.
   Status halted;
@@ -128,32 +130,11 @@ Result<std::vector<LogEntry>> log(const State& s, std::string_view cid_or_ref);
 Result<std::vector<PageId>> lookup_keys(State& s, const Namespace& ns, std::span<const Sha256> keys,
                                         bool hold, LeaseId lease);
 Result<std::vector<PageId>> alloc_pages(State& s, std::size_t n, LeaseId lease);
-// publish_pages in three phases, so the digests run without the Runtime's lock:
-//  1. publish_prepare (locked): checks everything, registers the pages in `publishing`
-//     under a fresh ticket and lists the pages to digest (those whose key is absent). On
-//     success the caller must end with publish_finish, whatever happens in phase 2.
-//  2. publish_digest (NOT locked; touches no State): digests the listed pages. Safe because
-//     the pages are exclusive pages held by the lease: nobody else writes, seals or frees
-//     them, and a hold that ends anyway unregisters them (phase 3 then fails).
-//  3. publish_finish (locked): unregisters the pages; fails with nothing changed when
-//     `ready` (phase 2's status) is not ok or a page's registration ended (kConflict: it
-//     was released meanwhile) or any check of phase 1 fails now; else seals the pages whose
-//     keys are still absent (digesting under the lock the rare one whose key vanished) and
-//     publishes them as publish_pages documents.
-struct PublishPlan {
-  std::uint64_t ticket = 0;
-  std::vector<PageId> fresh;  // pages to digest
-  std::vector<std::uint32_t> fills;
-  std::vector<PageDigest> digests;  // phase 2's results, one per fresh page
-};
-Result<PublishPlan> publish_prepare(State& s, const Namespace& ns, std::span<const Sha256> keys,
-                                    std::span<const PageId> pages, const Sha256* parent_key,
-                                    LeaseId lease);
-Status publish_digest(kernels::PageKernels& kernels, const Geometry& g, const std::byte* base,
-                      PublishPlan& plan);
-Result<std::size_t> publish_finish(State& s, const Namespace& ns, std::span<const Sha256> keys,
-                                   std::span<const PageId> pages, const Sha256* parent_key,
-                                   LeaseId lease, const PublishPlan& plan, Status ready);
+// Seals the pages whose keys are absent and records them in the index (their digests are
+// queued for the DigestBehind thread), releases the others; as Runtime::publish_pages.
+Result<std::size_t> publish_pages(State& s, const Namespace& ns, std::span<const Sha256> keys,
+                                  std::span<const PageId> pages, const Sha256* parent_key,
+                                  LeaseId lease);
 Status release_pages(State& s, std::span<const PageId> pages, LeaseId lease);
 std::size_t release_holds(State& s, LeaseId lease);
 
