@@ -798,3 +798,36 @@ def test_gpu_cuda_pool_with_pinned_host_pool(layout, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_publish_is_fenced_and_the_fence_is_skipped_for_a_cpu_host_pool(pf, monkeypatch):
+    """processfork.h "GPU fences": a backup waits for torch's current stream of the host
+    pool's device before publish_pages seals the pages; SGLang's host pool is CPU memory, so
+    the fence is skipped (returns False) and the published pages hold the host pool's bytes."""
+    import processfork.sglang.storage as storage_mod
+    from processfork._integration import fence as fence_mod
+
+    events = []
+
+    def fence(device):
+        waited = fence_mod.fence(device)
+        events.append(("fence", str(device), waited))
+        return waited
+
+    real_publish = processfork.Client.publish_pages
+
+    def publish_pages(self, *args, **kwargs):
+        events.append(("publish",))
+        return real_publish(self, *args, **kwargs)
+
+    monkeypatch.setattr(storage_mod, "fence", fence)
+    monkeypatch.setattr(processfork.Client, "publish_pages", publish_pages)
+    s, a = attached(pf.socket, "page_first", seed=23)
+    try:
+        keys = chain_keys(fresh_tokens(2), P)
+        assert s.batch_set_v1(keys, a.indices([1, 2])) == [True, True]
+        assert events == [("fence", "cpu", False), ("publish",)]
+        with pf.connect() as c:
+            _check_pool_pages(c, keys, a, [1, 2])
+    finally:
+        s.close()

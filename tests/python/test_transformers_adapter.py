@@ -585,3 +585,53 @@ def test_fork_on_cuda_pool_matches_uninterrupted_runs(tmp_path):
             _run_fork_test(d, model, "cuda", exact=False, tmp=tmp_path)
         finally:
             stop_daemon(d)
+
+
+def _spy_fence_and_seals(monkeypatch, module, seals):
+    """Records, in order, each fence the adapter ``module`` makes (wrapping the real
+    ``_integration.fence.fence``: it still runs) and each sealing ``Client`` call in
+    ``seals`` (the real method still runs)."""
+    from processfork._integration import fence as fence_mod
+
+    events = []
+
+    def fence(device):
+        waited = fence_mod.fence(device)
+        events.append(("fence", str(device), waited))
+        return waited
+
+    monkeypatch.setattr(module, "fence", fence)
+    for name in seals:
+        real = getattr(processfork.Client, name)
+
+        def seal(self, *args, _real=real, _name=name, **kwargs):
+            events.append((_name,))
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(processfork.Client, name, seal)
+    return events
+
+
+def test_sealing_calls_are_fenced_and_the_fence_is_skipped_on_cpu(pf, model, monkeypatch):
+    """processfork.h "GPU fences": before commit, snapshot and fork the cache waits for
+    torch's current stream of the model's device; with CPU tensors the fence is skipped
+    (returns False without touching CUDA) and the sealed pages still hold the KV."""
+    from processfork.transformers import _cache
+
+    events = _spy_fence_and_seals(monkeypatch, _cache, ("commit", "snapshot", "fork"))
+    ids = prompt_ids(9)
+    ref_cache = DynamicCache(config=model.config)
+    model.generate(ids, past_key_values=ref_cache, max_new_tokens=3)
+    with ProcessForkCache(pf, model) as cache:
+        model.generate(ids, past_key_values=cache, max_new_tokens=3)
+        events.clear()
+        cache.commit()
+        snap = cache.snapshot()
+        kids = cache.fork(1)
+        cpu_fence = ("fence", "cpu", False)
+        assert events == [cpu_fence, ("commit",), cpu_fence, ("snapshot",), cpu_fence,
+                          ("fork",)]
+        n = cache.get_seq_length()
+        assert snap.n_tokens == n
+        assert_pages_hold(pf, kids[0].id, [(la.keys, la.values) for la in ref_cache.layers], n)
+        pf.free(kids[0].id)
