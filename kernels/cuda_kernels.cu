@@ -468,8 +468,7 @@ class CudaKernels final : public PageKernels {
     }
     const std::size_t out_bytes = pages.size() * sizeof(Cv);
     PF_ASSIGN_OR_RETURN(void* back, readback_.acquire(out_bytes));
-    PF_CUDA_TRY(
-        cudaMemcpyAsync(back, out_.as<void>(), out_bytes, cudaMemcpyDeviceToHost, stream_));
+    PF_CUDA_TRY(cudaMemcpyAsync(back, out_.as<void>(), out_bytes, cudaMemcpyDeviceToHost, stream_));
     PF_TRY(readback_.uploaded(stream_));
     PF_CUDA_TRY(cudaStreamSynchronize(stream_));
     flight.completed();
@@ -520,8 +519,7 @@ class CudaKernels final : public PageKernels {
           desc_.as<const PairDesc>(), static_cast<std::uint32_t>(pairs.size()), dev_flags);
       PF_CUDA_LAUNCHED();
       PF_ASSIGN_OR_RETURN(void* back, readback_.acquire(flags.size()));
-      PF_CUDA_TRY(
-          cudaMemcpyAsync(back, dev_flags, flags.size(), cudaMemcpyDeviceToHost, stream_));
+      PF_CUDA_TRY(cudaMemcpyAsync(back, dev_flags, flags.size(), cudaMemcpyDeviceToHost, stream_));
       PF_TRY(readback_.uploaded(stream_));
       PF_CUDA_TRY(cudaStreamSynchronize(stream_));
       flight.completed();

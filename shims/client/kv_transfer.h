@@ -73,7 +73,7 @@ class KVTransfer {
 
   Connection& conn_;
   std::mutex mu_;
-  std::unique_ptr<kernels::PageKernels> kernels_;  // guarded by mu_ until set
+  std::unique_ptr<kernels::PageKernels> kernels_;     // guarded by mu_ until set
   std::atomic<kernels::PageKernels*> made_{nullptr};  // kernels_.get() once set, for fence()
 };
 

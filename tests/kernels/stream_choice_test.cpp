@@ -24,10 +24,10 @@ TEST(StreamChoice, AnyOtherValueIsTheCallersStream) {
   // cudaStreamLegacy (0x1) and cudaStreamPerThread (0x2) pass through as they are, as does
   // a created stream's handle.
   int handle = 0;
-  for (const void* s : {reinterpret_cast<const void*>(std::uintptr_t{1}),
-                        reinterpret_cast<const void*>(std::uintptr_t{2}),
-                        static_cast<const void*>(&handle),
-                        reinterpret_cast<const void*>(~std::uintptr_t{0} - 1)}) {
+  for (const void* s :
+       {reinterpret_cast<const void*>(std::uintptr_t{1}),
+        reinterpret_cast<const void*>(std::uintptr_t{2}), static_cast<const void*>(&handle),
+        reinterpret_cast<const void*>(~std::uintptr_t{0} - 1)}) {
     EXPECT_EQ(stream_kind(s), StreamKind::kCaller) << s;
   }
 }

@@ -95,7 +95,8 @@ TEST_P(StreamsScratch, OneOpCopyMatchesHost) {
     std::uint8_t* dsrc = place(src);
     std::uint8_t* ddst = place(before);
     std::vector<CopyOp> ops(zeros, CopyOp{nullptr, nullptr, 0});
-    ops.insert(ops.begin() + static_cast<std::ptrdiff_t>(zeros / 2), CopyOp{dsrc + 1, ddst + 5, bytes});
+    ops.insert(ops.begin() + static_cast<std::ptrdiff_t>(zeros / 2),
+               CopyOp{dsrc + 1, ddst + 5, bytes});
     ASSERT_TRUE(impl_->copy_batch(ops).is_ok());
     EXPECT_TRUE(fetch(ddst, want.size()) == want);
   }

@@ -33,6 +33,7 @@ import torch
 import processfork
 from conftest import restart_daemon, start_cuda_daemon, start_daemon, stop_daemon
 
+from _fence_spy import record_fences_and_seals
 from _sglang_host import (
     LAYOUTS,
     NAMESPACE,
@@ -805,28 +806,13 @@ def test_publish_is_fenced_and_the_fence_is_skipped_for_a_cpu_host_pool(pf, monk
     pool's device before publish_pages seals the pages; SGLang's host pool is CPU memory, so
     the fence is skipped (returns False) and the published pages hold the host pool's bytes."""
     import processfork.sglang.storage as storage_mod
-    from processfork._integration import fence as fence_mod
 
-    events = []
-
-    def fence(device):
-        waited = fence_mod.fence(device)
-        events.append(("fence", str(device), waited))
-        return waited
-
-    real_publish = processfork.Client.publish_pages
-
-    def publish_pages(self, *args, **kwargs):
-        events.append(("publish",))
-        return real_publish(self, *args, **kwargs)
-
-    monkeypatch.setattr(storage_mod, "fence", fence)
-    monkeypatch.setattr(processfork.Client, "publish_pages", publish_pages)
+    events = record_fences_and_seals(monkeypatch, storage_mod, ("publish_pages",))
     s, a = attached(pf.socket, "page_first", seed=23)
     try:
         keys = chain_keys(fresh_tokens(2), P)
         assert s.batch_set_v1(keys, a.indices([1, 2])) == [True, True]
-        assert events == [("fence", "cpu", False), ("publish",)]
+        assert events == [("fence", "cpu", False), ("publish_pages",)]
         with pf.connect() as c:
             _check_pool_pages(c, keys, a, [1, 2])
     finally:

@@ -36,6 +36,7 @@ from processfork.transformers import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _fence_spy import record_fences_and_seals  # noqa: E402
 from _transformers_model import PAGE_TOKENS, ForceToken, ForwardLog, prompt_ids, tiny_llama  # noqa: E402
 from conftest import start_cuda_daemon, start_daemon, stop_daemon  # noqa: E402
 
@@ -587,38 +588,13 @@ def test_fork_on_cuda_pool_matches_uninterrupted_runs(tmp_path):
             stop_daemon(d)
 
 
-def _spy_fence_and_seals(monkeypatch, module, seals):
-    """Records, in order, each fence the adapter ``module`` makes (wrapping the real
-    ``_integration.fence.fence``: it still runs) and each sealing ``Client`` call in
-    ``seals`` (the real method still runs)."""
-    from processfork._integration import fence as fence_mod
-
-    events = []
-
-    def fence(device):
-        waited = fence_mod.fence(device)
-        events.append(("fence", str(device), waited))
-        return waited
-
-    monkeypatch.setattr(module, "fence", fence)
-    for name in seals:
-        real = getattr(processfork.Client, name)
-
-        def seal(self, *args, _real=real, _name=name, **kwargs):
-            events.append((_name,))
-            return _real(self, *args, **kwargs)
-
-        monkeypatch.setattr(processfork.Client, name, seal)
-    return events
-
-
 def test_sealing_calls_are_fenced_and_the_fence_is_skipped_on_cpu(pf, model, monkeypatch):
     """processfork.h "GPU fences": before commit, snapshot and fork the cache waits for
     torch's current stream of the model's device; with CPU tensors the fence is skipped
     (returns False without touching CUDA) and the sealed pages still hold the KV."""
     from processfork.transformers import _cache
 
-    events = _spy_fence_and_seals(monkeypatch, _cache, ("commit", "snapshot", "fork"))
+    events = record_fences_and_seals(monkeypatch, _cache, ("commit", "snapshot", "fork"))
     ids = prompt_ids(9)
     ref_cache = DynamicCache(config=model.config)
     model.generate(ids, past_key_values=ref_cache, max_new_tokens=3)

