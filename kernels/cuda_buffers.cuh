@@ -49,7 +49,7 @@ class DeviceScratch {
   DeviceScratch() = default;
   DeviceScratch(const DeviceScratch&) = delete;
   DeviceScratch& operator=(const DeviceScratch&) = delete;
-  ~DeviceScratch() { release(); }
+  ~DeviceScratch() { release(nullptr); }
 
   // The first allocation (construction time; `stream_ordered`: the device has memory pools).
   Status init(std::size_t bytes, bool stream_ordered, cudaStream_t stream) {
@@ -57,10 +57,17 @@ class DeviceScratch {
     return reserve(bytes, stream);
   }
 
-  // Frees the allocation at teardown (errors ignored: nothing can be done about them then).
-  // The caller has synchronized every stream that used it.
-  void release() {
-    if (ptr_ != nullptr) cudaFree(ptr_);  // cudaFree also frees stream-ordered allocations
+  // Frees the allocation at teardown (errors ignored: nothing can be done about them then):
+  // a stream-ordered one on `stream`, which the caller synchronizes afterwards. The caller
+  // has synchronized every stream that used it.
+  void release(cudaStream_t stream) {
+    if (ptr_ != nullptr) {
+      if (stream_ordered_) {
+        cudaFreeAsync(ptr_, stream);
+      } else {
+        cudaFree(ptr_);
+      }
+    }
     ptr_ = nullptr;
     cap_ = 0;
   }

@@ -346,7 +346,8 @@ class CudaKernels final : public PageKernels {
     scope.enter().ignore();
     settle_locked().ignore();  // nothing may still run on the scratch freed below
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
-    for (DeviceScratch* b : {&desc_, &cvs_a_, &cvs_b_, &out_, &temp_}) b->release();
+    for (DeviceScratch* b : {&desc_, &cvs_a_, &cvs_b_, &out_, &temp_}) b->release(stream_);
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);  // the stream-ordered frees
     if (in_flight_ != nullptr) cudaEventDestroy(in_flight_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
