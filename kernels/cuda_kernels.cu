@@ -1,13 +1,22 @@
 // The CUDA implementation of PageKernels (compiled only when PF_HAVE_CUDA is on).
 //
 // DESIGN
-//  - One instance serves one device ordinal and owns one non-blocking stream plus scratch
-//    device buffers that grow on demand and live as long as the instance. Calls are
-//    serialized by a mutex (they share the stream and scratch), make the device current for
-//    their duration and restore the caller's current device before returning.
+//  - One instance serves one device ordinal and owns one non-blocking stream, two events and
+//    scratch (cuda_buffers.cuh): device buffers and pinned host staging allocated at
+//    construction for the documented batch size, grown only for larger batches, in big
+//    steps, stream-ordered. No call of a documented-size batch allocates or frees, so none
+//    synchronizes the device behind the engine's back. Calls are serialized by a mutex (they
+//    share the stream and scratch), make the device current for their duration and restore
+//    the caller's current device before returning.
 //  - Every call is blocking: it enqueues its work, copies results into the caller's host
-//    memory and synchronizes the stream before returning.
-//  - copy_batch: cub::DeviceMemcpy::Batched over device arrays of src/dst/size.
+//    memory and synchronizes the stream it used before returning. A call that fails after
+//    enqueueing records an event behind its work; the next call (and fence()) waits for it
+//    before reusing scratch, so nothing of a failed call is still running when pages are
+//    sealed.
+//  - Descriptors are written into pinned staging and uploaded with one cudaMemcpyAsync per
+//    call; the staging buffer is rewritten only after the event behind that upload fired.
+//  - copy_batch: one op is one cudaMemcpyAsync (a one-page copy-on-write: no descriptors, no
+//    CUB); more ops are cub::DeviceMemcpy::Batched over device arrays of src/dst/size.
 //  - digest_batch: BLAKE3 in two kernels. (1) One thread per 1 KiB chunk, over every chunk of
 //    every page in the batch, computes the chunk's chaining value (or, for a page of one
 //    chunk, the digest itself with ROOT on its last block). (2) One thread block per page
@@ -18,8 +27,10 @@
 //    pairs of different lengths never reach the device.
 //  - kv_copy: the runs are expanded on the host into one descriptor per token (page row
 //    base, slot, engine token); one warp per (token, layer, K|V, head) row copies head_dim
-//    elements with 16-, 4- or 1-byte accesses (the widest every address allows). On the
-//    caller's stream when one is given, so it is ordered after the engine's own kernels.
+//    elements with 16-, 4- or 1-byte accesses (the widest every address allows). Runs on the
+//    stream stream_kind() picks (stream_choice.h): 0 is the legacy default stream, which
+//    PyTorch's default stream is, so a store is ordered after the engine's kernels;
+//    kOwnStream is this instance's stream; anything else is the caller's stream itself.
 //  - Errors: every CUDA runtime error becomes Code::kDriver with cudaGetErrorString's text; a
 //    missing driver or device at construction is Code::kUnavailable. Nothing aborts.
 #include <cuda_runtime.h>
@@ -35,8 +46,10 @@
 #include "kernels/batch_checks.h"
 #include "kernels/blake3.h"
 #include "kernels/blake3_core.h"
+#include "kernels/cuda_buffers.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/page_kernels.h"
+#include "kernels/stream_choice.h"
 
 namespace pf::kernels {
 namespace {
@@ -292,43 +305,8 @@ __global__ void kv_copy_kernel(KVKernelArgs a) {
 // ---------------------------------------------------------------------------------------
 // Host side
 
-// A device allocation that only grows; freed with the owner.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { release(); }
-
-  // Frees the allocation (errors ignored: nothing can be done about them at teardown).
-  void release() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-    ptr_ = nullptr;
-    cap_ = 0;
-  }
-
-  Status reserve(std::size_t bytes) {
-    if (bytes <= cap_) return Status::ok();
-    const std::size_t want = std::max(bytes, cap_ + cap_ / 2);
-    if (ptr_ != nullptr) {
-      const cudaError_t err = cudaFree(ptr_);
-      ptr_ = nullptr;
-      cap_ = 0;
-      PF_CUDA_TRY(err);
-    }
-    PF_CUDA_TRY(cudaMalloc(&ptr_, want));
-    cap_ = want;
-    return Status::ok();
-  }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-
- private:
-  void* ptr_ = nullptr;
-  std::size_t cap_ = 0;
-};
+using cuda_detail::DeviceScratch;
+using cuda_detail::PinnedStaging;
 
 // Makes `ordinal` the calling thread's current device; restores the previous one on exit.
 class DeviceScope {
@@ -366,14 +344,32 @@ class CudaKernels final : public PageKernels {
   ~CudaKernels() override {
     DeviceScope scope(ordinal_);
     scope.enter().ignore();
+    settle_locked().ignore();  // nothing may still run on the scratch freed below
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    for (DeviceScratch* b : {&desc_, &cvs_a_, &cvs_b_, &out_, &temp_}) b->release(stream_);
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);  // the stream-ordered frees
+    if (in_flight_ != nullptr) cudaEventDestroy(in_flight_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
-    for (DeviceBuffer* b : {&desc_, &cvs_a_, &cvs_b_, &out_, &temp_}) b->release();
   }
 
+  // Creates the stream, the events and every scratch buffer at its construction size
+  // (cuda_buffers.cuh), so no call of a documented-size batch allocates.
   Status init() {
     DeviceScope scope(ordinal_);
     PF_TRY(scope.enter());
     PF_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    PF_CUDA_TRY(cudaEventCreateWithFlags(&in_flight_, cudaEventDisableTiming));
+    int pools = 0;
+    PF_CUDA_TRY(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, ordinal_));
+    using namespace cuda_detail;
+    PF_TRY(desc_.init(kScratchDescBytes, pools != 0, stream_));
+    PF_TRY(cvs_a_.init(kScratchChunkValueBytes, pools != 0, stream_));
+    PF_TRY(cvs_b_.init(kScratchChunkValueBytes, pools != 0, stream_));
+    PF_TRY(out_.init(kScratchOutBytes, pools != 0, stream_));
+    PF_TRY(temp_.init(kScratchCubBytes, pools != 0, stream_));
+    PF_TRY(upload_.init(kScratchDescBytes));
+    PF_TRY(readback_.init(kScratchOutBytes));
+    PF_CUDA_TRY(cudaStreamSynchronize(stream_));
     return Status::ok();
   }
 
@@ -381,37 +377,52 @@ class CudaKernels final : public PageKernels {
 
   Status copy_batch(std::span<const CopyOp> ops) override {
     PF_TRY(check_copy_batch(ops));
-    std::vector<std::uint64_t> staging;  // [srcs][dsts][sizes], zero-byte ops dropped
     std::size_t n = 0;
-    for (const CopyOp& op : ops) n += op.bytes != 0;
-    if (n == 0) return Status::ok();
-    staging.resize(3 * n);
-    std::size_t k = 0;
+    const CopyOp* only = nullptr;
     for (const CopyOp& op : ops) {
       if (op.bytes == 0) continue;
-      staging[k] = reinterpret_cast<std::uintptr_t>(op.src);
-      staging[n + k] = reinterpret_cast<std::uintptr_t>(op.dst);
-      staging[2 * n + k] = op.bytes;
-      ++k;
+      ++n;
+      only = &op;
     }
+    if (n == 0) return Status::ok();
 
     std::lock_guard<std::mutex> lock(mu_);
     DeviceScope scope(ordinal_);
     PF_TRY(scope.enter());
-    PF_TRY(desc_.reserve(staging.size() * sizeof(std::uint64_t)));
-    PF_CUDA_TRY(cudaMemcpyAsync(desc_.as<void>(), staging.data(),
-                                staging.size() * sizeof(std::uint64_t), cudaMemcpyHostToDevice,
-                                stream_));
-    const void* const* srcs = desc_.as<const void* const>();
-    void* const* dsts = desc_.as<void* const>() + n;
-    const std::uint64_t* sizes = desc_.as<const std::uint64_t>() + 2 * n;
-    std::size_t temp_bytes = 0;
-    PF_CUDA_TRY(cub::DeviceMemcpy::Batched(nullptr, temp_bytes, srcs, dsts, sizes,
-                                           static_cast<std::int64_t>(n), stream_));
-    PF_TRY(temp_.reserve(std::max<std::size_t>(temp_bytes, 1)));
-    PF_CUDA_TRY(cub::DeviceMemcpy::Batched(temp_.as<void>(), temp_bytes, srcs, dsts, sizes,
-                                           static_cast<std::int64_t>(n), stream_));
+    PF_TRY(settle_locked());
+    InFlight flight(*this, stream_);
+    if (n == 1) {  // a one-page copy-on-write: one DMA, no descriptors, no CUB
+      PF_CUDA_TRY(
+          cudaMemcpyAsync(only->dst, only->src, only->bytes, cudaMemcpyDeviceToDevice, stream_));
+    } else {
+      // [srcs][dsts][sizes] as words, zero-byte ops dropped.
+      const std::size_t bytes = 3 * n * sizeof(std::uint64_t);
+      PF_ASSIGN_OR_RETURN(void* host, upload_.acquire(bytes));
+      auto* staging = static_cast<std::uint64_t*>(host);
+      std::size_t k = 0;
+      for (const CopyOp& op : ops) {
+        if (op.bytes == 0) continue;
+        staging[k] = reinterpret_cast<std::uintptr_t>(op.src);
+        staging[n + k] = reinterpret_cast<std::uintptr_t>(op.dst);
+        staging[2 * n + k] = op.bytes;
+        ++k;
+      }
+      PF_TRY(desc_.reserve(bytes, stream_));
+      PF_CUDA_TRY(
+          cudaMemcpyAsync(desc_.as<void>(), staging, bytes, cudaMemcpyHostToDevice, stream_));
+      PF_TRY(upload_.uploaded(stream_));
+      const void* const* srcs = desc_.as<const void* const>();
+      void* const* dsts = desc_.as<void* const>() + n;
+      const std::uint64_t* sizes = desc_.as<const std::uint64_t>() + 2 * n;
+      std::size_t temp_bytes = 0;
+      PF_CUDA_TRY(cub::DeviceMemcpy::Batched(nullptr, temp_bytes, srcs, dsts, sizes,
+                                             static_cast<std::int64_t>(n), stream_));
+      PF_TRY(temp_.reserve(std::max<std::size_t>(temp_bytes, 1), stream_));
+      PF_CUDA_TRY(cub::DeviceMemcpy::Batched(temp_.as<void>(), temp_bytes, srcs, dsts, sizes,
+                                             static_cast<std::int64_t>(n), stream_));
+    }
     PF_CUDA_TRY(cudaStreamSynchronize(stream_));
+    flight.completed();
     return Status::ok();
   }
 
@@ -421,7 +432,17 @@ class CudaKernels final : public PageKernels {
       return PF_ERROR(Code::kInvalidArgument, "digest_batch: too many pages in one batch");
     }
     if (pages.empty()) return Status::ok();
-    std::vector<PageDesc> descs(pages.size());
+    const auto n_pages = static_cast<std::uint32_t>(pages.size());
+    using Cv = std::uint32_t[8];
+
+    std::lock_guard<std::mutex> lock(mu_);
+    DeviceScope scope(ordinal_);
+    PF_TRY(scope.enter());
+    PF_TRY(settle_locked());
+    InFlight flight(*this, stream_);
+    const std::size_t desc_bytes = pages.size() * sizeof(PageDesc);
+    PF_ASSIGN_OR_RETURN(void* host, upload_.acquire(desc_bytes));
+    auto* descs = static_cast<PageDesc*>(host);
     std::uint64_t total_chunks = 0;
     for (std::size_t i = 0; i < pages.size(); ++i) {
       const std::uint64_t bytes = pages[i].bytes;
@@ -431,18 +452,13 @@ class CudaKernels final : public PageKernels {
           PageDesc{static_cast<const std::uint8_t*>(pages[i].data), bytes, total_chunks, n_chunks};
       total_chunks += n_chunks;
     }
-    const auto n_pages = static_cast<std::uint32_t>(pages.size());
-    using Cv = std::uint32_t[8];
-
-    std::lock_guard<std::mutex> lock(mu_);
-    DeviceScope scope(ordinal_);
-    PF_TRY(scope.enter());
-    PF_TRY(desc_.reserve(descs.size() * sizeof(PageDesc)));
-    PF_TRY(cvs_a_.reserve(total_chunks * sizeof(Cv)));
-    PF_TRY(cvs_b_.reserve(total_chunks * sizeof(Cv)));
-    PF_TRY(out_.reserve(pages.size() * sizeof(Cv)));
-    PF_CUDA_TRY(cudaMemcpyAsync(desc_.as<void>(), descs.data(), descs.size() * sizeof(PageDesc),
-                                cudaMemcpyHostToDevice, stream_));
+    PF_TRY(desc_.reserve(desc_bytes, stream_));
+    PF_TRY(cvs_a_.reserve(total_chunks * sizeof(Cv), stream_));
+    PF_TRY(cvs_b_.reserve(total_chunks * sizeof(Cv), stream_));
+    PF_TRY(out_.reserve(pages.size() * sizeof(Cv), stream_));
+    PF_CUDA_TRY(
+        cudaMemcpyAsync(desc_.as<void>(), descs, desc_bytes, cudaMemcpyHostToDevice, stream_));
+    PF_TRY(upload_.uploaded(stream_));
     chunk_cv_kernel<<<grid_for(total_chunks, kThreadsPerBlock), kThreadsPerBlock, 0, stream_>>>(
         desc_.as<const PageDesc>(), n_pages, total_chunks, cvs_a_.as<Cv>(), out_.as<Cv>());
     PF_CUDA_LAUNCHED();
@@ -451,10 +467,13 @@ class CudaKernels final : public PageKernels {
           desc_.as<const PageDesc>(), cvs_a_.as<Cv>(), cvs_b_.as<Cv>(), out_.as<Cv>());
       PF_CUDA_LAUNCHED();
     }
-    std::vector<std::uint32_t> words(pages.size() * 8);
-    PF_CUDA_TRY(cudaMemcpyAsync(words.data(), out_.as<void>(), words.size() * sizeof(words[0]),
-                                cudaMemcpyDeviceToHost, stream_));
+    const std::size_t out_bytes = pages.size() * sizeof(Cv);
+    PF_ASSIGN_OR_RETURN(void* back, readback_.acquire(out_bytes));
+    PF_CUDA_TRY(cudaMemcpyAsync(back, out_.as<void>(), out_bytes, cudaMemcpyDeviceToHost, stream_));
+    PF_TRY(readback_.uploaded(stream_));
     PF_CUDA_TRY(cudaStreamSynchronize(stream_));
+    flight.completed();
+    const auto* words = static_cast<const std::uint32_t*>(back);
     for (std::size_t i = 0; i < pages.size(); ++i) {
       b3::cv_to_bytes(&words[8 * i], out[i].bytes.data());
     }
@@ -482,22 +501,30 @@ class CudaKernels final : public PageKernels {
       std::lock_guard<std::mutex> lock(mu_);
       DeviceScope scope(ordinal_);
       PF_TRY(scope.enter());
-      PF_TRY(desc_.reserve(pairs.size() * sizeof(PairDesc)));
-      PF_TRY(out_.reserve(flags.size()));
-      PF_CUDA_TRY(cudaMemcpyAsync(desc_.as<void>(), pairs.data(), pairs.size() * sizeof(PairDesc),
+      PF_TRY(settle_locked());
+      InFlight flight(*this, stream_);
+      // One upload: [pairs][flags].
+      const std::size_t pair_bytes = pairs.size() * sizeof(PairDesc);
+      PF_ASSIGN_OR_RETURN(void* host, upload_.acquire(pair_bytes + flags.size()));
+      std::memcpy(host, pairs.data(), pair_bytes);
+      std::memcpy(static_cast<std::uint8_t*>(host) + pair_bytes, flags.data(), flags.size());
+      PF_TRY(desc_.reserve(pair_bytes + flags.size(), stream_));
+      PF_CUDA_TRY(cudaMemcpyAsync(desc_.as<void>(), host, pair_bytes + flags.size(),
                                   cudaMemcpyHostToDevice, stream_));
-      PF_CUDA_TRY(cudaMemcpyAsync(out_.as<void>(), flags.data(), flags.size(),
-                                  cudaMemcpyHostToDevice, stream_));
+      PF_TRY(upload_.uploaded(stream_));
+      std::uint8_t* dev_flags = desc_.as<std::uint8_t>() + pair_bytes;
       // Each thread covers about 16 words of 16 bytes in a pass.
       const dim3 grid(std::min<unsigned>(grid_for(max_bytes / 256 + 1, kThreadsPerBlock), 1024),
                       static_cast<unsigned>(std::min<std::size_t>(pairs.size(), 65535)));
       compare_kernel<<<grid, kThreadsPerBlock, 0, stream_>>>(
-          desc_.as<const PairDesc>(), static_cast<std::uint32_t>(pairs.size()),
-          out_.as<std::uint8_t>());
+          desc_.as<const PairDesc>(), static_cast<std::uint32_t>(pairs.size()), dev_flags);
       PF_CUDA_LAUNCHED();
-      PF_CUDA_TRY(cudaMemcpyAsync(flags.data(), out_.as<void>(), flags.size(),
-                                  cudaMemcpyDeviceToHost, stream_));
+      PF_ASSIGN_OR_RETURN(void* back, readback_.acquire(flags.size()));
+      PF_CUDA_TRY(cudaMemcpyAsync(back, dev_flags, flags.size(), cudaMemcpyDeviceToHost, stream_));
+      PF_TRY(readback_.uploaded(stream_));
       PF_CUDA_TRY(cudaStreamSynchronize(stream_));
+      flight.completed();
+      std::memcpy(flags.data(), back, flags.size());
     }
     std::copy(flags.begin(), flags.end(), equal.begin());
     return Status::ok();
@@ -506,34 +533,40 @@ class CudaKernels final : public PageKernels {
   Status kv_copy(const KVCopy& job, void* stream) override {
     PF_TRY(check_kv_copy(job));
     const KVPageFormat& f = job.format;
+    std::uint64_t n_tokens = 0;
+    for (const KVRun& r : job.runs) n_tokens += r.count;
+    if (n_tokens == 0) return Status::ok();
     // [k_ptrs][v_ptrs] as words, then one descriptor per token.
-    std::vector<std::uint64_t> ptrs(job.engine.k_ptrs.begin(), job.engine.k_ptrs.end());
-    ptrs.insert(ptrs.end(), job.engine.v_ptrs.begin(), job.engine.v_ptrs.end());
-    std::vector<KVTokenDesc> tokens;
-    for (const KVRun& r : job.runs) {
-      for (std::uint32_t t = 0; t < r.count; ++t) {
-        tokens.push_back(KVTokenDesc{reinterpret_cast<std::uintptr_t>(r.page), r.engine_token + t,
-                                     r.page_slot + t, 0});
-      }
-    }
-    if (tokens.empty()) return Status::ok();
-    const std::size_t ptr_bytes = ptrs.size() * sizeof(std::uint64_t);
-    const std::size_t token_bytes = tokens.size() * sizeof(KVTokenDesc);
+    const std::size_t ptr_bytes = 2 * std::size_t{f.layers} * sizeof(std::uint64_t);
+    const std::size_t token_bytes = n_tokens * sizeof(KVTokenDesc);
 
     std::lock_guard<std::mutex> lock(mu_);
     DeviceScope scope(ordinal_);
     PF_TRY(scope.enter());
-    cudaStream_t s = stream != nullptr ? static_cast<cudaStream_t>(stream) : stream_;
-    PF_TRY(desc_.reserve(ptr_bytes + token_bytes));
+    PF_TRY(settle_locked());
+    const cudaStream_t s = cuda_stream(stream);
+    InFlight flight(*this, s);
+    PF_ASSIGN_OR_RETURN(void* host, upload_.acquire(ptr_bytes + token_bytes));
+    auto* words = static_cast<std::uint64_t*>(host);
+    std::copy(job.engine.k_ptrs.begin(), job.engine.k_ptrs.end(), words);
+    std::copy(job.engine.v_ptrs.begin(), job.engine.v_ptrs.end(), words + f.layers);
+    auto* tokens = reinterpret_cast<KVTokenDesc*>(static_cast<std::uint8_t*>(host) + ptr_bytes);
+    std::size_t k = 0;
+    for (const KVRun& r : job.runs) {
+      for (std::uint32_t t = 0; t < r.count; ++t) {
+        tokens[k++] = KVTokenDesc{reinterpret_cast<std::uintptr_t>(r.page), r.engine_token + t,
+                                  r.page_slot + t, 0};
+      }
+    }
+    PF_TRY(desc_.reserve(ptr_bytes + token_bytes, s));
     auto* dev = desc_.as<std::uint8_t>();
-    PF_CUDA_TRY(cudaMemcpyAsync(dev, ptrs.data(), ptr_bytes, cudaMemcpyHostToDevice, s));
-    PF_CUDA_TRY(
-        cudaMemcpyAsync(dev + ptr_bytes, tokens.data(), token_bytes, cudaMemcpyHostToDevice, s));
+    PF_CUDA_TRY(cudaMemcpyAsync(dev, host, ptr_bytes + token_bytes, cudaMemcpyHostToDevice, s));
+    PF_TRY(upload_.uploaded(s));
     KVKernelArgs a{};
     a.k_ptrs = reinterpret_cast<const std::uint64_t*>(dev);
     a.v_ptrs = a.k_ptrs + f.layers;
     a.tokens = reinterpret_cast<const KVTokenDesc*>(dev + ptr_bytes);
-    a.n_tokens = tokens.size();
+    a.n_tokens = n_tokens;
     a.block_tokens = job.engine.block_tokens;
     a.block_stride = job.engine.block_stride;
     a.token_stride = job.engine.token_stride;
@@ -550,18 +583,88 @@ class CudaKernels final : public PageKernels {
     kv_copy_kernel<<<grid, kThreadsPerBlock, 0, s>>>(a);
     PF_CUDA_LAUNCHED();
     PF_CUDA_TRY(cudaStreamSynchronize(s));
+    flight.completed();
     return Status::ok();
   }
 
+  Status fence() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!in_flight_pending_ && !lost_track_) return Status::ok();
+    DeviceScope scope(ordinal_);
+    PF_TRY(scope.enter());
+    return settle_locked();
+  }
+
  private:
+  // Marks work a call enqueued on `stream` as in flight unless the call reached completed():
+  // a call that fails after enqueueing (a launch error, a failed copy) leaves its work
+  // running, and the next call or fence() waits for it (settle_locked).
+  class InFlight {
+   public:
+    InFlight(CudaKernels& k, cudaStream_t stream) : k_(k), stream_(stream) {}
+    InFlight(const InFlight&) = delete;
+    InFlight& operator=(const InFlight&) = delete;
+    ~InFlight() {
+      if (!completed_) k_.left_in_flight(stream_);
+    }
+    void completed() { completed_ = true; }
+
+   private:
+    CudaKernels& k_;
+    cudaStream_t stream_;
+    bool completed_ = false;
+  };
+
+  // The cudaStream_t that kv_copy's `stream` argument names (stream_choice.h).
+  cudaStream_t cuda_stream(void* stream) const {
+    switch (stream_kind(stream)) {
+      case StreamKind::kLegacyDefault:
+        return cudaStreamLegacy;
+      case StreamKind::kOwn:
+        return stream_;
+      case StreamKind::kCaller:
+        break;
+    }
+    return static_cast<cudaStream_t>(stream);
+  }
+
+  // Called with mu_ held by a failing call's InFlight.
+  void left_in_flight(cudaStream_t stream) {
+    if (cudaEventRecord(in_flight_, stream) == cudaSuccess) {
+      in_flight_pending_ = true;
+    } else {
+      cudaGetLastError();  // clear a non-sticky error; the device-wide wait below covers it
+      lost_track_ = true;
+    }
+  }
+
+  // Waits for work a failed call left in flight (mu_ held, device current).
+  Status settle_locked() {
+    if (lost_track_) {
+      PF_CUDA_TRY(cudaDeviceSynchronize());
+      lost_track_ = false;
+      in_flight_pending_ = false;
+    }
+    if (in_flight_pending_) {
+      PF_CUDA_TRY(cudaEventSynchronize(in_flight_));
+      in_flight_pending_ = false;
+    }
+    return Status::ok();
+  }
+
   const int ordinal_;
   cudaStream_t stream_ = nullptr;
   std::mutex mu_;
-  DeviceBuffer desc_;   // per-call descriptors (copy arrays, pages, pairs)
-  DeviceBuffer cvs_a_;  // chunk chaining values, then even tree levels
-  DeviceBuffer cvs_b_;  // odd tree levels
-  DeviceBuffer out_;    // digests as words, or compare flags
-  DeviceBuffer temp_;   // CUB temporary storage
+  cudaEvent_t in_flight_ = nullptr;  // recorded after the work of a failed call
+  bool in_flight_pending_ = false;   // in_flight_ was recorded and not yet waited for
+  bool lost_track_ = false;          // recording failed: wait for the whole device
+  DeviceScratch desc_;               // per-call descriptors (copy arrays, pages, pairs+flags)
+  DeviceScratch cvs_a_;              // chunk chaining values, then even tree levels
+  DeviceScratch cvs_b_;              // odd tree levels
+  DeviceScratch out_;                // digests as words
+  DeviceScratch temp_;               // CUB temporary storage
+  PinnedStaging upload_;             // descriptors on their way to desc_
+  PinnedStaging readback_;           // digests or flags on their way back
 };
 
 }  // namespace

@@ -26,6 +26,7 @@
 
 #include "base/status.h"
 #include "kernels/kv_layout.h"
+#include "kernels/stream_choice.h"
 #include "vmm/backend.h"
 
 namespace pf::kernels {
@@ -61,10 +62,18 @@ class PageKernels {
   virtual Status compare_batch(std::span<const ConstSpan> a, std::span<const ConstSpan> b,
                                std::span<std::uint8_t> equal) = 0;
   // Moves the job's KV rows between pages and engine tensors (kv_layout.h), both in this
-  // implementation's memory. `stream`: for `cuda`, the cudaStream_t the engine computes on
-  // (the copy is ordered after its work; nullptr = the kernels' own stream); ignored by
-  // `host`. Blocking like every call here: returns when the copy is complete.
+  // implementation's memory. `stream`, for `cuda` (stream_choice.h): the cudaStream_t the
+  // engine wrote the tensors on, so the copy is ordered after that work; nullptr is the
+  // legacy default stream (as in CUDA; PyTorch's default stream), kOwnStream the kernels' own
+  // stream (ordered after nothing of the caller's). `host` ignores it, kOwnStream included.
+  // Blocking like every call here: returns when the copy is complete.
   virtual Status kv_copy(const KVCopy& job, void* stream) = 0;
+  // Waits until no work this instance enqueued is still running. Every call above is
+  // blocking, so after a successful call nothing is; a call that failed after enqueueing may
+  // have left copies running, and fence() waits for them. Whoever seals pages this instance
+  // wrote (commit, snapshot, fork, publish) calls it first. `host`: returns at once (its
+  // calls never leave work behind). Errors: the device's, for work that failed.
+  virtual Status fence() = 0;
 };
 
 // BLAKE3-256 of one host buffer (the host implementation's single-buffer entry point).

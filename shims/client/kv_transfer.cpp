@@ -23,7 +23,14 @@ Result<kernels::PageKernels*> KVTransfer::kernels() {
   } else {
     PF_ASSIGN_OR_RETURN(kernels_, kernels::make_cuda_kernels(parsed->ordinal));
   }
+  made_.store(kernels_.get(), std::memory_order_release);
   return kernels_.get();
+}
+
+Status KVTransfer::fence() {
+  kernels::PageKernels* k = made_.load(std::memory_order_acquire);
+  if (k == nullptr) return Status::ok();  // no copy was ever made: nothing can be running
+  return k->fence();
 }
 
 Result<std::uint64_t> KVTransfer::copy(const KVLayoutDesc& layout, std::span<const KVPageRun> runs,

@@ -15,11 +15,17 @@
 //    append's write runs, alloc'd pages, not sealed since). Sealed pages are shared and
 //    immutable (DESIGN §2). Loading reads any page the caller holds.
 //  - Blocking: returns when the copy is complete (a CUDA copy is ordered on `stream` after
-//    the engine's own work, then synchronized).
+//    the engine's own work, then synchronized). `stream` as PageKernels::kv_copy takes it
+//    (kernels/stream_choice.h): nullptr is the legacy default stream, kernels::kOwnStream
+//    (PF_CUDA_STREAM_OWN) the kernels' own.
+//  - Fence: fence() waits for any copy a failed call left running on the device; the C ABI
+//    calls it before every call that seals pages (processfork.h "GPU fences"). It costs one
+//    atomic load until the first copy, and nothing on a host pool.
 //  - Threading: any number of threads may call copy(); the kernels are created once, on
 //    first use, under a mutex.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -54,6 +60,9 @@ class KVTransfer {
   // `conn` must outlive this object.
   explicit KVTransfer(Connection& conn) : conn_(conn) {}
 
+  // Waits until no copy of this transfer is still running (PageKernels::fence).
+  Status fence();
+
   // Copies layers [layer_begin, layer_end) of every run; returns the bytes moved.
   Result<std::uint64_t> copy(const KVLayoutDesc& layout, std::span<const KVPageRun> runs,
                              std::uint32_t layer_begin, std::uint32_t layer_end,
@@ -64,7 +73,8 @@ class KVTransfer {
 
   Connection& conn_;
   std::mutex mu_;
-  std::unique_ptr<kernels::PageKernels> kernels_;  // guarded by mu_ until set
+  std::unique_ptr<kernels::PageKernels> kernels_;     // guarded by mu_ until set
+  std::atomic<kernels::PageKernels*> made_{nullptr};  // kernels_.get() once set, for fence()
 };
 
 }  // namespace pf::client

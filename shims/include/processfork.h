@@ -25,6 +25,16 @@
  *  - Threading: a pf_client may be used from several threads; its requests are serialized
  *    (one in flight per client). pf_disconnect must not race with other calls on the same
  *    client. Use one client per thread for parallel requests.
+ *  - GPU fences (ABI 1.5; docs/cuda.md "Streams and fences"): the calls that seal pages
+ *    (pf_commit, pf_snapshot, pf_fork, pf_fork_branches, pf_merge, pf_pages_publish,
+ *    pf_pages_publish_ns) make the daemon digest or share page bytes as
+ *    they are at that moment. The CLIENT synchronizes its own writes first: every kernel or
+ *    copy of the client's that writes those pages (on any stream, through pf_page_ptr) must
+ *    have completed, e.g. cudaStreamSynchronize on the stream that wrote them, before the
+ *    sealing call is made. The LIBRARY synchronizes its own: pf_kv_copy returns only when
+ *    its copy is complete (it synchronizes the stream it ran on), and a sealing call first
+ *    waits for any copy of this client's pf_kv_copy that a failure left running. On a host
+ *    pool there is nothing to wait for and the fence costs nothing.
  */
 #ifndef PROCESSFORK_H_
 #define PROCESSFORK_H_
@@ -45,7 +55,7 @@ extern "C" {
 /* The ABI version of this header: the library's major must equal it; a library of a
  * higher minor accepts everything a lower minor's header passes (docs/c_api.md). */
 #define PF_ABI_VERSION_MAJOR 1
-#define PF_ABI_VERSION_MINOR 4
+#define PF_ABI_VERSION_MINOR 5
 
 /* "sha256:" + 64 hex digits + NUL. */
 #define PF_CID_BYTES 72
@@ -507,9 +517,18 @@ typedef enum pf_kv_direction {
   PF_KV_LOAD = 1   /* pages -> engine tensors */
 } pf_kv_direction;
 
-/* Copies layers [layer_begin, layer_end) of every run. `cuda_stream` (a cudaStream_t; NULL =
- * the library's own stream) orders a CUDA copy after the engine's work; ignored on a host
- * pool. Blocking: returns when the copy is complete. bytes_copied may be NULL.
+/* pf_kv_copy's cuda_stream value for the library's own (non-blocking) stream (ABI 1.5). All
+ * bits set: never a valid cudaStream_t. */
+#define PF_CUDA_STREAM_OWN ((void*)~(uintptr_t)0)
+
+/* Copies layers [layer_begin, layer_end) of every run. `cuda_stream` orders a CUDA copy after
+ * the engine's work: pass the cudaStream_t that wrote (for a store) or will read (for a load)
+ * the tensors. NULL is the legacy default stream, as in CUDA (PyTorch's default stream,
+ * torch.cuda.current_stream().cuda_stream == 0); PF_CUDA_STREAM_OWN is the library's own
+ * non-blocking stream, which waits for none of the caller's work (ABI 1.4 and earlier took
+ * NULL to mean that stream: a store could read K/V before the model wrote them). Ignored on
+ * a host pool, PF_CUDA_STREAM_OWN included. Blocking: returns when the copy is complete (the
+ * stream it ran on is synchronized). bytes_copied may be NULL.
  * PF_INVALID_ARGUMENT for a malformed layout or run and PF_PERMISSION_DENIED for a store into
  * a page this session may not write (checked before any byte moves: nothing is copied),
  * PF_UNAVAILABLE when the pool's device kernels cannot run here (a CUDA pool in

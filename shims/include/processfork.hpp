@@ -398,7 +398,11 @@ class Client {
   // ---- KV layout copies (processfork.h "KV layout copies") ----
   // Copies layers [layer_begin, layer_end) of `runs` between the engine tensors `layout`
   // describes and pool pages; returns the bytes copied. Blocking. Store only into pages
-  // this client holds exclusively.
+  // this client holds exclusively. `cuda_stream`: the cudaStream_t that wrote (store) or
+  // will read (load) the tensors; nullptr is the legacy default stream (PyTorch's default
+  // stream), PF_CUDA_STREAM_OWN the library's own stream (processfork.h, ABI 1.5). Before
+  // commit / snapshot / fork / merge / publish, synchronize every stream of yours that wrote
+  // the pages (processfork.h "GPU fences"); the library waits for its own copies.
   std::uint64_t kv_copy(const pf_kv_layout& layout, std::span<const pf_kv_run> runs,
                         pf_kv_direction direction, std::uint32_t layer_begin = 0,
                         std::uint32_t layer_end = UINT32_MAX, void* cuda_stream = nullptr) {

@@ -31,6 +31,7 @@ Status fork_branches(pf_client* client, const pf_source* source, uint32_t n, pf_
                    std::to_string(n) + " needed");
   }
   request.head.n = n;
+  PF_TRY(fence_kv_copies(client));
   PF_ASSIGN_OR_RETURN(auto f, client->conn->request<Op::kFork>(std::move(request)));
   if (f.branches.size() != n) {
     return Status(Code::kProtocol, "asked the daemon for " + std::to_string(n) + " branches, got " +
@@ -122,6 +123,7 @@ pf_result pf_append(pf_client* client, pf_branch_id branch, const uint32_t* toke
 pf_result pf_commit(pf_client* client, pf_branch_id branch) {
   return boundary([&]() -> Status {
     PF_TRY(check_client(client));
+    PF_TRY(fence_kv_copies(client));
     return branch_op<Op::kCommit>(client, branch);
   });
 }
@@ -193,6 +195,7 @@ pf_result pf_snapshot(pf_client* client, pf_branch_id branch, const char* name,
       PF_ASSIGN_OR_RETURN(std::string_view n, text_arg(name, "name"));
       request.name = n;
     }
+    PF_TRY(fence_kv_copies(client));
     PF_ASSIGN_OR_RETURN(auto s, client->conn->request<Op::kSnapshot>(std::move(request)));
     *out = pf_snapshot_result{};
     copy_fixed(out->cid, sizeof out->cid, pf::msg::cstr(s.head.cid));
@@ -253,6 +256,7 @@ pf_result pf_merge(pf_client* client, const pf_source* from, const pf_source* in
     if (recompute_tokens == nullptr && capacity != 0) {
       return invalid("recompute_tokens is NULL but capacity is not 0");
     }
+    PF_TRY(fence_kv_copies(client));
     PF_ASSIGN_OR_RETURN(auto m, client->conn->request<Op::kMerge>(std::move(request)));
     *out = pf_merge_result{};
     out->outcome = m.fast_forward != 0 ? PF_MERGE_FAST_FORWARD : PF_MERGE_THREE_WAY;

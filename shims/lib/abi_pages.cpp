@@ -173,6 +173,7 @@ pf_result pf_pages_publish_ns(pf_client* client, const uint8_t* keys, const uint
       request.head.has_parent = 1;
       std::memcpy(request.head.parent_key, parent_key, PF_KEY_BYTES);
     }
+    PF_TRY(fence_kv_copies(client));
     PF_ASSIGN_OR_RETURN(auto added, client->conn->request<Op::kPagesPublish>(std::move(request)));
     if (n_new != nullptr) *n_new = added.head.new_keys;
     return Status::ok();

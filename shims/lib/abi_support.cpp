@@ -56,6 +56,10 @@ Status check_client(const pf_client* client) {
   return Status::ok();
 }
 
+Status fence_kv_copies(pf_client* client) {
+  return client->kv->fence();
+}
+
 Status check_out(const void* p, const char* what) {
   if (p == nullptr) return invalid(std::string(what) + " is NULL");
   return Status::ok();

@@ -52,6 +52,10 @@ pf_result boundary(F&& body) noexcept {
 
 Status invalid(std::string message);
 Status check_client(const pf_client* client);
+// The library's half of the GPU fence (processfork.h "GPU fences"): waits for any pf_kv_copy
+// of this client still running on the device. Every call that seals pages calls it after
+// check_client and before its request. Free on a host pool.
+Status fence_kv_copies(pf_client* client);
 Status check_out(const void* p, const char* what);
 // A NUL-terminated string argument that must be present, non-empty and at most
 // wire::kMaxNameBytes long.

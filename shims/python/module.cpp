@@ -50,6 +50,8 @@ NB_MODULE(_core, m) {
   });
   m.def("dtype_bytes", [](std::uint32_t dtype) { return pf_dtype_bytes(dtype); });
   m.attr("MAX_FORK") = PF_MAX_FORK;
+  // kv_copy's stream for the library's own stream (PF_CUDA_STREAM_OWN, ABI 1.5).
+  m.attr("CUDA_STREAM_OWN") = reinterpret_cast<std::uintptr_t>(PF_CUDA_STREAM_OWN);
   m.attr("CID_BYTES") = PF_CID_BYTES;
   bind_results(m);
 

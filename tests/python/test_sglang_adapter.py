@@ -33,6 +33,7 @@ import torch
 import processfork
 from conftest import restart_daemon, start_cuda_daemon, start_daemon, stop_daemon
 
+from _fence_spy import record_fences_and_seals
 from _sglang_host import (
     LAYOUTS,
     NAMESPACE,
@@ -798,3 +799,21 @@ def test_gpu_cuda_pool_with_pinned_host_pool(layout, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_publish_is_fenced_and_the_fence_is_skipped_for_a_cpu_host_pool(pf, monkeypatch):
+    """processfork.h "GPU fences": a backup waits for torch's current stream of the host
+    pool's device before publish_pages seals the pages; SGLang's host pool is CPU memory, so
+    the fence is skipped (returns False) and the published pages hold the host pool's bytes."""
+    import processfork.sglang.storage as storage_mod
+
+    events = record_fences_and_seals(monkeypatch, storage_mod, ("publish_pages",))
+    s, a = attached(pf.socket, "page_first", seed=23)
+    try:
+        keys = chain_keys(fresh_tokens(2), P)
+        assert s.batch_set_v1(keys, a.indices([1, 2])) == [True, True]
+        assert events == [("fence", "cpu", False), ("publish_pages",)]
+        with pf.connect() as c:
+            _check_pool_pages(c, keys, a, [1, 2])
+    finally:
+        s.close()

@@ -36,6 +36,7 @@ from processfork.transformers import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _fence_spy import record_fences_and_seals  # noqa: E402
 from _transformers_model import PAGE_TOKENS, ForceToken, ForwardLog, prompt_ids, tiny_llama  # noqa: E402
 from conftest import start_cuda_daemon, start_daemon, stop_daemon  # noqa: E402
 
@@ -585,3 +586,28 @@ def test_fork_on_cuda_pool_matches_uninterrupted_runs(tmp_path):
             _run_fork_test(d, model, "cuda", exact=False, tmp=tmp_path)
         finally:
             stop_daemon(d)
+
+
+def test_sealing_calls_are_fenced_and_the_fence_is_skipped_on_cpu(pf, model, monkeypatch):
+    """processfork.h "GPU fences": before commit, snapshot and fork the cache waits for
+    torch's current stream of the model's device; with CPU tensors the fence is skipped
+    (returns False without touching CUDA) and the sealed pages still hold the KV."""
+    from processfork.transformers import _cache
+
+    events = record_fences_and_seals(monkeypatch, _cache, ("commit", "snapshot", "fork"))
+    ids = prompt_ids(9)
+    ref_cache = DynamicCache(config=model.config)
+    model.generate(ids, past_key_values=ref_cache, max_new_tokens=3)
+    with ProcessForkCache(pf, model) as cache:
+        model.generate(ids, past_key_values=cache, max_new_tokens=3)
+        events.clear()
+        cache.commit()
+        snap = cache.snapshot()
+        kids = cache.fork(1)
+        cpu_fence = ("fence", "cpu", False)
+        assert events == [cpu_fence, ("commit",), cpu_fence, ("snapshot",), cpu_fence,
+                          ("fork",)]
+        n = cache.get_seq_length()
+        assert snap.n_tokens == n
+        assert_pages_hold(pf, kids[0].id, [(la.keys, la.values) for la in ref_cache.layers], n)
+        pf.free(kids[0].id)

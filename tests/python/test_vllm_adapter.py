@@ -32,6 +32,7 @@ import processfork  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from _vllm_env import (  # noqa: E402
     BLOCK_SIZE, GEOMETRY, Engine, token_kv, tiny_model_dir, vllm_config)
+from _fence_spy import record_fences_and_seals  # noqa: E402
 from conftest import start_cuda_daemon, start_daemon, stop_daemon  # noqa: E402
 
 from vllm.distributed.kv_transfer.kv_connector.factory import KVConnectorFactory  # noqa: E402
@@ -751,3 +752,27 @@ def test_transformers_cache_pages_are_reused_by_vllm_of_the_same_model_dir(pf, t
         cache.commit()
     assert _prefill(other, pf.socket, "t1", PROMPT) == 0
     assert _prefill(here, pf.socket, "t2", PROMPT) == 8
+
+
+@needs_layout
+def test_commit_is_fenced_and_the_fence_is_skipped_on_cpu(model_dir, pf, monkeypatch):
+    """processfork.h "GPU fences": the worker waits for torch's current stream of the KV
+    caches' device after its copies and before the commit that seals the pages; on vLLM-CPU
+    the fence is skipped (returns False) and the committed pages hold the KV."""
+    from processfork.vllm import _layout
+
+    events = record_fences_and_seals(monkeypatch, _layout, ("commit",))
+    a = _engine(model_dir, pf.socket, seed=9)
+    prompt = _prompt(11)
+    a.add("a0", prompt)
+    a.step()
+    assert events == [("fence", "cpu", False), ("commit",)]
+    with pf.connect() as c:
+        b = c.branch(prompt, namespace=_ns(model_dir))
+        assert b.reused_tokens == 8
+        page = c.page(c.view(b).pages[0])
+        assert torch.equal(torch.from_numpy(page[:, :, 1].copy()), token_kv(9, prompt[1], 1))
+        c.free(b)
+    a.finish("a0")
+    a.step()
+    a.close()

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/stream_choice.h"
 #include "shims/include/processfork.hpp"
 #include "tests/shims/shims_harness.h"
 #include "tests/support/pattern.h"
@@ -161,6 +162,53 @@ TEST_F(ShimsKVCopy, BadLayoutsAndRunsChangeNothing) {
   std::uint64_t bytes = 99;
   EXPECT_EQ(pf_kv_copy(c_.get(), &ok, nullptr, 0, 0, kL, PF_KV_STORE, nullptr, &bytes), PF_OK);
   EXPECT_EQ(bytes, 0u);
+}
+
+// ABI 1.5: PF_CUDA_STREAM_OWN names the library's own stream (NULL is the legacy default
+// stream). A host pool ignores both; the calls that seal the stored pages then pass through
+// the library's fence (a no-op on the host) and see the stored bytes.
+TEST_F(ShimsKVCopy, OwnStreamSentinelOnAHostPoolThenSealingCalls) {
+  EXPECT_EQ(PF_CUDA_STREAM_OWN, pf::kernels::kOwnStream);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(PF_CUDA_STREAM_OWN), ~std::uintptr_t{0});
+  EXPECT_GE(pf_abi_version() & 0xffffu, 5u);
+  Engine a, b;
+  a.fill(99);
+  pf_new_branch nb{};
+  ASSERT_EQ(pf_branch_create(c_.get(), nullptr, 0, &nb), PF_OK);
+  const std::vector<std::uint32_t> tokens(8, 3);
+  std::vector<pf_write_run> wr(pf_append_max_runs(c_.get(), tokens.size()));
+  pf_append_result res{};
+  ASSERT_EQ(
+      pf_append(c_.get(), nb.branch, tokens.data(), tokens.size(), wr.data(), wr.size(), &res),
+      PF_OK);
+  std::vector<pf_kv_run> runs;
+  for (std::size_t i = 0; i < res.n_runs; ++i) {
+    runs.push_back({wr[i].page, wr[i].first_slot, wr[i].count, 0, wr[i].first_token});
+  }
+  const pf_kv_layout la = a.layout();
+  std::uint64_t bytes = 0;
+  ASSERT_EQ(pf_kv_copy(c_.get(), &la, runs.data(), runs.size(), 0, kL, PF_KV_STORE,
+                       PF_CUDA_STREAM_OWN, &bytes),
+            PF_OK)
+      << pf_last_error_message(nullptr);
+  EXPECT_EQ(bytes, 8ull * kL * 2 * kH * kRow);
+  ASSERT_EQ(pf_commit(c_.get(), nb.branch), PF_OK) << pf_last_error_message(nullptr);
+  pf_snapshot_result snap{};
+  ASSERT_EQ(pf_snapshot(c_.get(), nb.branch, nullptr, &snap), PF_OK)
+      << pf_last_error_message(nullptr);
+  EXPECT_EQ(snap.n_tokens, 8u);
+  pf_branch_id kid = 0;
+  const pf_source from = pf_source_named(snap.cid);
+  ASSERT_EQ(pf_fork(c_.get(), &from, 1, &kid, 1, nullptr, 0), PF_OK)
+      << pf_last_error_message(nullptr);
+  // The sealed pages hold what the store wrote.
+  const pf_kv_layout lb = b.layout();
+  ASSERT_EQ(pf_kv_copy(c_.get(), &lb, runs.data(), runs.size(), 0, kL, PF_KV_LOAD,
+                       PF_CUDA_STREAM_OWN, nullptr),
+            PF_OK);
+  for (std::uint32_t l = 0; l < kL; ++l)
+    for (int kv = 0; kv < 2; ++kv)
+      EXPECT_EQ(std::memcmp(b.row(l, kv, 0), a.row(l, kv, 0), 8 * kH * kRow), 0);
 }
 
 TEST_F(ShimsKVCopy, CppHeaderRoundTripAndErrorsAsExceptions) {

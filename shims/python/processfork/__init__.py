@@ -10,6 +10,7 @@
 """
 from processfork import _core
 from processfork._client import (
+    CUDA_STREAM_OWN,
     DEFAULT_TIMEOUT_MS,
     MAX_FORK,
     AppendResult,
@@ -56,6 +57,7 @@ from processfork._errors import (
 __version__: str = _core.version()
 
 __all__ = [
+    "CUDA_STREAM_OWN",
     "DEFAULT_TIMEOUT_MS", "MAX_FORK", "AppendResult", "Branch", "BranchInfo", "BranchView",
     "Client", "Diff", "GcResult", "LogEntry", "MergeResult", "PageView", "PoolInfo", "PoolStats",
     "RefEntry", "Snapshot", "SnapshotEntry", "Source",

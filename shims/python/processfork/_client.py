@@ -20,7 +20,7 @@ from processfork._layout import KVLayout, KVRuns, runs_array
 from processfork._namespace import namespace_tag
 
 __all__ = [
-    "DEFAULT_RECONNECT_TIMEOUT_MS", "DEFAULT_TIMEOUT_MS", "MAX_FORK", "Branch", "BranchInfo", "BranchView", "Client", "Diff",
+    "CUDA_STREAM_OWN", "DEFAULT_RECONNECT_TIMEOUT_MS", "DEFAULT_TIMEOUT_MS", "MAX_FORK", "Branch", "BranchInfo", "BranchView", "Client", "Diff",
     "GcResult", "LogEntry", "MergeResult", "PageView", "PoolInfo", "PoolStats", "RefEntry",
     "Snapshot", "SnapshotEntry", "AppendResult", "Source", "WriteRun", "connect",
 ]
@@ -28,6 +28,9 @@ __all__ = [
 DEFAULT_TIMEOUT_MS = 10_000
 DEFAULT_RECONNECT_TIMEOUT_MS = 3_000
 MAX_FORK: int = _core.MAX_FORK
+#: ``stream`` of :meth:`Client.kv_store` / :meth:`Client.kv_load` for the library's own
+#: non-blocking CUDA stream (``PF_CUDA_STREAM_OWN``); 0 is the legacy default stream.
+CUDA_STREAM_OWN: int = _core.CUDA_STREAM_OWN
 # The dtype table is the library's (base/dtype.h, through the C ABI); NumPy has no bf16 or
 # fp8, so page views show those as raw uint16 / uint8 of the same element size.
 _DTYPES = {code: _core.dtype_name(code) for code in range(256) if _core.dtype_name(code)}
@@ -558,8 +561,12 @@ class Client:
         (:meth:`page_writable`: the pages of :meth:`append`'s write runs or
         :meth:`alloc_pages`); sealed pages are shared and immutable.
         Blocking (GIL released); on a CUDA pool the copy is ordered on ``stream`` (a
-        ``cudaStream_t`` as int, e.g. ``torch.cuda.current_stream().cuda_stream``; 0 = the
-        library's own stream). Returns the bytes copied.
+        ``cudaStream_t`` as int: the stream that wrote the tensors, e.g.
+        ``torch.cuda.current_stream().cuda_stream``; 0 is the legacy default stream, which
+        is torch's default stream; :data:`CUDA_STREAM_OWN` the library's own stream, ordered
+        after none of the caller's work) and complete on return. Before a call that seals
+        the pages (commit, snapshot, fork, merge, publish) synchronize every stream of yours
+        that wrote them (docs/python.md "Streams and fences"). Returns the bytes copied.
 
         Raises:
             InvalidArgument: layout and pool disagree (layers, dtype, device), a run is out

@@ -4,6 +4,8 @@
   adapter uses (lazy, checked, dropped on loss, throttled);
 - :mod:`.errors` -- the one map from processfork errors to HTTP statuses and the
   ``{"error": {"code", "message"}}`` body (DESIGN §6);
+- :mod:`.fence` -- :func:`fence`: the wait for torch's current stream that every adapter
+  makes before a call that seals pages (processfork.h "GPU fences");
 - :mod:`.routes` -- the one router factory for the snapshot / fork / checkout / merge /
   log / diff routes the engines' HTTP servers mount (needs FastAPI; import it on demand).
 """

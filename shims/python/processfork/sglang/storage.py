@@ -63,6 +63,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 import processfork
+from processfork._integration.fence import fence
 from processfork._integration.session import Session, session_lost
 from processfork.sglang._config import Settings, read_settings, storage_namespace
 from processfork.sglang._hostpool import (
@@ -366,6 +367,8 @@ class ProcessForkStorage(HiCacheStorage):
             published = False
             try:
                 write(c, m, pages)
+                if self._kv_buffer is not None:
+                    fence(self._kv_buffer.device)
                 c.publish_pages(keys[m:], pages, parent_key=parent,
                                 namespace=self._namespace)
                 published = True

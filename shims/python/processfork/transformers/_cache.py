@@ -50,6 +50,7 @@ from transformers.cache_utils import Cache
 
 import processfork
 from processfork import Branch, Client, KVLayout, Snapshot
+from processfork._integration.fence import fence
 
 from processfork.transformers._geometry import check_geometry, model_geometry, torch_dtype
 from processfork.transformers._hook import install_token_hook
@@ -528,10 +529,11 @@ class ProcessForkCache(Cache):
             return torch.cuda.current_stream(self._device).cuda_stream
         return 0
 
-    def _sync(self) -> None:
-        """Waits for this cache's enqueued CUDA copies (no-op on CPU)."""
-        if self._device.type == "cuda":
-            torch.cuda.current_stream(self._device).synchronize()
+    def _sync(self) -> bool:
+        """The fence before anything that seals or shares the branch (``_integration.fence``):
+        waits for this cache's copies and the model's writes on torch's current stream.
+        Returns whether it waited (False on CPU, where it costs nothing)."""
+        return fence(self._device)
 
     def _check_open(self) -> None:
         """The cache must be open (a closed *client* only stops the pool writes: see

@@ -32,6 +32,7 @@ import torch
 import numpy as np
 
 import processfork
+from processfork._integration.fence import fence
 
 from processfork.vllm._backends import BlockFormat
 from processfork.vllm._cpu_attn import CpuAttnCodec
@@ -118,10 +119,11 @@ class VllmKVLayout:
             return 0
         return int(torch.cuda.current_stream(self.device).cuda_stream)
 
-    def synchronize(self) -> None:
-        """Waits for the copies enqueued on :meth:`stream` (no-op on CPU)."""
-        if self.is_cuda:
-            torch.cuda.current_stream(self.device).synchronize()
+    def synchronize(self) -> bool:
+        """The fence before a commit (``_integration.fence``): waits for the copies and the
+        model's writes enqueued on :meth:`stream`. Returns whether it waited (False on CPU,
+        where it costs nothing)."""
+        return fence(self.device)
 
     # ---- copies --------------------------------------------------------------------------
     def store(self, client: processfork.Client, runs: np.ndarray, layers: range) -> None:
