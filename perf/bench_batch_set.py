@@ -13,7 +13,9 @@ interleaved rep by rep (medians are reported: the machine may be shared and nois
   call (its ``_store``): ``lookup_keys(keys, hold=False)`` (the leading run already present),
   ``alloc_pages``, one copy per page from the host buffer into the pool page (NumPy page
   views; the storage uses torch or ``kv_store`` for the same copy), ``publish_pages(keys,
-  pages)`` -- which seals (digests) every page. One daemon per ``--daemon NAME=CLI``
+  pages)`` -- which seals every page (the daemon digests them right after the call, in the
+  background; ``processfork[NAME]+sealed`` also counts the wait until every page's digest is
+  stored, read from the daemon's ``/metrics``). One daemon per ``--daemon NAME=CLI``
   (default: ``current`` = $PF_CLI or the CLI bundled with the package), so an older build's
   daemon (the BEFORE) runs against the same client in the same run.
 - ``mooncake``: what SGLang's ``MooncakeStore.batch_set`` does on its zero-copy path: the host
@@ -112,7 +114,11 @@ class ProcessForkStore:
                     f"page_tokens={args.page_mib * 8}")
         cmd = [cli, "serve", "--device", "host", "--geometry", geometry,
                "--capacity", f"{cap}MiB", "--chunk", f"{max(args.page_mib, 2)}MiB",
-               "--socket", str(sock), "--http", "off", "--ready-file", str(ready)]
+               "--socket", str(sock), "--ready-file", str(ready)]
+        # HTTP only for /metrics (no token needed): how many published pages still await
+        # their digests (processfork_digest_pending_pages; runtime/digest_behind.h).
+        self.port = free_port()
+        cmd += ["--http", f"127.0.0.1:{self.port}"]
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
@@ -137,6 +143,21 @@ class ProcessForkStore:
             dst[:] = self.data[i * self.page_bytes:(i + 1) * self.page_bytes]
         c.publish_pages(keys[present:], pages,
                         parent_key=keys[present - 1] if present else None)
+
+    def digests_pending(self) -> int:
+        """Published pages whose digests the daemon has not stored yet (0 for a daemon that
+        digests inside publish_pages and has no such metric)."""
+        import urllib.request  # noqa: PLC0415
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("processfork_digest_pending_pages "):
+                    return int(float(line.split()[1]))
+        return 0
+
+    def wait_sealed(self) -> None:
+        """Returns once every page published so far has its digest (polls /metrics)."""
+        while self.digests_pending():
+            time.sleep(0.0005)
 
     def reset(self) -> None:
         # Nothing: a serving daemon's pool is warm. Once it is full, alloc_pages evicts the
@@ -171,6 +192,7 @@ class SGLangProcessForkStore:
         self.storage.register_mem_pool_host(self.pool)
         self.indices = self.pool.indices(list(range(args.pages)))
         self.n = args.pages
+        self.wait_sealed = pf.wait_sealed
 
     def batch_set(self, tid: int, tag: str) -> None:
         ok = self.storage.batch_set_v1(page_keys(tag, self.n), self.indices)
@@ -372,6 +394,11 @@ def main() -> int:
 
         per_rep = args.pages * args.calls * args.threads * page_bytes
         secs: dict[str, list[float]] = {s.name: [] for s in stores}
+        # ProcessFork also "<name>+sealed": the calls plus the wait until the daemon stored
+        # the digest of every page they published (the digests run behind publish_pages).
+        for s in stores:
+            if hasattr(s, "wait_sealed"):
+                secs[s.name + "+sealed"] = []
         warm = 2  # reps 0 and 1 warm up (fault in every pool page), not reported
         for rep in range(args.reps + warm):
             order = stores if rep % 2 == 0 else list(reversed(stores))
@@ -380,7 +407,15 @@ def main() -> int:
                 if isinstance(s, MooncakeProxy):
                     dt = s.rep(tag)
                 else:
+                    t0 = time.perf_counter()
                     dt = timed_calls(args.threads, s.batch_set, args.calls, tag)
+                    if hasattr(s, "wait_sealed"):
+                        s.wait_sealed()
+                        sealed = time.perf_counter() - t0
+                        if rep >= warm:
+                            secs[s.name + "+sealed"].append(sealed)
+                        print(f"rep {rep} {s.name}+sealed: {per_rep / sealed / 1e9:.2f} GB/s",
+                              file=sys.stderr)
                     s.reset()
                 if rep >= warm:
                     secs[s.name].append(dt)
