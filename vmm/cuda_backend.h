@@ -26,9 +26,10 @@
 #pragma once
 
 #include <memory>
+#include <string_view>
 
-#include "vmm/backend.h"
 #include "base/status.h"
+#include "vmm/backend.h"
 
 namespace pf::vmm {
 
@@ -49,6 +50,17 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(int device_ordinal);
 // Number of CUDA devices the driver sees (0 is possible). Loads the driver and calls cuInit.
 // Errors: kUnavailable when the driver is missing or cuInit fails.
 Result<int> cuda_device_count();
+
+// Finds the ordinal, in this process, of the device another process named by its UUID
+// ("GPU-...", Backend::device_uuid) or, when `uuid` is empty, its PCI bus id (compared as
+// numbers, so "0000:3B:00.0" matches "00000000:3b:00.0"). Ordinals differ between processes
+// whose CUDA_VISIBLE_DEVICES differ; the UUID and the bus id do not (NCCL identifies peers'
+// GPUs by bus id the same way). Blocking: loads the driver, calls cuInit, then queries each
+// visible device (cuDeviceGet over cuDeviceGetCount).
+// Errors: kUnavailable when the driver is unusable or no visible device matches (the
+// message names the device sought, the devices this process sees and its
+// CUDA_VISIBLE_DEVICES); kInvalidArgument when both names are empty.
+Result<int> find_cuda_device(std::string_view uuid, std::string_view pci_bus_id);
 
 #else
 
