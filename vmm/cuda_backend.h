@@ -21,6 +21,14 @@
 //    maps the same chunk sees them.
 //  - Every call makes the device's primary context current on the calling thread for its
 //    duration and restores the thread's previous context before returning.
+//  - import_chunk() maps nothing (no synchronizing trial map): a size claim larger than the
+//    allocation fails at map() with kInvalidArgument. An import that the driver answers with
+//    a handle this backend already holds is one more reference to it; cuMemRelease runs
+//    once, when release_chunk() ended the last reference.
+//  - copy_to_mapped / copy_from_mapped keep their range mapped until they return: unmap()
+//    and set_access() wait for copies in flight.
+//  - device_uuid() / device_pci_bus_id() name the device across processes; device()'s
+//    ordinal does not (find_cuda_device below, docs/cuda.md "Device identity").
 //  - Driver failures are kDriver, except CUDA_ERROR_OUT_OF_MEMORY, which is kOutOfMemory
 //    (so the runtime can evict and retry).
 #pragma once

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "shims/client/local_device.h"
 #include "tests/vmm/fake_cuda_driver.h"
 #include "vmm/cuda_backend.h"
 #include "vmm/mapped_range.h"
@@ -34,6 +35,33 @@ std::unique_ptr<Backend> open(int ordinal) {
   auto b = make_cuda_backend(ordinal);
   EXPECT_TRUE(b.is_ok()) << b.status().to_string();
   return b.is_ok() ? std::move(b).value() : nullptr;
+}
+
+// Exports `chunk` and imports the fd again in this process, claiming `claim` bytes.
+Status reimport(Backend& b, const ChunkHandle& chunk, std::size_t claim, ChunkHandle* out) {
+  int fd = -1;
+  PF_TRY(b.export_chunk(chunk, &fd));
+  const Status s = b.import_chunk(fd, claim, out);
+  close(fd);
+  return s;
+}
+
+// One chunk of one granule, mapped at a reservation of its own, access not yet set.
+struct OneMapping {
+  ChunkHandle chunk;
+  void* va = nullptr;
+};
+Status map_one(Backend& b, OneMapping* m) {
+  const std::size_t g = b.granularity();
+  PF_TRY(b.create_chunk(g, &m->chunk));
+  PF_TRY(b.reserve(g, &m->va));
+  return b.map(m->va, g, m->chunk, 0);
+}
+Status unmap_one(Backend& b, const OneMapping& m) {
+  const std::size_t g = b.granularity();
+  PF_TRY(b.unmap(m.va, g));
+  PF_TRY(b.release_chunk(m.chunk));
+  return b.free_reservation(m.va, g);
 }
 
 TEST(CudaFakeDriver, BackendNamesItsDeviceByUuidAndBusId) {
@@ -65,6 +93,32 @@ TEST(CudaFakeDriver, FindsTheDeviceByUuidWhateverItsOrdinal) {
   EXPECT_EQ(found.value(), 0);
 }
 
+// The client's side: the daemon's cuda:1 (by UUID) is this process's cuda:0; a GPU this
+// process cannot see is an error kept for the mapping, naming the daemon's device.
+TEST(CudaFakeDriver, ClientResolvesTheDaemonsDeviceToItsOwnOrdinal) {
+  fake_cuda::Config only_b;
+  only_b.devices = {{kUuidB, "00000000:86:00.0"}};
+  fake_cuda::reset(only_b);
+  client::LocalDevice local = client::resolve_local_device("cuda:1", kUuidB, "00000000:86:00.0");
+  EXPECT_TRUE(local.status.is_ok()) << local.status.to_string();
+  EXPECT_EQ(local.name, "cuda:0");
+
+  local = client::resolve_local_device("cuda:0", kUuidA, "00000000:3b:00.0");
+  EXPECT_EQ(local.status.code(), Code::kUnavailable);
+  EXPECT_NE(local.status.message().find("daemon's pool is on its cuda:0"), std::string::npos)
+      << local.status.message();
+  EXPECT_NE(local.status.message().find(kUuidA), std::string::npos) << local.status.message();
+  EXPECT_EQ(local.name, "cuda:0") << "the daemon's name is kept when the lookup fails";
+
+  // A 3.2 daemon sends no UUID: its ordinal is all there is. Host pools need no lookup.
+  local = client::resolve_local_device("cuda:1", "", "");
+  EXPECT_TRUE(local.status.is_ok());
+  EXPECT_EQ(local.name, "cuda:1");
+  local = client::resolve_local_device("host", "", "");
+  EXPECT_TRUE(local.status.is_ok());
+  EXPECT_EQ(local.name, "host");
+}
+
 TEST(CudaFakeDriver, AnInvisibleDeviceIsAClearError) {
   fake_cuda::Config only_b;
   only_b.devices = {{kUuidB, "00000000:86:00.0"}};
@@ -91,18 +145,13 @@ TEST(CudaFakeDriver, SetAccessRefusalsAreUnsupported) {
     auto b = open(0);
     ASSERT_NE(b, nullptr);
     const std::size_t g = b->granularity();
-    ChunkHandle chunk;
-    void* va = nullptr;
-    ASSERT_TRUE(b->create_chunk(g, &chunk).is_ok());
-    ASSERT_TRUE(b->reserve(g, &va).is_ok());
-    ASSERT_TRUE(b->map(va, g, chunk, 0).is_ok());
-    ASSERT_TRUE(b->set_access(va, g, Access::kReadWrite).is_ok());
-    const Status none = b->set_access(va, g, Access::kNone);
+    OneMapping m;
+    ASSERT_TRUE(map_one(*b, &m).is_ok());
+    ASSERT_TRUE(b->set_access(m.va, g, Access::kReadWrite).is_ok());
+    const Status none = b->set_access(m.va, g, Access::kNone);
     EXPECT_EQ(none.code(), Code::kUnsupported) << refusal << ": " << none.to_string();
-    EXPECT_EQ(b->set_access(va, g, Access::kRead).code(), Code::kUnsupported) << refusal;
-    ASSERT_TRUE(b->unmap(va, g).is_ok());
-    ASSERT_TRUE(b->release_chunk(chunk).is_ok());
-    ASSERT_TRUE(b->free_reservation(va, g).is_ok());
+    EXPECT_EQ(b->set_access(m.va, g, Access::kRead).code(), Code::kUnsupported) << refusal;
+    ASSERT_TRUE(unmap_one(*b, m).is_ok());
   }
   fake_cuda::Config c = two_devices();
   c.set_access_restricted_result = CUDA_ERROR_UNKNOWN;
@@ -111,17 +160,12 @@ TEST(CudaFakeDriver, SetAccessRefusalsAreUnsupported) {
   auto b = open(0);
   ASSERT_NE(b, nullptr);
   const std::size_t g = b->granularity();
-  ChunkHandle chunk;
-  void* va = nullptr;
-  ASSERT_TRUE(b->create_chunk(g, &chunk).is_ok());
-  ASSERT_TRUE(b->reserve(g, &va).is_ok());
-  ASSERT_TRUE(b->map(va, g, chunk, 0).is_ok());
-  EXPECT_EQ(b->set_access(va, g, Access::kNone).code(), Code::kDriver);
-  EXPECT_EQ(b->set_access(va, g, Access::kReadWrite).code(), Code::kDriver)
+  OneMapping m;
+  ASSERT_TRUE(map_one(*b, &m).is_ok());
+  EXPECT_EQ(b->set_access(m.va, g, Access::kNone).code(), Code::kDriver);
+  EXPECT_EQ(b->set_access(m.va, g, Access::kReadWrite).code(), Code::kDriver)
       << "read-write on the backend's own device is never an unsupported mode";
-  ASSERT_TRUE(b->unmap(va, g).is_ok());
-  ASSERT_TRUE(b->release_chunk(chunk).is_ok());
-  ASSERT_TRUE(b->free_reservation(va, g).is_ok());
+  ASSERT_TRUE(unmap_one(*b, m).is_ok());
 }
 
 // Importing in the process that holds the allocation may yield the live handle: one more
@@ -135,16 +179,13 @@ TEST(CudaFakeDriver, SameProcessReimportOfTheLiveHandleIsRefcounted) {
   const std::size_t g = b->granularity();
   ChunkHandle chunk;
   ASSERT_TRUE(b->create_chunk(g, &chunk).is_ok());
-  int fd = -1;
-  ASSERT_TRUE(b->export_chunk(chunk, &fd).is_ok());
   ChunkHandle imported;
-  ASSERT_TRUE(b->import_chunk(fd, g, &imported).is_ok());
+  ASSERT_TRUE(reimport(*b, chunk, g, &imported).is_ok());
   EXPECT_EQ(imported.value, chunk.value) << "the fake hands back the live handle";
   EXPECT_EQ(b->stats().live_chunks, 2u);
   // A claim of another size for the same allocation is refused; the chunk lives on.
   ChunkHandle wrong;
-  EXPECT_EQ(b->import_chunk(fd, 2 * g, &wrong).code(), Code::kInvalidArgument);
-  close(fd);
+  EXPECT_EQ(reimport(*b, chunk, 2 * g, &wrong).code(), Code::kInvalidArgument);
   EXPECT_EQ(b->stats().live_chunks, 2u);
 
   ASSERT_TRUE(b->release_chunk(chunk).is_ok());
@@ -171,11 +212,8 @@ TEST(CudaFakeDriver, SameProcessReimportAsANewHandleReleasesBoth) {
   const std::size_t g = b->granularity();
   ChunkHandle chunk;
   ASSERT_TRUE(b->create_chunk(g, &chunk).is_ok());
-  int fd = -1;
-  ASSERT_TRUE(b->export_chunk(chunk, &fd).is_ok());
   ChunkHandle imported;
-  ASSERT_TRUE(b->import_chunk(fd, g, &imported).is_ok());
-  close(fd);
+  ASSERT_TRUE(reimport(*b, chunk, g, &imported).is_ok());
   EXPECT_NE(imported.value, chunk.value);
   ASSERT_TRUE(b->release_chunk(chunk).is_ok());
   ASSERT_TRUE(b->release_chunk(imported).is_ok());
@@ -193,11 +231,8 @@ TEST(CudaFakeDriver, ImportMapsNothingAndAnOversizedClaimFailsAtMap) {
   const std::size_t g = b->granularity();
   ChunkHandle chunk;
   ASSERT_TRUE(b->create_chunk(g, &chunk).is_ok());
-  int fd = -1;
-  ASSERT_TRUE(b->export_chunk(chunk, &fd).is_ok());
   ChunkHandle big;
-  ASSERT_TRUE(b->import_chunk(fd, 2 * g, &big).is_ok());
-  close(fd);
+  ASSERT_TRUE(reimport(*b, chunk, 2 * g, &big).is_ok());
   EXPECT_EQ(fake_cuda::counts().map.load(), 0);
   EXPECT_EQ(fake_cuda::counts().unmap.load(), 0);
   EXPECT_EQ(fake_cuda::counts().address_reserve.load(), 0);
@@ -259,11 +294,9 @@ TEST(CudaFakeDriver, UnmapWaitsForACopyInFlight) {
   auto b = open(0);
   ASSERT_NE(b, nullptr);
   const std::size_t g = b->granularity();
-  ChunkHandle chunk;
-  void* va = nullptr;
-  ASSERT_TRUE(b->create_chunk(g, &chunk).is_ok());
-  ASSERT_TRUE(b->reserve(g, &va).is_ok());
-  ASSERT_TRUE(b->map(va, g, chunk, 0).is_ok());
+  OneMapping m;
+  ASSERT_TRUE(map_one(*b, &m).is_ok());
+  void* va = m.va;
   ASSERT_TRUE(b->set_access(va, g, Access::kReadWrite).is_ok());
   const std::vector<std::uint8_t> bytes(4096, 7);
   auto copier = std::async(std::launch::async,
@@ -279,7 +312,7 @@ TEST(CudaFakeDriver, UnmapWaitsForACopyInFlight) {
   EXPECT_EQ(events[2], "unmap");
   // After the unmap, a copy is refused before the driver is asked.
   EXPECT_EQ(b->copy_to_mapped(va, bytes.data(), bytes.size()).code(), Code::kInvalidArgument);
-  ASSERT_TRUE(b->release_chunk(chunk).is_ok());
+  ASSERT_TRUE(b->release_chunk(m.chunk).is_ok());
   ASSERT_TRUE(b->free_reservation(va, g).is_ok());
 }
 
