@@ -64,6 +64,23 @@ Status unmap_one(Backend& b, const OneMapping& m) {
   return b.free_reservation(m.va, g);
 }
 
+// Tests that drive a backend on the fake: use() resets the fake and opens `b` on
+// device `ordinal` (granularity `g`).
+class CudaFakeBackend : public ::testing::Test {
+ protected:
+  ::testing::AssertionResult use(fake_cuda::Config config, int ordinal = 0) {
+    b.reset();  // the previous backend goes before the driver state it used
+    fake_cuda::reset(std::move(config));
+    b = open(ordinal);
+    if (b == nullptr) return ::testing::AssertionFailure() << "make_cuda_backend failed";
+    g = b->granularity();
+    return ::testing::AssertionSuccess();
+  }
+
+  std::unique_ptr<Backend> b;
+  std::size_t g = 0;
+};
+
 TEST(CudaFakeDriver, BackendNamesItsDeviceByUuidAndBusId) {
   fake_cuda::reset(two_devices());
   auto b = open(1);
@@ -136,15 +153,12 @@ TEST(CudaFakeDriver, AnInvisibleDeviceIsAClearError) {
 
 // cuMemSetAccess refusing an access mode is kUnsupported, whichever of the three codes the
 // driver uses for it; any other failure stays a driver error.
-TEST(CudaFakeDriver, SetAccessRefusalsAreUnsupported) {
+TEST_F(CudaFakeBackend, SetAccessRefusalsAreUnsupported) {
   for (const CUresult refusal :
        {CUDA_ERROR_NOT_SUPPORTED, CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_INVALID_DEVICE}) {
     fake_cuda::Config c = two_devices();
     c.set_access_restricted_result = refusal;
-    fake_cuda::reset(c);
-    auto b = open(0);
-    ASSERT_NE(b, nullptr);
-    const std::size_t g = b->granularity();
+    ASSERT_TRUE(use(c));
     OneMapping m;
     ASSERT_TRUE(map_one(*b, &m).is_ok());
     ASSERT_TRUE(b->set_access(m.va, g, Access::kReadWrite).is_ok());
@@ -156,10 +170,7 @@ TEST(CudaFakeDriver, SetAccessRefusalsAreUnsupported) {
   fake_cuda::Config c = two_devices();
   c.set_access_restricted_result = CUDA_ERROR_UNKNOWN;
   c.set_access_rw_result = CUDA_ERROR_INVALID_DEVICE;
-  fake_cuda::reset(c);
-  auto b = open(0);
-  ASSERT_NE(b, nullptr);
-  const std::size_t g = b->granularity();
+  ASSERT_TRUE(use(c));
   OneMapping m;
   ASSERT_TRUE(map_one(*b, &m).is_ok());
   EXPECT_EQ(b->set_access(m.va, g, Access::kNone).code(), Code::kDriver);
@@ -170,13 +181,10 @@ TEST(CudaFakeDriver, SetAccessRefusalsAreUnsupported) {
 
 // Importing in the process that holds the allocation may yield the live handle: one more
 // reference, one cuMemRelease when the last goes, never two.
-TEST(CudaFakeDriver, SameProcessReimportOfTheLiveHandleIsRefcounted) {
+TEST_F(CudaFakeBackend, SameProcessReimportOfTheLiveHandleIsRefcounted) {
   fake_cuda::Config c = two_devices();
   c.reimport_returns_live_handle = true;
-  fake_cuda::reset(c);
-  auto b = open(0);
-  ASSERT_NE(b, nullptr);
-  const std::size_t g = b->granularity();
+  ASSERT_TRUE(use(c));
   ChunkHandle chunk;
   ASSERT_TRUE(b->create_chunk(g, &chunk).is_ok());
   ChunkHandle imported;
@@ -205,11 +213,8 @@ TEST(CudaFakeDriver, SameProcessReimportOfTheLiveHandleIsRefcounted) {
 }
 
 // The other behaviour the driver may show: a new handle per import, each released once.
-TEST(CudaFakeDriver, SameProcessReimportAsANewHandleReleasesBoth) {
-  fake_cuda::reset(two_devices());
-  auto b = open(0);
-  ASSERT_NE(b, nullptr);
-  const std::size_t g = b->granularity();
+TEST_F(CudaFakeBackend, SameProcessReimportAsANewHandleReleasesBoth) {
+  ASSERT_TRUE(use(two_devices()));
   ChunkHandle chunk;
   ASSERT_TRUE(b->create_chunk(g, &chunk).is_ok());
   ChunkHandle imported;
@@ -224,11 +229,8 @@ TEST(CudaFakeDriver, SameProcessReimportAsANewHandleReleasesBoth) {
 
 // An import touches no page table (no trial reserve/map/unmap: cuMemUnmap synchronizes);
 // a claim larger than the allocation fails cleanly at the real map.
-TEST(CudaFakeDriver, ImportMapsNothingAndAnOversizedClaimFailsAtMap) {
-  fake_cuda::reset(two_devices());
-  auto b = open(0);
-  ASSERT_NE(b, nullptr);
-  const std::size_t g = b->granularity();
+TEST_F(CudaFakeBackend, ImportMapsNothingAndAnOversizedClaimFailsAtMap) {
+  ASSERT_TRUE(use(two_devices()));
   ChunkHandle chunk;
   ASSERT_TRUE(b->create_chunk(g, &chunk).is_ok());
   ChunkHandle big;
@@ -252,11 +254,8 @@ TEST(CudaFakeDriver, ImportMapsNothingAndAnOversizedClaimFailsAtMap) {
 
 // Growing a pool sets access on each new chunk's mapping only: n growths, n calls of one
 // chunk each (not 1 + 2 + ... + n chunks).
-TEST(CudaFakeDriver, GrowthSetsAccessOnTheNewChunkOnly) {
-  fake_cuda::reset(two_devices());
-  auto b = open(0);
-  ASSERT_NE(b, nullptr);
-  const std::size_t g = b->granularity();
+TEST_F(CudaFakeBackend, GrowthSetsAccessOnTheNewChunkOnly) {
+  ASSERT_TRUE(use(two_devices()));
   auto range = MappedRange::create(*b, 8 * g);
   ASSERT_TRUE(range.is_ok()) << range.status().to_string();
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(range.value()->grow(g).is_ok());
@@ -279,7 +278,7 @@ TEST(CudaFakeDriver, GrowthSetsAccessOnTheNewChunkOnly) {
 }
 
 // An unmap issued while a copy is between its range check and its DMA waits for the copy.
-TEST(CudaFakeDriver, UnmapWaitsForACopyInFlight) {
+TEST_F(CudaFakeBackend, UnmapWaitsForACopyInFlight) {
   std::promise<void> in_copy;
   std::shared_future<void> in_copy_seen = in_copy.get_future().share();
   std::atomic<bool> once{false};
@@ -290,10 +289,7 @@ TEST(CudaFakeDriver, UnmapWaitsForACopyInFlight) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   };
-  fake_cuda::reset(c);
-  auto b = open(0);
-  ASSERT_NE(b, nullptr);
-  const std::size_t g = b->granularity();
+  ASSERT_TRUE(use(c));
   OneMapping m;
   ASSERT_TRUE(map_one(*b, &m).is_ok());
   void* va = m.va;
