@@ -403,8 +403,9 @@ int serve_main(int argc, char** argv) {
   }
 
   {
-    Service service(**runtime, PoolIdentity{std::string(backend->name()), backend->device(),
-                                            PF_VERSION, epoch.epoch});
+    Service service(
+        **runtime, PoolIdentity{std::string(backend->name()), backend->device(), PF_VERSION,
+                                epoch.epoch, backend->device_uuid(), backend->device_pci_bus_id()});
     Result<std::unique_ptr<UdsServer>> uds = UdsServer::start(
         service, UdsOptions{.path = config.socket_path,
                             .max_clients = config.max_clients,
@@ -450,6 +451,7 @@ int serve_main(int argc, char** argv) {
                                                         : nlohmann::json(token_file.published())},
           {"backend", service.identity().backend},
           {"device", service.identity().device},
+          {"device_uuid", service.identity().device_uuid},
           {"boot_epoch", epoch.epoch},
           {"store",
            config.store_dir.empty() ? nlohmann::json() : nlohmann::json(config.store_dir)}};

@@ -96,10 +96,12 @@ struct Hello {
 struct HelloAnswer {
   wire::HelloReply head;
   std::optional<wire::HelloSession> session;  // 3.2; a 3.1 daemon sends none
+  std::optional<wire::HelloDevice> device;    // 3.3, after session; a 3.2 daemon sends none
   template <class IO>
   Status io(IO& io) {
     PF_TRY(io.fixed(head));
-    return io.tail(session, "hello session");
+    PF_TRY(io.tail(session, "hello session"));
+    return io.tail(device, "hello device");
   }
 };
 

@@ -51,6 +51,10 @@ struct PoolIdentity {
   // This start's boot epoch (ipc/boot_epoch.h): the high bits of every lease id here and of
   // every branch id (RuntimeOptions::id_epoch must be the same). 0 in in-process tests.
   std::uint32_t boot_epoch = 0;
+  // The device's machine-wide names (vmm::Backend::device_uuid / device_pci_bus_id), sent in
+  // HELLO's HelloDevice tail; empty for host memory.
+  std::string device_uuid;
+  std::string device_pci_bus_id;
 };
 
 class Service {

@@ -43,6 +43,10 @@ Result<msg::HelloAnswer> Service::handle<Op::kHello>(rt::LeaseId, const msg::Hel
   msg::set_cstr(hr.backend, identity_.backend);
   msg::set_cstr(hr.device, identity_.device);
   out.session = wire::HelloSession{identity_.boot_epoch, 0};
+  wire::HelloDevice device;
+  msg::set_cstr(device.uuid, identity_.device_uuid);
+  msg::set_cstr(device.pci_bus_id, identity_.device_pci_bus_id);
+  out.device = device;
   return out;
 }
 

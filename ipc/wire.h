@@ -33,7 +33,7 @@ namespace pf::wire {
 
 inline constexpr std::uint32_t kMagic = 0x314b4650;  // "PFK1" in memory order
 inline constexpr std::uint16_t kVersionMajor = 3;    // incompatible changes bump this
-inline constexpr std::uint16_t kVersionMinor = 2;    // compatible additions bump this
+inline constexpr std::uint16_t kVersionMinor = 3;    // compatible additions bump this
 inline constexpr std::uint32_t kMaxPayload = 16u << 20;
 inline constexpr std::uint32_t kMaxTokensPerRequest = 1u << 20;
 inline constexpr std::uint32_t kMaxNameBytes = 256;
@@ -53,7 +53,7 @@ enum class MsgType : std::uint16_t {
 
 // Operations per protocol minor of this major: adding a row to ipc/ops.def without bumping
 // kVersionMinor (and appending the new count here) fails to compile.
-inline constexpr std::size_t kOpsByMinor[] = {31, 31, 32};
+inline constexpr std::size_t kOpsByMinor[] = {31, 31, 32, 32};
 inline constexpr std::size_t kOpRows = 0
 #define PF_OP(...) +1
 #include "ipc/ops.def"
@@ -140,6 +140,18 @@ struct HelloSession {
 };
 static_assert(sizeof(HelloSession) == 8);
 inline constexpr std::uint16_t kBootEpochMinor = 2;
+
+// HELLO's second optional tail (3.3): follows HelloSession. Names the pool's device the
+// same way in every process: HelloReply.device ("cuda:N") is the daemon's ordinal, which
+// another process's CUDA_VISIBLE_DEVICES renumbers. A client finds the GPU among those it
+// sees by `uuid` (else `pci_bus_id`) and maps the pool there; both are empty for a host
+// pool. A 3.3 daemon always sends it; older clients ignore it (HELLO's reply only grows).
+struct HelloDevice {
+  char uuid[48] = {};        // "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (cuDeviceGetUuid)
+  char pci_bus_id[32] = {};  // "0000:3b:00.0" (cuDeviceGetPCIBusId)
+};
+static_assert(sizeof(HelloDevice) == 80);
+inline constexpr std::uint16_t kDeviceIdentityMinor = 3;
 // Branch and lease ids are (boot epoch << kIdEpochShift) | sequence (runtime/ids.h).
 inline constexpr unsigned kIdEpochShift = 32;
 inline std::uint32_t id_epoch(std::uint64_t id) {

@@ -52,8 +52,16 @@ class Backend {
 
   // "host", "cuda" or "fault"; stable, used in logs and /v1/health.
   virtual std::string_view name() const = 0;
-  // "host" or "cuda:N".
+  // "host" or "cuda:N". N is this process's ordinal, which depends on its
+  // CUDA_VISIBLE_DEVICES: never hand it to another process as a device's name.
   virtual std::string device() const = 0;
+  // The device's name that every process on the machine shares, whatever its
+  // CUDA_VISIBLE_DEVICES: "GPU-<uuid>" (cuDeviceGetUuid, as nvidia-smi -L prints it) for a
+  // CUDA device, "" for host memory. Another process finds the device by it
+  // (find_cuda_device in vmm/cuda_backend.h).
+  virtual std::string device_uuid() const { return {}; }
+  // The device's PCI bus id ("0000:3b:00.0", cuDeviceGetPCIBusId), "" for host memory.
+  virtual std::string device_pci_bus_id() const { return {}; }
   virtual MemoryKind memory_kind() const = 0;
   // Unit of chunk sizes, mapping sizes and offsets, and reservation sizes and alignment.
   virtual std::size_t granularity() const = 0;

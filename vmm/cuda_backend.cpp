@@ -18,6 +18,21 @@
 // (src/transport/nvls.cc, nvlsGroupConnect), and cuda.h says an exported allocation is
 // freed once "all shareable handles are closed and the allocation is released", i.e. the
 // application closes them. import_chunk therefore never closes `fd`.
+//
+// Re-imports: the driver does not promise that importing an fd in the process that holds
+// the allocation yields a new handle; it may hand back the live one. The tracker counts
+// references per handle value (vmm/resource_tracker.h): each create/import is one
+// reference, each release_chunk ends one, and cuMemRelease runs once, when the last ends.
+//
+// Imports are checked without touching the GPU's page tables: location and granularity from
+// cuMemGetAllocationPropertiesFromHandle; a size larger than the allocation makes the real
+// cuMemMap fail (kInvalidArgument, nothing changed). No trial map: cuMemUnmap synchronizes
+// the device, and every chunk import of an engine process would pay for it.
+//
+// Copies vs unmap: copy_to_mapped / copy_from_mapped hold `mapping_users_` shared from
+// their range check until the copy returned; unmap and set_access hold it exclusively, so a
+// range cannot be unmapped (or lose access) between the check and the DMA. Lock order:
+// mapping_users_, then the tracker's mutex.
 #include "vmm/cuda_backend.h"
 
 #include <fcntl.h>
@@ -26,9 +41,12 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <mutex>
 #include <new>
+#include <shared_mutex>
 #include <string>
 
+#include "vmm/cuda_device.h"
 #include "vmm/cuda_driver.h"
 #include "vmm/resource_tracker.h"
 
@@ -88,20 +106,6 @@ class ScopedContext {
   bool switched_ = false;
 };
 
-// cuInit once per call site; CUDA_ERROR_NO_DEVICE means "zero devices", not an error.
-Result<int> init_and_count() {
-  PF_TRY(cuda::load_driver());
-  const CUresult r = PF_CU_CALL(cuInit(0));
-  if (r == CUDA_ERROR_NO_DEVICE) return 0;
-  if (r != CUDA_SUCCESS) {
-    return cuda::driver_error(Code::kUnavailable, "CUDA driver present but unusable", r, "cuInit",
-                              __FILE__, __LINE__);
-  }
-  int count = 0;
-  PF_CU_TRY(cuDeviceGetCount(&count));
-  return count;
-}
-
 class CudaBackend final : public Backend {
  public:
   static Result<std::unique_ptr<Backend>> make(int ordinal);
@@ -121,6 +125,8 @@ class CudaBackend final : public Backend {
 
   std::string_view name() const override { return "cuda"; }
   std::string device() const override { return "cuda:" + std::to_string(ordinal_); }
+  std::string device_uuid() const override { return uuid_; }
+  std::string device_pci_bus_id() const override { return pci_bus_id_; }
   MemoryKind memory_kind() const override { return MemoryKind::kDevice; }
   std::size_t granularity() const override { return tracker_.granularity(); }
 
@@ -144,34 +150,46 @@ class CudaBackend final : public Backend {
 
  private:
   CudaBackend(int ordinal, CUdevice device, CUcontext ctx, std::string device_name,
-              const CUmemAllocationProp& prop, std::size_t granularity)
+              std::string uuid, std::string pci_bus_id, const CUmemAllocationProp& prop,
+              std::size_t granularity)
       : ordinal_(ordinal),
         device_(device),
         ctx_(ctx),
         device_name_(std::move(device_name)),
+        uuid_(std::move(uuid)),
+        pci_bus_id_(std::move(pci_bus_id)),
         prop_(prop),
         tracker_(granularity) {}
 
-  // Checks an imported allocation before it is handed out: it lives on this device and
-  // holds at least `bytes` (a trial map into a scratch reservation). Caller holds the lock
-  // and the context.
+  // Checks an imported allocation before it is handed out, without mapping it: it lives on
+  // this device and `bytes` is a multiple of its granularity. Whether it holds `bytes` is
+  // left to map() (cuMemMap refuses a larger mapping). Caller holds the lock and the context.
   Status check_imported(int fd, CUmemGenericAllocationHandle handle, std::size_t bytes);
   // Every granule of [va, va + bytes) is mapped with at least `needed` access for this
-  // device, so a copy cannot fault the context.
+  // device, so a copy cannot fault the context. Caller holds mapping_users_ (shared or
+  // exclusive) until the copy returned, and the context.
   Status check_copy_range(const void* va, std::size_t bytes, bool write, const char* what);
-  // Records a new chunk, or undoes its creation/import when that is impossible.
-  Status record_chunk(CUmemGenericAllocationHandle handle, std::size_t bytes, ChunkHandle* out);
+  // Records one more reference to `handle` (new, or a live handle the driver handed out
+  // again for an import). On failure, releases the driver handle only when this call was
+  // its only holder. Caller holds the lock and the context.
+  Status record_chunk(CUmemGenericAllocationHandle handle, std::size_t bytes, bool imported,
+                      ChunkHandle* out);
 
   const int ordinal_;
   const CUdevice device_;
   const CUcontext ctx_;  // the retained primary context
   const std::string device_name_;
+  const std::string uuid_;          // "GPU-..." (cuDeviceGetUuid)
+  const std::string pci_bus_id_;    // cuDeviceGetPCIBusId
   const CUmemAllocationProp prop_;  // pinned, on device_, exportable as a POSIX fd
+  // Shared by copies from range check to completion; exclusive for unmap and set_access
+  // (see the DESIGN note). Taken before tracker_'s mutex.
+  std::shared_mutex mapping_users_;
   ResourceTracker tracker_;
 };
 
 Result<std::unique_ptr<Backend>> CudaBackend::make(int ordinal) {
-  PF_ASSIGN_OR_RETURN(const int count, init_and_count());
+  PF_ASSIGN_OR_RETURN(const int count, cuda::init_and_count());
   if (ordinal < 0 || ordinal >= count) {
     return PF_ERROR(Code::kUnavailable, "no CUDA device " + std::to_string(ordinal) + " (found " +
                                             std::to_string(count) + ")");
@@ -183,6 +201,9 @@ Result<std::unique_ptr<Backend>> CudaBackend::make(int ordinal) {
     raw_name[0] = '\0';
   }
   const std::string label = "cuda:" + std::to_string(ordinal) + " (" + raw_name + ")";
+  std::string uuid;
+  std::string pci_bus_id;
+  PF_TRY(cuda::device_identity(device, &uuid, &pci_bus_id));
 
   int vmm = 0;
   PF_CU_TRY(
@@ -233,34 +254,41 @@ Result<std::unique_ptr<Backend>> CudaBackend::make(int ordinal) {
                                             std::to_string(granularity) + ", not a power of two"));
   }
   try {
-    return std::unique_ptr<Backend>(
-        new CudaBackend(ordinal, device, ctx, raw_name, prop, granularity));
+    return std::unique_ptr<Backend>(new CudaBackend(ordinal, device, ctx, raw_name, std::move(uuid),
+                                                    std::move(pci_bus_id), prop, granularity));
   } catch (const std::bad_alloc&) {
     return fail(PF_ERROR(Code::kOutOfMemory, "out of host memory creating the CUDA backend"));
   }
 }
 
 Status CudaBackend::record_chunk(CUmemGenericAllocationHandle handle, std::size_t bytes,
-                                 ChunkHandle* out) {
+                                 bool imported, ChunkHandle* out) {
   const ChunkHandle chunk{static_cast<std::uint64_t>(handle), bytes};
-  Status s;
-  if (tracker_.check_chunk(chunk).is_ok()) {
-    // The driver handed out a handle value that is already live here (possible for a
-    // re-import of a chunk this backend holds). Two owners of one value cannot be tracked.
-    s = PF_ERROR(Code::kAlreadyExists,
-                 "the CUDA driver returned handle " + std::to_string(chunk.value) +
-                     ", which is already live in this backend; use the existing handle");
-  } else {
-    try {
-      tracker_.add_chunk(chunk);
-    } catch (const std::bad_alloc&) {
-      s = PF_ERROR(Code::kOutOfMemory, "out of host memory recording a chunk");
+  if (const std::size_t live = tracker_.chunk_bytes(chunk.value); live != 0) {
+    // The driver handed out a handle this backend already holds: for an import, the same
+    // allocation again (one more reference, released once: see the DESIGN note). Not
+    // released here on failure: the other holders still use it.
+    if (!imported) {
+      return PF_ERROR(Code::kInternal, "cuMemCreate returned handle " +
+                                           std::to_string(chunk.value) +
+                                           ", which is already live in this backend");
+    }
+    if (live != bytes) {
+      return PF_ERROR(Code::kInvalidArgument,
+                      "import_chunk: the fd names a chunk this process holds (handle " +
+                          std::to_string(chunk.value) + ") of " + std::to_string(live) +
+                          " bytes, not the " + std::to_string(bytes) + " bytes claimed");
     }
   }
-  if (!s) {
-    const CUresult r = PF_CU_CALL(cuMemRelease(handle));
-    (void)r;
-    return s;
+  const bool first = tracker_.chunk_refs(chunk.value) == 0;
+  try {
+    tracker_.add_chunk(chunk);
+  } catch (const std::bad_alloc&) {
+    if (first) {
+      const CUresult r = PF_CU_CALL(cuMemRelease(handle));
+      (void)r;
+    }
+    return PF_ERROR(Code::kOutOfMemory, "out of host memory recording a chunk");
   }
   *out = chunk;
   return Status::ok();
@@ -274,7 +302,7 @@ Status CudaBackend::create_chunk(std::size_t bytes, ChunkHandle* out) {
   PF_TRY(scope.enter());
   CUmemGenericAllocationHandle handle = 0;
   PF_CU_TRY(cuMemCreate(&handle, bytes, &prop_, 0));
-  PF_TRY(record_chunk(handle, bytes, out));
+  PF_TRY(record_chunk(handle, bytes, /*imported=*/false, out));
   return Status::ok();
 }
 
@@ -300,38 +328,28 @@ Status CudaBackend::export_chunk(const ChunkHandle& chunk, int* fd_out) {
 }
 
 Status CudaBackend::check_imported(int fd, CUmemGenericAllocationHandle handle, std::size_t bytes) {
+  // Without cuMemGetAllocationPropertiesFromHandle (an old driver) the real map is the
+  // only check; it fails cleanly on a foreign or smaller allocation.
+  if (cuda::api().pfn_cuMemGetAllocationPropertiesFromHandle == nullptr) return Status::ok();
   const std::string what = "import_chunk: fd " + std::to_string(fd);
-  if (cuda::api().pfn_cuMemGetAllocationPropertiesFromHandle != nullptr) {
-    CUmemAllocationProp prop = {};
-    PF_CU_TRY(cuMemGetAllocationPropertiesFromHandle(&prop, handle));
-    if (prop.location.type != CU_MEM_LOCATION_TYPE_DEVICE || prop.location.id != device_) {
-      return PF_ERROR(Code::kInvalidArgument,
-                      what + " holds memory at location type " +
-                          std::to_string(static_cast<int>(prop.location.type)) + " id " +
-                          std::to_string(prop.location.id) + ", not on " + device());
-    }
+  CUmemAllocationProp prop = {};
+  PF_CU_TRY(cuMemGetAllocationPropertiesFromHandle(&prop, handle));
+  if (prop.location.type != CU_MEM_LOCATION_TYPE_DEVICE || prop.location.id != device_) {
+    return PF_ERROR(Code::kInvalidArgument,
+                    what + " holds memory at location type " +
+                        std::to_string(static_cast<int>(prop.location.type)) + " id " +
+                        std::to_string(prop.location.id) + ", not on " + device());
   }
-  // Size: the driver has no size query for a generic handle, but cuMemMap refuses a mapping
-  // larger than the allocation. Map `bytes` into a scratch reservation and take it down.
-  CUdeviceptr scratch = 0;
-  PF_CU_TRY(cuMemAddressReserve(&scratch, bytes, tracker_.granularity(), 0, 0));
-  const CUresult mapped = PF_CU_CALL(cuMemMap(scratch, bytes, 0, handle, 0));
-  CUresult unmapped = CUDA_SUCCESS;
-  if (mapped == CUDA_SUCCESS) unmapped = PF_CU_CALL(cuMemUnmap(scratch, bytes));
-  const CUresult freed = PF_CU_CALL(cuMemAddressFree(scratch, bytes));
-  if (mapped != CUDA_SUCCESS) {
-    const Code code =
-        mapped == CUDA_ERROR_OUT_OF_MEMORY ? Code::kOutOfMemory : Code::kInvalidArgument;
-    return cuda::driver_error(code,
-                              what + " does not hold the " + std::to_string(bytes) +
-                                  " bytes claimed (a trial mapping failed)",
-                              mapped, "cuMemMap", __FILE__, __LINE__);
+  // The allocation's size is a multiple of its own granularity; a claim that is not cannot
+  // be its size. (Its exact size has no query; map() catches a claim that is too large.)
+  std::size_t granularity = 0;
+  PF_CU_TRY(cuMemGetAllocationGranularity(&granularity, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM));
+  if (granularity != 0 && bytes % granularity != 0) {
+    return PF_ERROR(Code::kInvalidArgument, what + ": " + std::to_string(bytes) +
+                                                " bytes is not a multiple of the allocation's "
+                                                "granularity (" +
+                                                std::to_string(granularity) + ")");
   }
-  if (unmapped != CUDA_SUCCESS) {
-    return cuda::driver_error(unmapped, "cuMemUnmap", __FILE__, __LINE__);
-  }
-  if (freed != CUDA_SUCCESS)
-    return cuda::driver_error(freed, "cuMemAddressFree", __FILE__, __LINE__);
   return Status::ok();
 }
 
@@ -362,17 +380,24 @@ Status CudaBackend::import_chunk(int fd, std::size_t bytes, ChunkHandle* out) {
         "cuMemImportFromShareableHandle", __FILE__, __LINE__);
   }
   if (Status s = check_imported(fd, handle, bytes); !s) {
-    const CUresult released = PF_CU_CALL(cuMemRelease(handle));
-    (void)released;
+    // A handle this backend already holds stays with its holders.
+    if (tracker_.chunk_refs(static_cast<std::uint64_t>(handle)) == 0) {
+      const CUresult released = PF_CU_CALL(cuMemRelease(handle));
+      (void)released;
+    }
     return std::move(s.add_frame(__FILE__, __LINE__));
   }
-  PF_TRY(record_chunk(handle, bytes, out));
+  PF_TRY(record_chunk(handle, bytes, /*imported=*/true, out));
   return Status::ok();
 }
 
 Status CudaBackend::release_chunk(const ChunkHandle& chunk) {
   auto lock = tracker_.lock();
   PF_TRY(tracker_.check_chunk(chunk));
+  if (tracker_.chunk_refs(chunk.value) > 1) {  // another create/import holds the same handle
+    tracker_.remove_chunk(chunk);
+    return Status::ok();
+  }
   ScopedContext scope(ctx_);
   PF_TRY(scope.enter());
   PF_CU_TRY(cuMemRelease(chunk.value));
@@ -432,7 +457,19 @@ Status CudaBackend::map(void* va, std::size_t bytes, const ChunkHandle& chunk,
   }
   ScopedContext scope(ctx_);
   PF_TRY(scope.enter());
-  PF_CU_TRY(cuMemMap(dptr(va), bytes, 0, chunk.value, 0));
+  if (const CUresult r = PF_CU_CALL(cuMemMap(dptr(va), bytes, 0, chunk.value, 0));
+      r != CUDA_SUCCESS) {
+    // The tracker validated the range and the handle, so an invalid value is the chunk
+    // itself: an imported allocation smaller than the size its fd was claimed to have.
+    if (r == CUDA_ERROR_INVALID_VALUE) {
+      return cuda::driver_error(Code::kInvalidArgument,
+                                "map: the chunk does not hold the " + std::to_string(bytes) +
+                                    " bytes mapped (an imported fd claimed more than its "
+                                    "allocation holds?)",
+                                r, "cuMemMap", __FILE__, __LINE__);
+    }
+    return cuda::driver_error(r, "cuMemMap", __FILE__, __LINE__);
+  }
   try {
     tracker_.add_mapping(va, bytes);
   } catch (const std::bad_alloc&) {
@@ -444,6 +481,7 @@ Status CudaBackend::map(void* va, std::size_t bytes, const ChunkHandle& chunk,
 }
 
 Status CudaBackend::set_access(void* va, std::size_t bytes, Access access) {
+  std::unique_lock users(mapping_users_);  // no copy is between its check and its DMA
   auto lock = tracker_.lock();
   PF_TRY(tracker_.check_mapped_range(va, bytes, "set_access"));
   ScopedContext scope(ctx_);
@@ -466,9 +504,12 @@ Status CudaBackend::set_access(void* va, std::size_t bytes, Access access) {
   const CUresult r = PF_CU_CALL(cuMemSetAccess(dptr(va), bytes, &desc, 1));
   if (r == CUDA_SUCCESS) return Status::ok();
   if (access != Access::kReadWrite &&
-      (r == CUDA_ERROR_NOT_SUPPORTED || r == CUDA_ERROR_INVALID_VALUE)) {
+      (r == CUDA_ERROR_NOT_SUPPORTED || r == CUDA_ERROR_INVALID_VALUE ||
+       r == CUDA_ERROR_INVALID_DEVICE)) {
     // The range was validated above, so the driver is refusing the access mode itself
-    // (revoking access of a mapped range is not allowed on every driver/device).
+    // (revoking access of a mapped range is not allowed on every driver/device; drivers
+    // answer NOT_SUPPORTED, INVALID_VALUE or INVALID_DEVICE for a location/flags pair they
+    // do not support).
     return cuda::driver_error(Code::kUnsupported,
                               std::string("set_access: the CUDA driver refused ") +
                                   access_name(access) + " access on " + device() +
@@ -479,6 +520,7 @@ Status CudaBackend::set_access(void* va, std::size_t bytes, Access access) {
 }
 
 Status CudaBackend::unmap(void* va, std::size_t bytes) {
+  std::unique_lock users(mapping_users_);  // waits for copies in flight over any mapping
   auto lock = tracker_.lock();
   PF_TRY(tracker_.check_mapped_range(va, bytes, "unmap"));
   ScopedContext scope(ctx_);
@@ -499,6 +541,10 @@ Status CudaBackend::check_copy_range(const void* va, std::size_t bytes, bool wri
   const std::uintptr_t start = reinterpret_cast<std::uintptr_t>(va);
   const std::uintptr_t end = start + bytes;
   if (end < start) return PF_ERROR(Code::kInvalidArgument, std::string(what) + ": range wraps");
+  {
+    auto lock = tracker_.lock();
+    PF_TRY(tracker_.check_within_mappings(const_cast<void*>(va), bytes, what));
+  }
   // One query per granule: access is per mapping and a range may span several.
   for (std::uintptr_t p = start; p < end; p = (p / g + 1) * g) {
     unsigned long long flags = 0;
@@ -520,6 +566,7 @@ Status CudaBackend::copy_to_mapped(void* dst, const void* src, std::size_t bytes
   if (dst == nullptr || src == nullptr) {
     return PF_ERROR(Code::kInvalidArgument, "copy_to_mapped: null pointer");
   }
+  std::shared_lock users(mapping_users_);  // the range stays mapped until the copy returned
   ScopedContext scope(ctx_);
   PF_TRY(scope.enter());
   PF_TRY(check_copy_range(dst, bytes, /*write=*/true, "copy_to_mapped"));
@@ -535,6 +582,7 @@ Status CudaBackend::copy_from_mapped(void* dst, const void* src, std::size_t byt
   if (dst == nullptr || src == nullptr) {
     return PF_ERROR(Code::kInvalidArgument, "copy_from_mapped: null pointer");
   }
+  std::shared_lock users(mapping_users_);  // the range stays mapped until the copy returned
   ScopedContext scope(ctx_);
   PF_TRY(scope.enter());
   PF_TRY(check_copy_range(src, bytes, /*write=*/false, "copy_from_mapped"));
@@ -546,10 +594,6 @@ Status CudaBackend::copy_from_mapped(void* dst, const void* src, std::size_t byt
 
 Result<std::unique_ptr<Backend>> make_cuda_backend(int device_ordinal) {
   return CudaBackend::make(device_ordinal);
-}
-
-Result<int> cuda_device_count() {
-  return init_and_count();
 }
 
 }  // namespace pf::vmm

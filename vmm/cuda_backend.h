@@ -21,14 +21,23 @@
 //    maps the same chunk sees them.
 //  - Every call makes the device's primary context current on the calling thread for its
 //    duration and restores the thread's previous context before returning.
+//  - import_chunk() maps nothing (no synchronizing trial map): a size claim larger than the
+//    allocation fails at map() with kInvalidArgument. An import that the driver answers with
+//    a handle this backend already holds is one more reference to it; cuMemRelease runs
+//    once, when release_chunk() ended the last reference.
+//  - copy_to_mapped / copy_from_mapped keep their range mapped until they return: unmap()
+//    and set_access() wait for copies in flight.
+//  - device_uuid() / device_pci_bus_id() name the device across processes; device()'s
+//    ordinal does not (find_cuda_device below, docs/cuda.md "Device identity").
 //  - Driver failures are kDriver, except CUDA_ERROR_OUT_OF_MEMORY, which is kOutOfMemory
 //    (so the runtime can evict and retry).
 #pragma once
 
 #include <memory>
+#include <string_view>
 
-#include "vmm/backend.h"
 #include "base/status.h"
+#include "vmm/backend.h"
 
 namespace pf::vmm {
 
@@ -49,6 +58,17 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(int device_ordinal);
 // Number of CUDA devices the driver sees (0 is possible). Loads the driver and calls cuInit.
 // Errors: kUnavailable when the driver is missing or cuInit fails.
 Result<int> cuda_device_count();
+
+// Finds the ordinal, in this process, of the device another process named by its UUID
+// ("GPU-...", Backend::device_uuid) or, when `uuid` is empty, its PCI bus id (compared as
+// numbers, so "0000:3B:00.0" matches "00000000:3b:00.0"). Ordinals differ between processes
+// whose CUDA_VISIBLE_DEVICES differ; the UUID and the bus id do not (NCCL identifies peers'
+// GPUs by bus id the same way). Blocking: loads the driver, calls cuInit, then queries each
+// visible device (cuDeviceGet over cuDeviceGetCount).
+// Errors: kUnavailable when the driver is unusable or no visible device matches (the
+// message names the device sought, the devices this process sees and its
+// CUDA_VISIBLE_DEVICES); kInvalidArgument when both names are empty.
+Result<int> find_cuda_device(std::string_view uuid, std::string_view pci_bus_id);
 
 #else
 

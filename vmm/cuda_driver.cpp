@@ -15,6 +15,7 @@ static_assert(std::string_view(PF_CU_SYMBOL(cuDevicePrimaryCtxRelease)) ==
 static_assert(std::string_view(PF_CU_SYMBOL(cuMemcpyHtoD)) == "cuMemcpyHtoD_v2");
 static_assert(std::string_view(PF_CU_SYMBOL(cuMemcpyDtoH)) == "cuMemcpyDtoH_v2");
 static_assert(std::string_view(PF_CU_SYMBOL(cuStreamSynchronize)) == "cuStreamSynchronize");
+static_assert(std::string_view(PF_CU_SYMBOL(cuDeviceGetUuid)) == "cuDeviceGetUuid_v2");
 
 constexpr const char* kLibrary = "libcuda.so.1";
 
@@ -84,6 +85,13 @@ Status load_driver() {
 
 const DriverApi& api() {
   return loaded().api;
+}
+
+void install_driver_for_testing(const DriverApi& fake) {
+  Loaded& l = loaded();
+  std::call_once(l.once, [] {});  // load_driver() never loads libcuda from now on
+  l.api = fake;
+  l.status = Status::ok();
 }
 
 std::string result_text(CUresult result) {

@@ -47,6 +47,8 @@
   X(cuDeviceGet)                       \
   X(cuDeviceGetAttribute)              \
   X(cuDeviceGetName)                   \
+  X(cuDeviceGetUuid)                   \
+  X(cuDeviceGetPCIBusId)               \
   X(cuDevicePrimaryCtxRetain)          \
   X(cuDevicePrimaryCtxRelease)         \
   X(cuCtxSetCurrent)                   \
@@ -93,6 +95,13 @@ Status load_driver();
 
 // The table. Precondition: load_driver() returned ok (otherwise every pointer is null).
 const DriverApi& api();
+
+// Tests only: replaces the table with `fake` (pointers to test doubles) and makes
+// load_driver() succeed from now on without touching libcuda. Lets the backend's logic
+// (refusal classification, device lookup, refcounts) run on machines without a GPU. Call it
+// before any backend exists, in a test binary that never uses the real driver: the table is
+// process-wide and is not restored.
+void install_driver_for_testing(const DriverApi& fake);
 
 // A Status for a failed driver call: "<function> failed: CUDA_ERROR_X (description)".
 // `call` is the call's source text (only its function name is kept). The code is

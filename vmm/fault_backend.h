@@ -63,6 +63,8 @@ class FaultBackend final : public Backend {
 
   std::string_view name() const override { return "fault"; }
   std::string device() const override { return inner_->device(); }
+  std::string device_uuid() const override { return inner_->device_uuid(); }
+  std::string device_pci_bus_id() const override { return inner_->device_pci_bus_id(); }
   MemoryKind memory_kind() const override { return inner_->memory_kind(); }
   std::size_t granularity() const override { return inner_->granularity(); }
   Status create_chunk(std::size_t bytes, ChunkHandle* out) override;

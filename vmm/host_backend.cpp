@@ -143,8 +143,9 @@ class HostBackend final : public Backend {
   Status release_chunk(const ChunkHandle& chunk) override {
     auto lock = tracker_.lock();
     PF_TRY(tracker_.check_chunk(chunk));
-    tracker_.remove_chunk(chunk);
-    close(handle_fd(chunk));  // mappings keep the memory alive on their own
+    // The fd is the handle and every create/import makes its own, so this was its only
+    // reference. Mappings keep the memory alive on their own.
+    if (tracker_.remove_chunk(chunk) == 0) close(handle_fd(chunk));
     return Status::ok();
   }
 

@@ -47,10 +47,10 @@ Status MappedRange::map_at_end(const ChunkHandle& chunk) {
     backend_.release_chunk(chunk).ignore();
     return s.add_frame(__FILE__, __LINE__);
   }
-  // One set_access over everything mapped so far (DESIGN §3: one cuMemSetAccess over the
-  // whole mapped range).
-  if (Status s = backend_.set_access(base_, mapped_ + chunk.bytes, Access::kReadWrite);
-      !s.is_ok()) {
+  // Access on the new mapping only: the chunks mapped before keep theirs, and setting it
+  // again over the whole range would make every growth cost O(mapped) (one synchronizing
+  // cuMemSetAccess over all chunks) and the growth of a pool O(n^2).
+  if (Status s = backend_.set_access(at, chunk.bytes, Access::kReadWrite); !s.is_ok()) {
     backend_.unmap(at, chunk.bytes).ignore();
     backend_.release_chunk(chunk).ignore();
     return s.add_frame(__FILE__, __LINE__);

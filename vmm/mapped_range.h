@@ -5,7 +5,8 @@
 //
 // DESIGN: the creator grows the range with fresh chunks (grow); another process imports
 // the same chunks from fds in the same order (grow_imported) and sees the same bytes at
-// the same offsets. After each grow, access is set once over the whole mapped range.
+// the same offsets. Each grow sets access on the new chunk's mapping only (one set_access
+// call of chunk_bytes), so growing to n chunks costs n calls of one chunk each.
 // Every operation either completes or leaves the range exactly as it was: a failure in
 // any backend call is rolled back (release what was created, unmap what was mapped).
 //
@@ -17,8 +18,8 @@
 #include <memory>
 #include <vector>
 
-#include "vmm/backend.h"
 #include "base/unique_fd.h"
+#include "vmm/backend.h"
 
 namespace pf::vmm {
 

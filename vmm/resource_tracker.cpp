@@ -34,10 +34,27 @@ Status ResourceTracker::check_chunk(const ChunkHandle& chunk) const {
 }
 
 void ResourceTracker::add_chunk(const ChunkHandle& chunk) {
-  chunks_[chunk.value] = chunk.bytes;
+  Chunk& c = chunks_[chunk.value];
+  if (c.refs == 0) c.bytes = chunk.bytes;
+  ++c.refs;
 }
-void ResourceTracker::remove_chunk(const ChunkHandle& chunk) {
-  chunks_.erase(chunk.value);
+
+std::size_t ResourceTracker::remove_chunk(const ChunkHandle& chunk) {
+  auto it = chunks_.find(chunk.value);
+  if (it == chunks_.end()) return 0;
+  if (--it->second.refs != 0) return it->second.refs;
+  chunks_.erase(it);
+  return 0;
+}
+
+std::size_t ResourceTracker::chunk_bytes(std::uint64_t value) const {
+  auto it = chunks_.find(value);
+  return it == chunks_.end() ? 0 : it->second.bytes;
+}
+
+std::size_t ResourceTracker::chunk_refs(std::uint64_t value) const {
+  auto it = chunks_.find(value);
+  return it == chunks_.end() ? 0 : it->second.refs;
 }
 
 void ResourceTracker::add_reservation(void* va, std::size_t bytes) {
@@ -77,10 +94,11 @@ Status ResourceTracker::check_map(void* va, std::size_t bytes, const ChunkHandle
     return PF_ERROR(Code::kNotFound,
                     "chunk handle " + std::to_string(chunk.value) + " is not live in this backend");
   }
-  if (chunk_offset > c->second || bytes > c->second - chunk_offset) {
+  const std::size_t chunk_size = c->second.bytes;
+  if (chunk_offset > chunk_size || bytes > chunk_size - chunk_offset) {
     return PF_ERROR(Code::kInvalidArgument, "mapping [" + std::to_string(chunk_offset) + ", +" +
                                                 std::to_string(bytes) + ") exceeds the chunk's " +
-                                                std::to_string(c->second) + " bytes");
+                                                std::to_string(chunk_size) + " bytes");
   }
   // Inside one reservation: the last reservation starting at or before `start`.
   auto r = reservations_.upper_bound(start);
@@ -161,7 +179,7 @@ void ResourceTracker::remove_mappings(void* va, std::size_t bytes) {
 
 BackendStats ResourceTracker::stats() const {
   BackendStats s;
-  s.live_chunks = chunks_.size();
+  for (const auto& [value, c] : chunks_) s.live_chunks += c.refs;
   s.live_reservations = reservations_.size();
   s.live_mappings = mappings_.size();
   for (const auto& [start, bytes] : mappings_) s.mapped_bytes += bytes;

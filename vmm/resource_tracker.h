@@ -28,8 +28,19 @@ class ResourceTracker {
   Status check_size(std::size_t bytes, const char* what) const;
 
   Status check_chunk(const ChunkHandle& chunk) const;
+  // Chunks are reference-counted by handle value: a driver may hand out a value that is
+  // already live (CUDA does not promise that importing a chunk in the process that holds it
+  // yields a new handle), and each create/import is then one more reference to the same
+  // object. add_chunk adds one reference (a new entry of `chunk.bytes`, or one more on a
+  // live entry, whose size the caller checked with chunk_bytes). remove_chunk ends one and
+  // returns the references left: 0 means the backend's last holder is gone and the caller
+  // releases the driver/OS object (release_refs tells it beforehand).
   void add_chunk(const ChunkHandle& chunk);
-  void remove_chunk(const ChunkHandle& chunk);
+  std::size_t remove_chunk(const ChunkHandle& chunk);
+  // Bytes of the live chunk `value`, 0 when it is not live.
+  std::size_t chunk_bytes(std::uint64_t value) const;
+  // References held on the live chunk `value`, 0 when it is not live.
+  std::size_t chunk_refs(std::uint64_t value) const;
 
   void add_reservation(void* va, std::size_t bytes);
   // Exactly one whole reservation, with no live mapping inside.
@@ -46,15 +57,20 @@ class ResourceTracker {
   // The range lies inside live mappings without holes (it may start and end inside one).
   Status check_within_mappings(void* va, std::size_t bytes, const char* what) const;
 
+  // live_chunks counts references (each create/import until its release_chunk).
   BackendStats stats() const;
 
  private:
   using Addr = std::uintptr_t;
   const std::size_t granularity_;
   mutable std::mutex mutex_;
-  std::map<std::uint64_t, std::size_t> chunks_;  // handle value -> bytes
-  std::map<Addr, std::size_t> reservations_;     // start -> bytes
-  std::map<Addr, std::size_t> mappings_;         // start -> bytes
+  struct Chunk {
+    std::size_t bytes = 0;
+    std::size_t refs = 0;
+  };
+  std::map<std::uint64_t, Chunk> chunks_;     // handle value -> size and references
+  std::map<Addr, std::size_t> reservations_;  // start -> bytes
+  std::map<Addr, std::size_t> mappings_;      // start -> bytes
 };
 
 }  // namespace pf::vmm

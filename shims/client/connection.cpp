@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 
 #include "base/socket_path.h"
 #include "ipc/payload.h"
+#include "shims/client/local_device.h"
 
 namespace pf::client {
 namespace {
@@ -88,7 +90,10 @@ std::string pool_difference(const PoolInfo& was, const PoolInfo& now) {
       field("chunk_bytes", was.chunk_bytes, now.chunk_bytes) +
       field("capacity_bytes", was.capacity_bytes, now.capacity_bytes) +
       field("capacity_pages", was.capacity_pages, now.capacity_pages);
-  if (was.device != now.device) d += "device " + was.device + " -> " + now.device + "; ";
+  if (was.daemon_device != now.daemon_device || was.device_uuid != now.device_uuid) {
+    d += "device " + was.daemon_device + " " + was.device_uuid + " -> " + now.daemon_device + " " +
+         now.device_uuid + "; ";
+  }
   if (was.backend != now.backend) d += "backend " + was.backend + " -> " + now.backend + "; ";
   return d;
 }
@@ -313,6 +318,12 @@ Result<Connection::Reply> Connection::call_locked(MsgType type, std::span<const 
     std::lock_guard lock(map_mu_);
     latest_epoch_ = reply.header.pool_epoch;
   }
+  if (type != MsgType::kAttach && type != MsgType::kHello && mapping_ != nullptr) {
+    // Every reply, refusals included, says how many chunks the pool has: chunks the daemon
+    // released are unmapped before the caller sees the reply, without a round trip, so this
+    // process stops pinning their memory. A failure leaves them mapped until the next one.
+    drop_released_locked(reply.header.pool_chunks).ignore();
+  }
   if (reply.header.code != 0) {
     std::string message;
     if (Status s = reader.read_text(reply.header.message_bytes, &message, "error message");
@@ -390,7 +401,18 @@ Result<PoolInfo> Connection::hello_locked() {
   info.capacity_bytes = hr.capacity_bytes;
   info.capacity_pages = hr.capacity_pages;
   info.backend = fixed_text(hr.backend, sizeof hr.backend);
-  info.device = fixed_text(hr.device, sizeof hr.device);
+  info.daemon_device = fixed_text(hr.device, sizeof hr.device);
+  // 3.3: the device's machine-wide names; the ordinal above is the daemon's own.
+  wire::HelloDevice device;
+  if (hr.minor >= wire::kDeviceIdentityMinor && reader.remaining() >= sizeof device) {
+    PF_TRY(reader.read(&device, "HelloDevice"));
+    info.device_uuid = fixed_text(device.uuid, sizeof device.uuid);
+    info.device_pci_bus_id = fixed_text(device.pci_bus_id, sizeof device.pci_bus_id);
+  }
+  LocalDevice local =
+      resolve_local_device(info.daemon_device, info.device_uuid, info.device_pci_bus_id);
+  info.device = std::move(local.name);
+  info.device_status = std::move(local.status);
   return info;
 }
 
@@ -402,6 +424,7 @@ Status Connection::attach() {
 
 Status Connection::attach_locked() {
   if (mapping_ == nullptr) {
+    PF_TRY(pool_.device_status);  // the daemon's GPU is not usable in this process
     PF_ASSIGN_OR_RETURN(auto mapping, PoolMapping::create(pool_.device, pool_.capacity_bytes,
                                                           pool_.chunk_bytes, pool_.page_bytes));
     std::lock_guard lock(map_mu_);
@@ -475,6 +498,19 @@ Status Connection::attach_locked() {
   std::lock_guard lock(map_mu_);
   stale_ = true;
   return s;
+}
+
+Status Connection::drop_released_locked(std::uint32_t pool_chunks) {
+  std::lock_guard lock(map_mu_);
+  if (mapping_ == nullptr || mapping_->chunk_span() <= pool_chunks) return Status::ok();
+  // One past the last chunk that page `p` touches (a page may straddle two chunks).
+  auto chunks_through = [this](std::uint32_t p) {
+    return ((std::size_t{p} + 1) * pool_.page_bytes + pool_.chunk_bytes - 1) / pool_.chunk_bytes;
+  };
+  std::size_t keep = pool_chunks;
+  for (const std::uint32_t page : exclusive_.pages()) keep = std::max(keep, chunks_through(page));
+  for (const auto& [page, holds] : held_) keep = std::max(keep, chunks_through(page));
+  return mapping_->truncate_to(static_cast<std::uint32_t>(keep));
 }
 
 MappingInfo Connection::mapping_info() const {

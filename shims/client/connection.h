@@ -96,7 +96,16 @@ struct PoolInfo {
   std::uint64_t capacity_bytes = 0;
   std::uint64_t capacity_pages = 0;
   std::string backend;  // "host" / "cuda"
-  std::string device;   // "host" / "cuda:0"
+  // This process's name for the pool's device: "host", or "cuda:M" with M this process's
+  // ordinal of the daemon's GPU, found by UUID (local_device.h); it differs from
+  // daemon_device when the two processes' CUDA_VISIBLE_DEVICES differ.
+  std::string device;
+  std::string daemon_device;      // the daemon's own name ("cuda:N", its ordinal)
+  std::string device_uuid;        // "GPU-..." (HELLO 3.3 tail); "" for host or older daemons
+  std::string device_pci_bus_id;  // likewise
+  // Why this process cannot use the daemon's GPU (not visible here, no driver); attaching
+  // fails with it. Ok otherwise.
+  Status device_status;
 };
 
 struct MappingInfo {
@@ -263,6 +272,12 @@ class Connection {
   Result<Reply> call_locked(wire::MsgType type, std::span<const std::byte> payload,
                             std::size_t max_fds = 0, bool* sent = nullptr);
   Status attach_locked();
+  // Pool shrink (docs/protocol.md "Pool shrink"): unmaps the chunks at indices >=
+  // `pool_chunks` (a reply's ReplyHeader count: the daemon released them), so this process
+  // stops holding their memory. No round trip. Keeps every chunk that holds a page this
+  // session writes or holds (the daemon trims only chunks without live pages; such a page
+  // would mean a confused daemon, and unmapping it would fault the engine). Needs mu_.
+  Status drop_released_locked(std::uint32_t pool_chunks);
   // Says HELLO on sock_ and reads the daemon's answer (mu_ held); assigns nothing.
   Result<PoolInfo> hello_locked();
   Status broken(Status why);

@@ -179,7 +179,7 @@ typedef struct pf_pool_info {
   uint16_t protocol_major;
   uint16_t protocol_minor;
   char backend[16];       /* "host" or "cuda" */
-  char device[16];        /* "host" or "cuda:N" */
+  char device[16];        /* "host" or "cuda:N", N this process's ordinal of the pool's GPU */
   uint32_t device_memory; /* 1: pages are device memory (CUDA), 0: ordinary host memory */
   uint32_t boot_epoch;    /* (ABI 1.4) the daemon's boot epoch: the high 32 bits of its ids */
 } pf_pool_info;

@@ -73,9 +73,15 @@ TEST(DaemonBootEpoch, HelloNamesTheBootEpoch) {
     Result<WireReply> r = c.call(MsgType::kHello, w);
     ASSERT_TRUE(r.is_ok()) << r.status().to_string();
     ASSERT_TRUE(r->ok()) << r->text();
-    ASSERT_EQ(r->body.size(), sizeof(wire::HelloReply) + sizeof(wire::HelloSession));
+    // 3.3 appended HelloDevice (empty names for a host pool) after HelloSession.
+    ASSERT_EQ(r->body.size(),
+              sizeof(wire::HelloReply) + sizeof(wire::HelloSession) + sizeof(wire::HelloDevice));
     const auto hello = r->as<wire::HelloReply>();
     const auto session = r->as<wire::HelloSession>(sizeof(wire::HelloReply));
+    const auto device =
+        r->as<wire::HelloDevice>(sizeof(wire::HelloReply) + sizeof(wire::HelloSession));
+    EXPECT_EQ(device.uuid[0], '\0') << "a host pool has no GPU UUID";
+    EXPECT_EQ(device.pci_bus_id[0], '\0');
     EXPECT_EQ(hello.minor, wire::kVersionMinor);
     EXPECT_EQ(session.boot_epoch, epoch);
     EXPECT_EQ(session.reserved, 0u);
