@@ -248,7 +248,7 @@ run_json_tool() {
   fi
   case $rc in
     0) STEP_STATUS=passed ;;
-    3) STEP_STATUS="failed: $bin found no usable GPU: $(sed -n 's/.*"error": \(.*\),\{0,1\}$/\1/p' "$STEP_DETAIL" | head -n1)" ;;
+    3) STEP_STATUS="failed: $bin found no usable GPU: $(sed -n 's/^ *"error": "\(.*\)",\{0,1\}$/\1/p' "$STEP_DETAIL" | head -n1)" ;;
     124) STEP_STATUS="failed: $bin timed out after ${STEP_TIMEOUT}s" ;;
     *) STEP_STATUS="failed: $bin exit status $rc" ;;
   esac
@@ -385,7 +385,8 @@ step_bench_kernels() {
 
 step_python() {
   STEP_DETAIL=$work/python.json
-  PF_GPU_PYTHON_JSON=$STEP_DETAIL PF_GPU_PYTHON_PREBUILT=1 BUILD_DIR=$build_dir \
+  # OUT is cleared: this script copies the Python logs to $OUT with its own.
+  OUT='' PF_GPU_PYTHON_JSON=$STEP_DETAIL PF_GPU_PYTHON_PREBUILT=1 BUILD_DIR=$build_dir \
     PF_PYTHON=${PF_PY:-${PF_PYTHON:-}} PF_GPU_PYTHON_LOG_DIR=$work/python \
     timeout "$STEP_TIMEOUT" perf/gpu_python_check.sh
   local rc=$?
@@ -437,10 +438,12 @@ nvcc_version=$(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1
     "$(pf_json_str "${nvcc_version:-none}")" "$(pf_json_str "$build_dir")"
   printf ' "skip_build": %s,\n "logs": %s,\n' "$([ "$skip_build" = 1 ] && echo true || echo false)" \
     "$(pf_json_str "$work")"
-  printf ' "steps": [\n  %s\n ],\n' "$(
-    IFS=$'\n'
-    printf '%s' "${step_records[*]}" | sed '2,$s/^/  /' | sed '$!s/$/,/'
-  )"
+  printf ' "steps": [\n'
+  for i in "${!step_records[@]}"; do
+    ((i == 0)) || printf ',\n'
+    printf '  %s' "${step_records[$i]}"
+  done
+  printf '\n ],\n'
   printf ' "failed_steps": [%s],\n' "$(
     first=1
     for s in "${failed_steps[@]}"; do

@@ -10,15 +10,15 @@
 #  pf_find_nvcc             puts /usr/local/cuda/bin on PATH when nvcc is only there.
 #  pf_discover_deps         finds every build dependency (below); sets PF_DEP_ARGS (CMake
 #                           -D arguments), PF_DEP_LIBDIRS (':'-joined library folders of
-#                           carried dependencies, for LD_LIBRARY_PATH), PF_DEP_REPORT (one
+#                           carried dependencies, the binaries' rpath), PF_DEP_REPORT (one
 #                           line per dependency: where it was found) and PF_DEP_MISSING (one
 #                           line per missing dependency, naming it). Returns 0 always.
 #  pf_find_python           sets PF_PY to an interpreter that imports torch ($PF_PYTHON,
 #                           .venv/bin/python, python3 in that order), PF_PY_TORCH (torch's
 #                           version) and PF_PY_CUDA ("True"/"False": torch.cuda.is_available());
 #                           returns 1 with PF_PY_ERROR saying what each candidate lacked.
-#                           Carried pure-Python wheels are put on PYTHONPATH first
-#                           (pf_carried_wheels).
+#                           When it lacks pytest or nanobind, the carried pure-Python
+#                           wheels are put on PYTHONPATH (pf_carried_wheels).
 #
 # Dependencies are never installed from a network (the lent GPU machines are offline). They
 # are looked up, in order, in $PF_GPU_DEPS_PREFIX (a folder holding usr/), in shared/gpu-deps
@@ -123,7 +123,7 @@ pf_discover_deps() {
   local ma inc lib cfg pc archinc ssl crypto prefixes="" pcdirs="" root d stdinc=""
   ma=$(pf_multiarch)
   _pf_roots=$(_pf_dep_roots)
-  local libs=("usr/lib/$ma" usr/lib usr/local/lib "usr/lib64")
+  local libs=("usr/lib/$ma" usr/lib "lib/$ma" usr/local/lib "usr/lib64")
 
   found() { PF_DEP_REPORT+="$1: $2"$'\n'; }
   missing() { PF_DEP_MISSING+="$1"$'\n'; }
@@ -157,10 +157,13 @@ pf_discover_deps() {
     export PKG_CONFIG_PATH="$pcdirs${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
   fi
   if [ -n "$PF_DEP_LIBDIRS" ]; then
-    # Carried shared libraries' own dependencies resolve at link time and at run time.
-    PF_DEP_ARGS+=("-DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath-link,${PF_DEP_LIBDIRS//:/ -Wl,-rpath-link,}"
-      "-DCMAKE_SHARED_LINKER_FLAGS=-Wl,-rpath-link,${PF_DEP_LIBDIRS//:/ -Wl,-rpath-link,}")
-    export LD_LIBRARY_PATH="$PF_DEP_LIBDIRS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # Carried shared libraries (and their own dependencies) resolve at link time
+    # (-rpath-link) and, for our binaries only, at run time: DT_RPATH (--disable-new-dtags,
+    # which unlike RUNPATH also covers a library's dependencies). Not LD_LIBRARY_PATH: that
+    # would put carried copies under every program the check runs (cmake, python, torch).
+    local rl=-Wl,--disable-new-dtags,-rpath-link,${PF_DEP_LIBDIRS//:/,-rpath-link,},-rpath,$PF_DEP_LIBDIRS
+    PF_DEP_ARGS+=("-DCMAKE_EXE_LINKER_FLAGS=$rl" "-DCMAKE_SHARED_LINKER_FLAGS=$rl"
+      "-DCMAKE_MODULE_LINKER_FLAGS=$rl")
   fi
   if command -v pkg-config >/dev/null; then
     found pkg-config "$(command -v pkg-config)"
@@ -219,7 +222,7 @@ pf_discover_deps() {
     PF_DEP_ARGS+=("-DCPP_HTTPLIB_INCLUDE_DIR=$(dirname "$inc")" "-DCPP_HTTPLIB_LIBRARY=$lib"
       "-DCPP_HTTPLIB_PC=$pc")
     local unresolved
-    unresolved=$(ldd "$lib" 2>/dev/null | sed -n 's/^[[:space:]]*\([^ ]*\) => not found.*/\1/p' | tr '\n' ' ')
+    unresolved=$(LD_LIBRARY_PATH="$PF_DEP_LIBDIRS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$lib" 2>/dev/null | sed -n 's/^[[:space:]]*\([^ ]*\) => not found.*/\1/p' | tr '\n' ' ')
     if [ -n "$unresolved" ]; then
       missing "cpp-httplib's run-time libraries: ${unresolved% } (needed by $lib; Debian libbrotli1, zlib1g, libssl3)"
     else
@@ -257,7 +260,6 @@ pf_carried_wheels() {
 pf_find_python() {
   PF_PY="" PF_PY_TORCH="" PF_PY_CUDA="" PF_PY_ERROR=""
   local cand out
-  pf_carried_wheels
   for cand in "${PF_PYTHON:-}" .venv/bin/python python3; do
     [ -n "$cand" ] || continue
     if ! command -v "$cand" >/dev/null 2>&1 && [ ! -x "$cand" ]; then
@@ -269,6 +271,8 @@ pf_find_python() {
       PF_PY=$cand
       PF_PY_TORCH=${out% *}
       PF_PY_CUDA=${out##* }
+      # The carried tools only where this interpreter lacks them (never shadow its own).
+      "$PF_PY" -c 'import pytest, nanobind' >/dev/null 2>&1 || pf_carried_wheels
       return 0
     fi
     PF_PY_ERROR+="$cand: import torch failed ($out); "

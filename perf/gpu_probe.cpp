@@ -27,22 +27,21 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "perf/gpu_tool.h"
 #include "vmm/cuda_driver.h"
 
 namespace {
 
+using pf::perf::kExitFailed;
+using pf::perf::kExitNoGpu;
+using pf::perf::kExitUsage;
 using Json = nlohmann::json;
 namespace cu = pf::vmm::cuda;
 using Clock = std::chrono::steady_clock;
-
-constexpr int kExitError = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitNoGpu = 3;
 
 // "CUDA_ERROR_X (description)"; empty for success.
 std::string err(CUresult r) {
@@ -227,16 +226,6 @@ class Probe {
   std::size_t min_ = 0;
 };
 
-void emit(const Json& j, const std::string& out) {
-  const std::string text = j.dump(1);
-  std::printf("%s\n", text.c_str());
-  if (!out.empty()) {
-    std::ofstream f(out);
-    f << text << "\n";
-    if (!f) std::fprintf(stderr, "gpu_probe: cannot write %s\n", out.c_str());
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -271,7 +260,7 @@ int main(int argc, char** argv) {
   const auto no_gpu = [&](const std::string& why) {
     j["status"] = "no_gpu";
     j["error"] = why;
-    emit(j, out);
+    pf::perf::emit_json("gpu_probe", j, out);
     return kExitNoGpu;
   };
   if (pf::Status s = cu::load_driver(); !s.is_ok()) return no_gpu(s.to_string());
@@ -308,6 +297,6 @@ int main(int argc, char** argv) {
     PF_CU_CALL(cuCtxSetCurrent(nullptr));
     PF_CU_CALL(cuDevicePrimaryCtxRelease(dev));
   }
-  emit(j, out);
-  return j["status"] == "ok" ? 0 : kExitError;
+  pf::perf::emit_json("gpu_probe", j, out);
+  return j["status"] == "ok" ? 0 : kExitFailed;
 }

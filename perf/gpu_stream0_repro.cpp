@@ -35,25 +35,24 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "kernels/page_kernels.h"
 #include "perf/gpu_stream0_kernel.h"
+#include "perf/gpu_tool.h"
 #include "shims/include/processfork.h"
 
 namespace {
 
 using pf::perf::final_byte;
+using pf::perf::kExitFailed;
+using pf::perf::kExitNoGpu;
+using pf::perf::kExitUsage;
 using pf::perf::launch_slow_write;
 using Json = nlohmann::json;
 namespace k = pf::kernels;
-
-constexpr int kExitFailed = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitNoGpu = 3;
 
 constexpr std::uint32_t kLayers = 4, kHeads = 8, kDim = 128, kTokensPerPage = 16, kElem = 2;
 constexpr std::uint32_t kPages = 64;
@@ -139,16 +138,6 @@ Json race_once(k::PageKernels& kernels, Buffers& b, const Job& job, void* stream
               {"spin_ms", static_cast<double>(spin_ns) / 1e6}};
 }
 
-void emit(const Json& j, const std::string& out) {
-  const std::string text = j.dump(1);
-  std::printf("%s\n", text.c_str());
-  if (!out.empty()) {
-    std::ofstream f(out);
-    f << text << "\n";
-    if (!f) std::fprintf(stderr, "gpu_stream0_repro: cannot write %s\n", out.c_str());
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -191,14 +180,14 @@ int main(int argc, char** argv) {
     j["status"] = "no_gpu";
     j["error"] = e != cudaSuccess ? std::string("cudaGetDeviceCount: ") + cudaGetErrorString(e)
                                   : std::string("no CUDA device");
-    emit(j, out);
+    pf::perf::emit_json("gpu_stream0_repro", j, out);
     return kExitNoGpu;
   }
   pf::Result<std::unique_ptr<k::PageKernels>> kernels = k::make_cuda_kernels(0);
   if (!kernels.is_ok()) {
     j["status"] = "no_gpu";
     j["error"] = kernels.status().to_string();
-    emit(j, out);
+    pf::perf::emit_json("gpu_stream0_repro", j, out);
     return kExitNoGpu;
   }
   try {
@@ -241,6 +230,6 @@ int main(int argc, char** argv) {
     j["status"] = "error";
     j["error"] = e.what;
   }
-  emit(j, out);
+  pf::perf::emit_json("gpu_stream0_repro", j, out);
   return j["status"] == "ok" ? 0 : kExitFailed;
 }
