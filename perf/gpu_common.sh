@@ -13,12 +13,13 @@
 #                           carried dependencies, the binaries' rpath), PF_DEP_REPORT (one
 #                           line per dependency: where it was found) and PF_DEP_MISSING (one
 #                           line per missing dependency, naming it). Returns 0 always.
-#  pf_find_python           sets PF_PY to an interpreter that imports torch ($PF_PYTHON,
-#                           .venv/bin/python, python3 in that order), PF_PY_TORCH (torch's
-#                           version) and PF_PY_CUDA ("True"/"False": torch.cuda.is_available());
-#                           returns 1 with PF_PY_ERROR saying what each candidate lacked.
-#                           When it lacks pytest or nanobind, the carried pure-Python
-#                           wheels are put on PYTHONPATH (pf_carried_wheels).
+#  pf_find_python           sets PF_PY to the first of $PF_PYTHON, .venv/bin/python, python3
+#                           that imports torch (made absolute, links kept), PF_PY_TORCH
+#                           (torch's version) and PF_PY_CUDA ("True"/"False":
+#                           torch.cuda.is_available()); returns 1 with PF_PY_ERROR saying
+#                           what each candidate lacked. When PF_PY lacks pytest or nanobind,
+#                           the carried pure-Python wheels go on PYTHONPATH
+#                           (pf_carried_wheels).
 #
 # Dependencies are never installed from a network (the lent GPU machines are offline). They
 # are looked up, in order, in $PF_GPU_DEPS_PREFIX (a folder holding usr/), in shared/gpu-deps
@@ -268,7 +269,12 @@ pf_find_python() {
     fi
     if out=$(timeout 120 "$cand" -c 'import torch; print(torch.__version__, torch.cuda.is_available())' 2>&1 | tail -n1) &&
       [[ $out =~ ^[^[:space:]]+\ (True|False)$ ]]; then
-      PF_PY=$cand
+      # Absolute, without resolving links (a venv's python is a link out of the venv).
+      case $cand in
+        /*) PF_PY=$cand ;;
+        */*) PF_PY=$PWD/$cand ;;
+        *) PF_PY=$(command -v "$cand") ;;
+      esac
       PF_PY_TORCH=${out% *}
       PF_PY_CUDA=${out##* }
       # The carried tools only where this interpreter lacks them (never shadow its own).
@@ -284,7 +290,8 @@ pf_find_python() {
 # pf_configure BUILD_DIR PYTHON: configures the trimmed CUDA build of the GPU check
 # (-DPF_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90, RelWithDebInfo, Ninja when present) with the
 # dependency arguments of pf_discover_deps (call it first) and $CMAKE_ARGS (a word list,
-# e.g. compiler launchers). PYTHON non-empty: the Python extension is configured too
+# e.g. compiler launchers). PYTHON (an absolute path, as pf_find_python gives) non-empty:
+# the Python extension is configured too
 # (PF_PYTHON_PACKAGE=ON, Python_EXECUTABLE, nanobind_DIR from `PYTHON -m nanobind`), and
 # the tests' reference interpreter PF_PYTHON is PYTHON. Returns cmake's status.
 pf_configure() {
@@ -293,7 +300,7 @@ pf_configure() {
   # An existing build keeps its generator.
   [ -f "$build_dir/CMakeCache.txt" ] && gen=()
   if [ -n "$py" ]; then
-    pyargs=(-DPF_PYTHON_PACKAGE=ON "-DPython_EXECUTABLE=$(command -v "$py" || echo "$py")"
+    pyargs=(-DPF_PYTHON_PACKAGE=ON "-DPython_EXECUTABLE=$py"
       "-Dnanobind_DIR=$("$py" -m nanobind --cmake_dir)" "-DPF_PYTHON=$py")
   else
     pyargs=(-DPF_PYTHON_PACKAGE=OFF)

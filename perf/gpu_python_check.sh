@@ -53,9 +53,10 @@ finish() {
       "$([ "$rehearsal" = 1 ] && echo rehearsal || echo gpu)"
     printf ' "device": {"name": %s, "driver": %s, "uuid": %s},\n' "$(pf_json_str "$PF_DEV_NAME")" \
       "$(pf_json_str "$PF_DEV_DRIVER")" "$(pf_json_str "$PF_DEV_UUID")"
+    local cuda=null  # torch.cuda.is_available(); null when no interpreter imports torch
+    case ${PF_PY_CUDA:-} in True) cuda=true ;; False) cuda=false ;; esac
     printf ' "python": %s,\n "torch": %s,\n "torch_cuda_available": %s,\n' \
-      "$(pf_json_str "${PF_PY:-none}")" "$(pf_json_str "${PF_PY_TORCH:-none}")" \
-      "$(pf_json_str "${PF_PY_CUDA:-unknown}")"
+      "$(pf_json_str "${PF_PY:-none}")" "$(pf_json_str "${PF_PY_TORCH:-none}")" "$cuda"
     [ -z "$extra" ] || printf '%s,\n' "$extra"
     printf ' "status": %s\n}\n' "$(pf_json_str "$status")"
   } >"$out_json"

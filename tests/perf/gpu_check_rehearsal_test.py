@@ -33,6 +33,9 @@ def main():
                    BUILD_DIR=build, PF_GPU_CHECK_JSON=result, PF_PYTHON=python,
                    PF_GPU_TEST_JOBS="2")
         env.pop("OUT", None)
+        # One quick pytest file where the build has the Python extension: the script's logic
+        # is under test here, not the adapters (gpu_python_check.sh runs all four on a GPU).
+        env.setdefault("PF_GPU_PYTEST", "tests/python/test_kv_layout.py")
         proc = subprocess.run([os.path.join(source, "perf", "gpu_check.sh")], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               timeout=600)
