@@ -124,8 +124,16 @@ run_step() {
       tail -n 15 "$log" | sed 's/^/    | /'
       ;;
   esac
+  # A detail that is not one JSON value (a program killed while writing it) is replaced by a
+  # note naming the file, so the result stays valid JSON.
   local detail=null
-  if [ -n "$STEP_DETAIL" ] && [ -s "$STEP_DETAIL" ]; then detail=$(cat "$STEP_DETAIL"); fi
+  if [ -n "$STEP_DETAIL" ] && [ -s "$STEP_DETAIL" ]; then
+    if pf_valid_json "$STEP_DETAIL"; then
+      detail=$(cat "$STEP_DETAIL")
+    else
+      detail="{\"invalid_json\": $(pf_json_str "$STEP_DETAIL")}"
+    fi
+  fi
   step_records+=("$(printf '{"name": %s, "status": %s, "seconds": %s, "timeout_s": %s, "log": %s, "detail": %s}' \
     "$(pf_json_str "$name")" "$(pf_json_str "$STEP_STATUS")" "$seconds" "$limit" \
     "$(pf_json_str "$log")" "$detail")")

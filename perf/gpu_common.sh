@@ -4,6 +4,7 @@
 #
 #  pf_json_str S            S as a JSON string literal.
 #  pf_slug S                S lower-cased, runs of other characters as one "-".
+#  pf_valid_json FILE       0 when FILE is one JSON value (python3; assumed without it).
 #  pf_device_info           sets PF_DEV_NAME, PF_DEV_DRIVER, PF_DEV_UUID, PF_GPU_COUNT from
 #                           nvidia-smi (first GPU); in a rehearsal (PF_GPU_CHECK_REHEARSAL=1)
 #                           the machine counts as having no GPU whatever nvidia-smi says.
@@ -40,6 +41,13 @@ pf_json_str() {
   s=${s//$'\r'/}
   s=${s//$'\t'/ }
   printf '"%s"' "$s"
+}
+
+# pf_valid_json FILE: 0 when FILE holds one JSON value (checked by python3; without python3
+# every file counts as valid).
+pf_valid_json() {
+  command -v python3 >/dev/null || return 0
+  python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null
 }
 
 pf_slug() {
