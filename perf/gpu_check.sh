@@ -267,8 +267,13 @@ step_gpu_probe() { run_json_tool gpu_probe perf/gpu_probe --reps 50; }
 step_stream0_race() {
   run_json_tool stream0_race perf/gpu_stream0_repro --spin-ms 200
   if [ "$mode" = gpu ] && [ -s "$STEP_DETAIL" ]; then
-    grep -q '"result": "race reproduced"' "$STEP_DETAIL" &&
+    if grep -q '"result": "race reproduced"' "$STEP_DETAIL"; then
       STEP_STATUS="failed: race reproduced (stream 0 not ordered after the engine's stream-0 work)"
+    elif grep -q '"status": "failed"' "$STEP_DETAIL"; then
+      STEP_STATUS="failed: stream 0 fixed, but the own-stream control showed no race (the check cannot see one)"
+    elif [ "$STEP_STATUS" = passed ]; then
+      STEP_STATUS="passed: fixed"
+    fi
   fi
   return 0
 }
@@ -388,6 +393,14 @@ step_bench_kernels() {
   timeout "$STEP_TIMEOUT" "$build_dir/perf/bench_kernels" --out "$STEP_DETAIL" || return $?
   if grep -q '"cuda": null' "$STEP_DETAIL"; then
     STEP_STATUS="failed: no CUDA measurements ($(grep -o '"cuda_unavailable": "[^"]*"' "$STEP_DETAIL"))"
+  elif command -v python3 >/dev/null; then
+    # The headline: copy and digest as fractions of cudaMemcpy D2D in the same run.
+    STEP_STATUS=$(python3 -c '
+import json, sys
+c = json.load(open(sys.argv[1]))["cuda"]
+print("passed: copy %.2f, digest %.2f of cudaMemcpy D2D (%.0f GB/s)" % (
+    c["copy_fraction_of_baseline"], c["digest_fraction_of_baseline"],
+    c["baseline_copy"]["gbps_p50"]))' "$STEP_DETAIL" 2>/dev/null || echo passed)
   fi
 }
 
