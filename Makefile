@@ -16,7 +16,7 @@ build: setup
 setup:
 	scripts/setup.sh
 
-gpu-check:       ## on a GPU machine: CUDA build + whole suite + summary JSON
+gpu-check:       ## on a GPU machine: the one-call GPU check (docs/cuda.md), one JSON
 	perf/gpu_check.sh
 
 format:

@@ -66,9 +66,9 @@ def start_daemon(where: Path, geometry: str = "tiny", capacity: str = "64MiB",
 
 def start_cuda_daemon(where: Path, geometry: str, capacity: str = "256MiB") -> Daemon:
     """A daemon serving a cuda:0 pool, for the GPU tests. The CLI is $PF_CLI, else the one
-    bundled with the installed package: the CUDA wheel's (perf/gpu_python_check.sh) serves
-    CUDA pools, the CPU wheel's does not — then the test skips, saying so; with $PF_CLI set
-    a daemon that does not start fails the test."""
+    bundled with the installed package: a PF_CUDA=ON build's (perf/gpu_python_check.sh
+    stages one and sets $PF_CLI) serves CUDA pools, the CPU wheel's does not — then the
+    test skips, saying so; with $PF_CLI set a daemon that does not start fails the test."""
     sock, ready, log = where / "pf.sock", where / "ready", where / "daemon.log"
     cmd = [os.environ.get("PF_CLI") or processfork.cli_path(), "serve", "--device", "cuda:0",
            "--geometry", geometry, "--capacity", capacity, "--chunk", "2MiB", "--socket",
@@ -83,7 +83,7 @@ def start_cuda_daemon(where: Path, geometry: str, capacity: str = "256MiB") -> D
             text = log.read_text()
             if not os.environ.get("PF_CLI"):
                 pytest.skip("the installed processfork CLI cannot serve cuda:0 (a CPU wheel; "
-                            "build the CUDA wheel with perf/gpu_python_check.sh or set PF_CLI "
+                            "run perf/gpu_python_check.sh, or set PF_CLI "
                             f"to a PF_CUDA=ON build): {text.strip()[-300:]}")
             pytest.fail(f"CUDA daemon did not start ({cmd}):\n{text}")
         time.sleep(0.05)
