@@ -301,9 +301,9 @@ void subtree_cv(const std::uint8_t* p, std::size_t bytes, std::uint64_t first_ch
   // without ROOT); a short one on its own.
   const std::uint64_t n_full = bytes / kChunkBytes;
   CvStack stack;
-  // Full chunks are hashed kGroup at a time. A group that is not the input's end is reduced
-  // to its subtree's value with parent nodes in SIMD lanes too (level by level, in place),
-  // and pushed whole; the last group's chunks are pushed one by one, the last one folded.
+  // Full chunks are hashed kGroup at a time; complete subtrees among them are reduced with
+  // parent nodes in SIMD lanes too (level by level, in place), other chunks are pushed one
+  // by one and the last value is folded.
   constexpr int kLog2Group = 7;
   constexpr std::size_t kGroup = std::size_t{1} << kLog2Group;
   std::uint32_t group[kGroup][8];
@@ -311,9 +311,19 @@ void subtree_cv(const std::uint8_t* p, std::size_t bytes, std::uint64_t first_ch
   while (done < n_full) {
     const std::size_t g = static_cast<std::size_t>(n_full - done < kGroup ? n_full - done : kGroup);
     full_chunk_cvs(p + done * kChunkBytes, g, first_chunk + done, group);
-    if (g == kGroup && done + g < n_chunks) {
-      for (std::size_t width = kGroup / 2; width >= 1; width /= 2) parent_cvs(group, width, group);
-      stack.push_subtree(group[0], kLog2Group);
+    // A group of a power-of-two count >= 2 (aligned: done is a multiple of kGroup) is one
+    // complete subtree: reduce it in SIMD lanes. Pushed whole when more chunks follow; when
+    // it ends the input its value is the last one, folded below, unless it is the whole
+    // input's root (its top parent carries ROOT: the chunk-by-chunk path does that).
+    const bool whole_subtree = g >= 2 && std::has_single_bit(g);
+    const bool last = done + g == n_chunks;
+    if (whole_subtree && (!last || !root || done > 0)) {
+      for (std::size_t width = g / 2; width >= 1; width /= 2) parent_cvs(group, width, group);
+      if (last) {
+        std::memcpy(out, group[0], sizeof(group[0]));
+      } else {
+        stack.push_subtree(group[0], std::countr_zero(g));
+      }
       done += g;
       continue;
     }

@@ -63,9 +63,19 @@ void HostThreadPool::worker_loop() {
   }
 }
 
+thread_local bool HostThreadPool::serial_on_this_thread = false;
+
+HostThreadPool::SerialScope::SerialScope() : previous_(serial_on_this_thread) {
+  serial_on_this_thread = true;
+}
+
+HostThreadPool::SerialScope::~SerialScope() {
+  serial_on_this_thread = previous_;
+}
+
 void HostThreadPool::parallel_for(std::size_t n, const std::function<void(std::size_t)>& fn) {
   if (n == 0) return;
-  if (workers_.empty() || n == 1 || ::getpid() != owner_pid_) {
+  if (workers_.empty() || n == 1 || serial_on_this_thread || ::getpid() != owner_pid_) {
     for (std::size_t i = 0; i < n; ++i) fn(i);
     return;
   }

@@ -42,6 +42,20 @@ class HostThreadPool {
   // Runs fn(i) for every i in [0, n) on the workers and the calling thread; blocking.
   void parallel_for(std::size_t n, const std::function<void(std::size_t)>& fn);
 
+  // While one lives, parallel_for called on this thread (any pool) runs every item on this
+  // thread: background work that should occupy one core, not every core (the digests
+  // behind publish_pages, runtime/digest_behind.h). Scopes nest.
+  class SerialScope {
+   public:
+    SerialScope();
+    ~SerialScope();
+    SerialScope(const SerialScope&) = delete;
+    SerialScope& operator=(const SerialScope&) = delete;
+
+   private:
+    bool previous_;
+  };
+
   // The process-wide pool the host kernels use: PF_HOST_THREADS threads when that variable
   // holds a number in 1..256, else the hardware concurrency capped at kDefaultMaxThreads.
   // Started on first use; lives until the process exits.
@@ -56,7 +70,8 @@ class HostThreadPool {
   // Claims and runs `job`'s items until none are left unclaimed.
   static void run_items(Job& job);
 
-  const int owner_pid_;  // the process that started the workers
+  static thread_local bool serial_on_this_thread;  // a SerialScope lives on this thread
+  const int owner_pid_;                            // the process that started the workers
   std::mutex mu_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> queue_;  // jobs that may still have unclaimed items

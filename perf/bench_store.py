@@ -9,10 +9,10 @@ per token, 2 MiB pages) on one store directory, side by side with the disk's own
 bandwidth measured in the same run on the same file system:
 
 - disk write: ``--tokens`` × 128 KiB written in 2 MiB writes, then fdatasync: the best of
-  buffered and O_DIRECT, from 1 thread (one file) and 4 threads (4 files) -- the store
-  itself writes from 4 threads;
+  buffered and O_DIRECT, from 1 thread (one file), 4 and 8 threads (as many files) -- the
+  store itself writes and reads from up to 8 threads;
 - disk read: those files read back cold (posix_fadvise(DONTNEED) evicted them from the page
-  cache), the best of 1 and 4 threads;
+  cache) in 2 MiB reads, buffered and O_DIRECT, the best of 1, 4 and 8 threads;
 - store write: a ``--tokens``-token context (KV filled with random bytes through the
   client's mapping) snapshotted, timed from ``snapshot`` to ``wait_durable`` returning
   (the digests already exist: commit computed them; what is timed is the blob writes, their
@@ -107,18 +107,22 @@ def _timed_threads(fn, paths: list[Path]) -> float:
     return time.perf_counter() - t0
 
 
-def _read_files(paths: list[Path]) -> float:
-    """Reads every path cold (evicted first), one thread per file, 2 MiB reads."""
+def _read_files(paths: list[Path], direct: bool) -> float:
+    """Reads every path cold (evicted first), one thread per file, 2 MiB reads (into an
+    aligned buffer per thread with O_DIRECT)."""
     for p in paths:
         _evict(p)
+    flags = os.O_RDONLY | (os.O_DIRECT if direct else 0)
 
     def one(path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, flags)
+        buf = mmap.mmap(-1, 2 * MIB)
         try:
-            while os.read(fd, 2 * MIB):
+            while os.readv(fd, [buf]):
                 pass
         finally:
             os.close(fd)
+            buf.close()
 
     return _timed_threads(one, paths)
 
@@ -126,10 +130,10 @@ def _read_files(paths: list[Path]) -> float:
 def disk_bandwidth(where: Path, nbytes: int) -> dict:
     """The disk's sequential bandwidth for `nbytes`, the best of several ways (so the store
     is compared with what the disk can do, not with one slow way of writing): buffered
-    writes + fdatasync and O_DIRECT writes, each from 1 thread (one file) and from 4 threads
-    (4 files); cold reads from 1 and 4 threads. GB/s."""
+    writes + fdatasync and O_DIRECT writes, each from 1 thread (one file) and from 4 and 8
+    threads (as many files); cold reads, buffered and O_DIRECT, from as many threads. GB/s."""
     out = {"bytes": nbytes}
-    for threads in (1, 4):
+    for threads in (1, 4, 8):
         paths = [where / ("disk-probe-%d.bin" % i) for i in range(threads)]
         per_file = -(-nbytes // threads // (2 * MIB)) * 2 * MIB
         for direct in (False, True):
@@ -140,12 +144,19 @@ def disk_bandwidth(where: Path, nbytes: int) -> dict:
                 continue
             out["write_%s_%dt_gbps" % ("direct" if direct else "buffered", threads)] = (
                 per_file * threads / t / 1e9)
-        out["read_%dt_gbps" % threads] = per_file * threads / _read_files(paths) / 1e9
+        for direct in (False, True):
+            kind = "direct" if direct else "buffered"
+            try:
+                out["read_%s_%dt_gbps" % (kind, threads)] = (
+                    per_file * threads / _read_files(paths, direct) / 1e9)
+            except OSError as e:  # a file system without O_DIRECT
+                out["read_%s_%dt_error" % (kind, threads)] = str(e)
         for p in paths:
             p.unlink()
     out["write_gbps"] = max(v for k, v in out.items() if k.startswith("write_") and
                             k.endswith("_gbps"))
-    out["read_gbps"] = max(out["read_1t_gbps"], out["read_4t_gbps"])
+    out["read_gbps"] = max(v for k, v in out.items() if k.startswith("read_") and
+                           k.endswith("_gbps"))
     return out
 
 
@@ -287,7 +298,7 @@ def main() -> int:
     s = summary
     print("bench_store: %d tokens (%.2f GiB of KV), %d reps (medians)" %
           (args.tokens, runs[0]["context_bytes"] / (1 << 30), args.reps), file=sys.stderr)
-    print("  disk  write %.2f GB/s   read (cold) %.2f GB/s   (best of 1/4 threads, "
+    print("  disk  write %.2f GB/s   read (cold) %.2f GB/s   (best of 1/4/8 threads, "
           "buffered/O_DIRECT)" %
           (s["disk_write_gbps"], s["disk_read_gbps"]), file=sys.stderr)
     print("  store write %.2f GB/s (%.0f%% of disk)   read+check %.2f GB/s (%.0f%% of disk)" %

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iterator>
 
+#include "kernels/host_thread_pool.h"
 #include "runtime/page_digest.h"
 #include "runtime/tier.h"
 
@@ -31,7 +32,7 @@ bool still_pending(const State& s, const PendingDigest& e) {
 }
 
 // Digests `batch` without any lock, then stores the digests under the Runtime mutex.
-std::size_t digest_batch(DigestBehind& d, std::vector<PendingDigest> batch) {
+std::size_t digest_batch(DigestBehind& d, std::vector<PendingDigest> batch, bool background) {
   State& s = d.state;
   const std::uint32_t P = s.pt();
   {
@@ -49,7 +50,7 @@ std::size_t digest_batch(DigestBehind& d, std::vector<PendingDigest> batch) {
     // The pool's base, geometry and kernels never change; the mapping stays.
     const Status st =
         digest_pages(*s.kernels, s.pool->geometry(), s.pool->base(), pages, fills, digests);
-    if (d.hook_for_testing) d.hook_for_testing();
+    if (background && d.hook_for_testing) d.hook_for_testing();
     std::lock_guard<std::mutex> lock(d.runtime_mu);
     --s.unlocked_digests;
     if (!st.is_ok()) {
@@ -73,6 +74,35 @@ std::size_t digest_batch(DigestBehind& d, std::vector<PendingDigest> batch) {
   return stored;
 }
 
+// Under d.mu: moves up to max entries from the queue's front into a batch (in flight).
+std::vector<PendingDigest> take_batch(DigestBehind& d, std::size_t max) {
+  const std::size_t n = std::min(d.queue.size(), max);
+  const auto end = d.queue.begin() + static_cast<std::ptrdiff_t>(n);
+  std::vector<PendingDigest> batch(std::make_move_iterator(d.queue.begin()),
+                                   std::make_move_iterator(end));
+  d.queue.erase(d.queue.begin(), end);
+  d.in_flight += n;
+  return batch;
+}
+
+// Not under d.mu: digests a taken batch on this thread alone (one core: the engine's copies
+// run on the others) and accounts for it.
+void run_batch(DigestBehind& d, std::vector<PendingDigest> batch, bool background) {
+  const std::size_t n = batch.size();
+  std::size_t stored = 0;
+  {
+    kernels::HostThreadPool::SerialScope one_core;
+    stored = digest_batch(d, std::move(batch), background);
+  }
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    d.in_flight -= n;
+    d.finished += n;
+    d.digested += stored;
+  }
+  d.progress.notify_all();
+}
+
 void digest_loop(DigestBehind& d) {
   const std::size_t max_batch = batch_pages(d.state);
   for (;;) {
@@ -81,21 +111,29 @@ void digest_loop(DigestBehind& d) {
       std::unique_lock<std::mutex> lock(d.mu);
       d.wake.wait(lock, [&] { return d.stop || !d.queue.empty(); });
       if (d.queue.empty()) return;  // stopped, and nothing is left
-      const std::size_t n = std::min(d.queue.size(), max_batch);
-      const auto end = d.queue.begin() + static_cast<std::ptrdiff_t>(n);
-      batch.assign(std::make_move_iterator(d.queue.begin()), std::make_move_iterator(end));
-      d.queue.erase(d.queue.begin(), end);
-      d.in_flight = n;
+      batch = take_batch(d, max_batch);
     }
-    const std::size_t n = batch.size();
-    const std::size_t stored = digest_batch(d, std::move(batch));
-    {
-      std::lock_guard<std::mutex> lock(d.mu);
-      d.in_flight = 0;
-      d.finished += n;
-      d.digested += stored;
+    run_batch(d, std::move(batch), /*background=*/true);
+  }
+}
+
+// A waiter's share: pages per batch it digests itself while it waits (small, so it returns
+// soon after the condition holds).
+constexpr std::size_t kHelperBatchPages = 4;
+
+// Blocks until done() holds (under d.mu), digesting queued pages on this thread meanwhile.
+template <typename Done>
+void wait_helping(DigestBehind& d, Done done) {
+  std::unique_lock<std::mutex> lock(d.mu);
+  while (!done()) {
+    if (d.queue.empty()) {
+      d.progress.wait(lock);
+      continue;
     }
-    d.progress.notify_all();
+    std::vector<PendingDigest> batch = take_batch(d, kHelperBatchPages);
+    lock.unlock();
+    run_batch(d, std::move(batch), /*background=*/false);
+    lock.lock();
   }
 }
 
@@ -120,14 +158,16 @@ std::size_t digest_behind_pending(DigestBehind& d) {
 }
 
 void digest_behind_wait_below(DigestBehind& d, std::size_t max_pages) {
-  std::unique_lock<std::mutex> lock(d.mu);
-  d.progress.wait(lock, [&] { return d.queue.size() + d.in_flight <= max_pages; });
+  wait_helping(d, [&] { return d.queue.size() + d.in_flight <= max_pages; });
 }
 
 void digest_behind_wait_queued(DigestBehind& d) {
-  std::unique_lock<std::mutex> lock(d.mu);
-  const std::uint64_t target = d.queued;
-  d.progress.wait(lock, [&] { return d.finished >= target; });
+  std::uint64_t target = 0;
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    target = d.queued;
+  }
+  wait_helping(d, [&] { return d.finished >= target; });
 }
 
 void digest_behind_stop(DigestBehind& d) {

@@ -17,10 +17,12 @@
 //    its digest is dropped), hands indexed pages to the store's write-behind
 //    (tier_note_index_node). digest_missing and digests_for compute on demand what is still
 //    pending: a snapshot never waits for this thread.
-//  - Backpressure: publish_pages returns only once at most
-//    RuntimeOptions::digest_backlog_bytes of pages are pending (it waits without the
-//    Runtime mutex), so the backlog stays bounded and sealing keeps pace with publishing on
-//    average.
+//  - Cores: the thread digests on itself alone (HostThreadPool::SerialScope), one core, so
+//    the engines' copies keep the others. Backpressure: publish_pages returns only once at
+//    most RuntimeOptions::digest_backlog_bytes of pages are pending, and while it waits
+//    (without the Runtime mutex) it digests queued pages itself, a few at a time; so do
+//    wait_digests and gc. Under a sustained load every waiting caller adds a core, and the
+//    backlog stays bounded.
 //  - Lock order: Runtime mutex, then DigestBehind::mu. The thread never holds mu while it
 //    takes the Runtime mutex.
 //  - Stop (Runtime's destructor, before the store's write-behind stops): every queued page
@@ -50,8 +52,8 @@ struct DigestBehind {
 
   std::mutex& runtime_mu;  // the Runtime's mutex (the thread takes it)
   State& state;
-  // Tests only: runs on the thread after a batch is digested and before its digests are
-  // stored, with no lock held.
+  // Tests only: runs on the background thread (not on waiters that help) after a batch is
+  // digested and before its digests are stored, with no lock held.
   std::function<void()> hook_for_testing;
 
   // Under mu:
@@ -59,7 +61,7 @@ struct DigestBehind {
   std::condition_variable wake;      // pages arrived, or stop
   std::condition_variable progress;  // a batch was stored
   std::deque<PendingDigest> queue;
-  std::size_t in_flight = 0;   // pages of the batch being digested
+  std::size_t in_flight = 0;   // pages of the batches being digested (thread and helpers)
   std::uint64_t digested = 0;  // pages whose digest this thread stored (for metrics)
   std::uint64_t queued = 0;    // entries ever queued
   std::uint64_t finished = 0;  // entries ever taken and done with (stored or skipped)
@@ -72,10 +74,12 @@ struct DigestBehind {
 void digest_behind_enqueue(State& s, const Namespace& ns, const Sha256& key, PageId page);
 // Pages queued or being digested.
 std::size_t digest_behind_pending(DigestBehind& d);
-// NOT under the Runtime mutex: blocks while more than max_pages are pending.
+// NOT under the Runtime mutex: blocks while more than max_pages are pending, digesting
+// queued pages on the calling thread meanwhile.
 void digest_behind_wait_below(DigestBehind& d, std::size_t max_pages);
 // NOT under the Runtime mutex: blocks until every page queued before the call is done with
-// (terminates under continuous publishing, unlike waiting for an empty queue).
+// (terminates under continuous publishing, unlike waiting for an empty queue), digesting
+// queued pages on the calling thread meanwhile.
 void digest_behind_wait_queued(DigestBehind& d);
 // NOT under the Runtime mutex: digests every pending page, then ends the thread.
 void digest_behind_stop(DigestBehind& d);

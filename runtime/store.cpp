@@ -381,7 +381,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options,
   const std::size_t io_threads =
       options.io_threads
           ? options.io_threads
-          : std::min<std::size_t>(4, std::max(1u, std::thread::hardware_concurrency()));
+          : std::min<std::size_t>(8, std::max(1u, 4 * std::thread::hardware_concurrency()));
   PF_ASSIGN_OR_RETURN(impl->blobs,
                       store::BlobFiles::open(dir + "/blobs", options.geometry, io_threads));
 

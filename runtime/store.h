@@ -60,7 +60,8 @@ struct BlobKey {
 struct StoreOptions {
   std::string dir;    // created (0700) if absent
   Geometry geometry;  // a store holds one geometry; open() refuses another
-  // Threads for blob I/O and read checks (0: min(4, hardware threads)).
+  // Threads for blob I/O and read checks (0: min(8, 4 x hardware threads): they mostly
+  // wait on the device).
   std::size_t io_threads = 0;
   // Upper bound on blob bytes held only by prefix entries (0: unbounded); see trim_prefix.
   std::uint64_t prefix_capacity_bytes = 0;

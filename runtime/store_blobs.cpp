@@ -260,30 +260,48 @@ std::vector<Status> BlobFiles::write(std::span<const BlobWrite> blobs) {
 
 Status BlobFiles::read(const BlobKey& key, std::byte* dst) const {
   const std::string path = this->path(key);
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) {
-    if (errno == ENOENT)
-      return PF_ERROR(Code::kNotFound, "store: blob " + key.hex() + " is not stored");
-    return PF_ERRNO("store: open " + path);
-  }
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return PF_ERRNO("store: stat " + path);
-  if (static_cast<std::uint64_t>(st.st_size) != page_bytes_) {
-    return PF_ERROR(Code::kDataCorrupt, "store: blob " + key.hex() + " file holds " +
-                                            std::to_string(st.st_size) + " bytes, a page is " +
-                                            std::to_string(page_bytes_) + " (truncated?)");
-  }
-  std::size_t done = 0;
-  while (done < page_bytes_) {
-    const ssize_t r = ::pread(fd.get(), dst + done, page_bytes_ - done, static_cast<off_t>(done));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return PF_ERRNO("store: read " + path);
-    if (r == 0) {
-      return PF_ERROR(Code::kDataCorrupt, "store: blob " + key.hex() + " ended early");
+  // O_DIRECT when the buffer allows it (pool pages do): one page-sized read from the
+  // device, no copy through the page cache (the blob is checked and kept in the pool).
+  bool direct = direct_io() && aligned(dst);
+  for (;;) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0)));
+    if (!fd.valid() && direct && errno == EINVAL) {  // the file system refuses O_DIRECT
+      direct = false;
+      continue;
     }
-    done += static_cast<std::size_t>(r);
+    if (!fd.valid()) {
+      if (errno == ENOENT)
+        return PF_ERROR(Code::kNotFound, "store: blob " + key.hex() + " is not stored");
+      return PF_ERRNO("store: open " + path);
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) return PF_ERRNO("store: stat " + path);
+    if (static_cast<std::uint64_t>(st.st_size) != page_bytes_) {
+      return PF_ERROR(Code::kDataCorrupt, "store: blob " + key.hex() + " file holds " +
+                                              std::to_string(st.st_size) + " bytes, a page is " +
+                                              std::to_string(page_bytes_) + " (truncated?)");
+    }
+    std::size_t done = 0;
+    int err = 0;
+    while (done < page_bytes_) {
+      const ssize_t r = ::pread(fd.get(), dst + done, page_bytes_ - done, static_cast<off_t>(done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) {
+        err = errno;
+        break;
+      }
+      if (r == 0) {
+        return PF_ERROR(Code::kDataCorrupt, "store: blob " + key.hex() + " ended early");
+      }
+      done += static_cast<std::size_t>(r);
+    }
+    if (err == EINVAL && direct) {  // O_DIRECT refused at read time: read it buffered
+      direct = false;
+      continue;
+    }
+    if (err != 0) return PF_ERRNO_OF("store: read " + path, err);
+    return Status::ok();
   }
-  return Status::ok();
 }
 
 Status BlobFiles::remove(const BlobKey& key) const {
