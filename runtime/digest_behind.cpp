@@ -17,10 +17,10 @@ void DigestBehindDeleter::operator()(DigestBehind* d) const {
 
 namespace {
 
-// Pages per batch: up to 64 MiB of them (at least one), so one batch keeps every digest
-// thread busy and the Runtime mutex is taken once per batch, not per page.
+// Pages per batch: up to 16 MiB of them (at least one): the Runtime mutex is taken once per
+// batch, not per page, and a store's write-behind gets the first pages soon.
 std::size_t batch_pages(const State& s) {
-  return std::max<std::size_t>(1, (std::size_t{64} << 20) / s.pool->page_bytes());
+  return std::max<std::size_t>(1, (std::size_t{16} << 20) / s.pool->page_bytes());
 }
 
 // Whether `e` still names the sealing it was queued for, without a digest (under the
@@ -86,11 +86,19 @@ std::vector<PendingDigest> take_batch(DigestBehind& d, std::size_t max) {
 }
 
 // Not under d.mu: digests a taken batch on this thread alone (one core: the engine's copies
-// run on the others) and accounts for it.
+// run on the others; every core once the runtime is stopping) and accounts for it.
 void run_batch(DigestBehind& d, std::vector<PendingDigest> batch, bool background) {
   const std::size_t n = batch.size();
-  std::size_t stored = 0;
+  bool stopping = false;
   {
+    std::lock_guard<std::mutex> lock(d.mu);
+    stopping = d.stop;
+  }
+  std::size_t stored = 0;
+  if (stopping) {
+    // The runtime is ending: nothing else runs, drain with every core.
+    stored = digest_batch(d, std::move(batch), background);
+  } else {
     kernels::HostThreadPool::SerialScope one_core;
     stored = digest_batch(d, std::move(batch), background);
   }

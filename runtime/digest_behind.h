@@ -26,7 +26,8 @@
 //  - Lock order: Runtime mutex, then DigestBehind::mu. The thread never holds mu while it
 //    takes the Runtime mutex.
 //  - Stop (Runtime's destructor, before the store's write-behind stops): every queued page
-//    gets its digest first, so a clean stop loses no prefix page.
+//    gets its digest first (on every core: nothing else runs then), so a clean stop loses no
+//    prefix page.
 #pragma once
 
 #include <condition_variable>
