@@ -900,7 +900,8 @@ def batch_set_markdown(bs):
     L = ["### SGLang HiCache batch_set: ProcessFork vs Mooncake Store (bench_batch_set)", "",
          "%d pages of %s per call, %d calls per rep, %d client thread(s), median of %d "
          "interleaved reps; same data and keys for every store. ProcessFork = lookup_keys + "
-         "alloc_pages + page copies + publish_pages (seals: digests every page); Mooncake = "
+         "alloc_pages + page copies + publish_pages (seals; the daemon digests behind the call); "
+         "+sealed = the calls plus the wait until every page's digest is stored; Mooncake = "
          "register_buffer + batch_put_from, tcp, local segment (SGLang's zero-copy path)." % (
              pr["pages_per_call"], nbytes(pr["page_bytes"]), pr["calls_per_rep"],
              pr["threads"], pr["reps"]), "",

@@ -52,7 +52,7 @@ def test_page_dlpack_cpu(client):
 
 
 def test_page_torch(client):
-    torch = pytest.importorskip("torch", reason="torch is not installed")
+    pytest.importorskip("torch", reason="torch is not installed")
     b = client.branch()
     runs = client.append(b, range(3))
     t = client.page_torch(runs[0].page)
