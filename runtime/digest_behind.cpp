@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <iterator>
+#include <optional>
 
 #include "kernels/host_thread_pool.h"
 #include "runtime/page_digest.h"
@@ -32,16 +33,16 @@ bool still_pending(const State& s, const PendingDigest& e) {
 }
 
 // Digests `batch` without any lock, then stores the digests under the Runtime mutex.
-std::size_t digest_batch(DigestBehind& d, std::vector<PendingDigest> batch, bool background) {
+void digest_batch(DigestBehind& d, std::vector<PendingDigest> batch, bool background) {
   State& s = d.state;
   const std::uint32_t P = s.pt();
   {
     std::lock_guard<std::mutex> lock(d.runtime_mu);
     std::erase_if(batch, [&](const PendingDigest& e) { return !still_pending(s, e); });
-    if (!batch.empty()) ++s.unlocked_digests;  // gc unmaps no chunk while pages are read
+    if (batch.empty()) return;
+    ++s.unlocked_digests;  // gc unmaps no chunk while pages are read
   }
-  std::size_t stored = 0;
-  if (!batch.empty()) {
+  {
     std::vector<PageId> pages;
     pages.reserve(batch.size());
     for (const PendingDigest& e : batch) pages.push_back(e.page);
@@ -65,13 +66,11 @@ std::size_t digest_batch(DigestBehind& d, std::vector<PendingDigest> batch, bool
       m.digest_fill = P;
       m.k = digests[i].k;
       m.v = digests[i].v;
-      ++stored;
       if (!m.in_index) continue;
       const PrefixIndex::Node* node = s.index->find(batch[i].ns, batch[i].key);
       if (node != nullptr && node->page == pages[i]) tier_note_index_node(s, *node);
     }
   }
-  return stored;
 }
 
 // Under d.mu: moves up to max entries from the queue's front into a batch (in flight).
@@ -94,19 +93,16 @@ void run_batch(DigestBehind& d, std::vector<PendingDigest> batch, bool backgroun
     std::lock_guard<std::mutex> lock(d.mu);
     stopping = d.stop;
   }
-  std::size_t stored = 0;
-  if (stopping) {
-    // The runtime is ending: nothing else runs, drain with every core.
-    stored = digest_batch(d, std::move(batch), background);
-  } else {
-    kernels::HostThreadPool::SerialScope one_core;
-    stored = digest_batch(d, std::move(batch), background);
+  {
+    // Once the runtime is ending nothing else runs: drain with every core.
+    std::optional<kernels::HostThreadPool::SerialScope> one_core;
+    if (!stopping) one_core.emplace();
+    digest_batch(d, std::move(batch), background);
   }
   {
     std::lock_guard<std::mutex> lock(d.mu);
     d.in_flight -= n;
     d.finished += n;
-    d.digested += stored;
   }
   d.progress.notify_all();
 }

@@ -63,7 +63,6 @@ struct DigestBehind {
   std::condition_variable progress;  // a batch was stored
   std::deque<PendingDigest> queue;
   std::size_t in_flight = 0;   // pages of the batches being digested (thread and helpers)
-  std::uint64_t digested = 0;  // pages whose digest this thread stored (for metrics)
   std::uint64_t queued = 0;    // entries ever queued
   std::uint64_t finished = 0;  // entries ever taken and done with (stored or skipped)
   bool stop = false;
