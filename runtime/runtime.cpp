@@ -185,13 +185,15 @@ Result<BranchInfo> Runtime::branch_info(BranchId branch) const {
   return i;
 }
 
-Result<BranchView> Runtime::branch_view(BranchId branch) const {
+Result<BranchView> Runtime::branch_view(BranchId branch, std::uint64_t wait_pages) const {
+  (void)wait_pages;
   Lock lock(mu_);
   PF_ASSIGN_OR_RETURN(const Branch* b, detail::find_branch(std::as_const(*state_), branch));
   BranchView v;
   v.tokens = branch_tokens(*b);
   v.pages = branch_pages(*b, state_->pt());
   v.fill_in_last_page = fill_in_last_page(v.tokens.size(), state_->pt());
+  v.ready_pages = v.pages.size();
   return v;
 }
 

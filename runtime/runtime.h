@@ -104,10 +104,17 @@ struct BranchInfo {
   Namespace ns{};                    // its prefix-index namespace (zero: default)
 };
 
+// branch_view's wait_pages for "every page of the branch".
+inline constexpr std::uint64_t kAllPages = ~std::uint64_t{0};
+
 struct BranchView {
   std::vector<Token> tokens;
   std::vector<PageId> pages;
   std::uint32_t fill_in_last_page = 0;
+  // How many leading pages are readable now. Pages of a snapshot being paged in from the
+  // store become readable in order, in the background (docs/store.md "Lazy page-in"); a page
+  // past ready_pages is listed but its bytes are not there yet.
+  std::uint64_t ready_pages = 0;
 };
 
 struct AppendResult {
@@ -268,7 +275,12 @@ class Runtime {
   // for all); kNotFound for an unknown branch.
   Status check_access(BranchId branch, LeaseId lease) const;
   Result<BranchInfo> branch_info(BranchId branch) const;
-  Result<BranchView> branch_view(BranchId branch) const;
+  // The branch's tokens and pages. Blocks, without the runtime's lock, until the first
+  // min(wait_pages, n_pages) pages are readable (kAllPages: all of them; 0: no wait):
+  // pages of a checkout of a paged-out snapshot arrive from the store after the checkout
+  // returned. kDataCorrupt naming the page when a waited-for page failed its digest check
+  // (the snapshot it came from is quarantined); kUnavailable when the runtime stops first.
+  Result<BranchView> branch_view(BranchId branch, std::uint64_t wait_pages = kAllPages) const;
   std::vector<BranchId> branches() const;
 
   // --- snapshots, refs -------------------------------------------------------------------
