@@ -192,6 +192,9 @@ void append_store_metrics(std::string* out, const rt::StoreStatus& st) {
   metric_header(out, "processfork_store_jobs_queued", "gauge",
                 "Write-behind jobs waiting or running.");
   metric_line(out, "processfork_store_jobs_queued", "", st.counters.jobs_queued);
+  metric_header(out, "processfork_store_pages_loading", "gauge",
+                "Pages of checkouts still being read from the store (lazy page-in).");
+  metric_line(out, "processfork_store_pages_loading", "", st.counters.pages_loading);
   const std::pair<const char*, std::uint64_t> counters[] = {
       {"processfork_store_jobs_failed_total", st.counters.jobs_failed},
       {"processfork_store_blobs_written_total", st.counters.blobs_written},
@@ -199,6 +202,8 @@ void append_store_metrics(std::string* out, const rt::StoreStatus& st) {
       {"processfork_store_pages_read_total", st.counters.pages_read},
       {"processfork_store_bytes_read_total", st.counters.bytes_read},
       {"processfork_store_snapshots_paged_in_total", st.counters.snapshots_paged_in},
+      {"processfork_store_pages_load_failed_total", st.counters.pages_load_failed},
+      {"processfork_store_load_waits_total", st.counters.load_waits},
       {"processfork_store_snapshots_demoted_total", st.counters.snapshots_demoted},
       {"processfork_store_prefix_pages_promoted_total", st.counters.prefix_pages_promoted}};
   for (const auto& [name, value] : counters) {

@@ -98,6 +98,7 @@ Result<std::vector<PageDigest>> digests_for(State& s, std::span<const PageId> pa
     }
   }
   if (!todo.empty()) {
+    PF_TRY(check_loaded(s, todo));
     std::vector<PageDigest> d(todo.size());
     PF_TRY(digest_pages(*s.kernels, s.pool->geometry(), s.pool->base(), todo, todo_fill, d));
     for (std::size_t j = 0; j < todo.size(); ++j) out[where[j]] = d[j];
@@ -116,6 +117,7 @@ Status digest_missing(State& s, std::span<const PageId> pages,
     }
   }
   if (todo.empty()) return Status::ok();
+  PF_TRY(check_loaded(s, todo));
   std::vector<PageDigest> d(todo.size());
   PF_TRY(digest_pages(*s.kernels, s.pool->geometry(), s.pool->base(), todo, todo_fill, d));
   for (std::size_t j = 0; j < todo.size(); ++j) {
@@ -178,6 +180,7 @@ Result<AppendResult> append(State& s, BranchId id, std::span<const Token> tokens
                                             ") is quarantined: its bytes no longer match its "
                                             "digest; it cannot be copied for the append");
   }
+  if (cow) PF_TRY(check_loaded(s, {&src, 1}));  // the copy reads it
   const std::uint64_t fresh = (n2 + P - 1) / P - (n + P - 1) / P;
   const std::size_t total = static_cast<std::size_t>(fresh) + (cow ? 1 : 0);
   PF_TRY(ensure_free_pages(s, total));

@@ -47,6 +47,10 @@ struct PageMeta {
   bool in_index = false;     // held by the prefix index (at most one index reference)
   bool has_digest = false;   // k/v below are valid for the first digest_fill slots
   bool quarantined = false;  // bytes failed the digest check: kSealed (held) or kQuarantined
+  // A sealed page whose bytes are still being read from the store (lazy page-in; its
+  // digests are the blob's): nothing may read it until this clears (runtime/tier.h).
+  bool loading = false;
+  bool load_failed = false;  // its read from the store failed (then also quarantined)
   std::uint32_t refs = 0;
   std::uint32_t digest_fill = 0;
   // Unique per sealing in this pool (0: never sealed): tells a sealing of this page id from

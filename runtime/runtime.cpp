@@ -53,6 +53,14 @@ Runtime::~Runtime() {
     state_->tier->wake.notify_all();
     if (state_->tier->writer.joinable()) state_->tier->writer.join();
     state_->index->set_on_new_node(nullptr);
+    // Then the loader (the writer may have waited for its pages): it reads every queued
+    // page, so that no hold outlives it.
+    {
+      Lock lock(mu_);
+      state_->tier->load_stop = true;
+    }
+    state_->tier->load_wake.notify_all();
+    if (state_->tier->loader.joinable()) state_->tier->loader.join();
   }
   // Drop every holder before the pool (State's member order also guarantees this).
   state_->refs.clear();
@@ -109,20 +117,36 @@ Result<NewBranch> Runtime::create_branch(std::span<const Token> tokens, LeaseId 
   return r;
 }
 
+template <typename Op>
+auto Runtime::after_loads(std::unique_lock<std::mutex>& lock, Op op) -> decltype(op()) {
+  for (;;) {
+    state_->load_blocked.clear();
+    auto r = op();
+    if (r.is_ok() || state_->load_blocked.empty() || !state_->tier) return r;
+    const std::vector<PageId> pages = std::move(state_->load_blocked);
+    state_->load_blocked.clear();
+    if (Status st = detail::wait_loaded(*state_->tier, lock, pages); !st.is_ok()) return st;
+  }
+}
+
 Result<AppendResult> Runtime::append(BranchId branch, std::span<const Token> tokens) {
-  Lock lock(mu_);
-  PF_TRY(before_mutation());
-  auto r = detail::append(*state_, branch, tokens);
-  after_mutation();
-  return r;
+  std::unique_lock<std::mutex> lock(mu_);
+  return after_loads(lock, [&]() -> Result<AppendResult> {
+    PF_TRY(before_mutation());
+    auto r = detail::append(*state_, branch, tokens);
+    after_mutation();
+    return r;
+  });
 }
 
 Status Runtime::commit(BranchId branch) {
-  Lock lock(mu_);
-  PF_TRY(before_mutation());
-  auto r = detail::commit(*state_, branch);
-  after_mutation();
-  return r;
+  std::unique_lock<std::mutex> lock(mu_);
+  return after_loads(lock, [&]() -> Status {
+    PF_TRY(before_mutation());
+    auto r = detail::commit(*state_, branch);
+    after_mutation();
+    return r;
+  });
 }
 
 Status Runtime::truncate(BranchId branch, std::uint64_t n_tokens) {
@@ -186,15 +210,35 @@ Result<BranchInfo> Runtime::branch_info(BranchId branch) const {
 }
 
 Result<BranchView> Runtime::branch_view(BranchId branch, std::uint64_t wait_pages) const {
-  (void)wait_pages;
-  Lock lock(mu_);
-  PF_ASSIGN_OR_RETURN(const Branch* b, detail::find_branch(std::as_const(*state_), branch));
-  BranchView v;
-  v.tokens = branch_tokens(*b);
-  v.pages = branch_pages(*b, state_->pt());
-  v.fill_in_last_page = fill_in_last_page(v.tokens.size(), state_->pt());
-  v.ready_pages = v.pages.size();
-  return v;
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    PF_ASSIGN_OR_RETURN(const Branch* b, detail::find_branch(std::as_const(*state_), branch));
+    BranchView v;
+    v.pages = branch_pages(*b, state_->pt());
+    const PagePool& pool = *state_->pool;
+    v.ready_pages = 0;
+    while (v.ready_pages < v.pages.size() && !pool.meta(v.pages[v.ready_pages]).loading) {
+      ++v.ready_pages;
+    }
+    const std::uint64_t wanted = std::min<std::uint64_t>(wait_pages, v.pages.size());
+    if (v.ready_pages >= wanted) {
+      for (std::uint64_t i = 0; i < wanted; ++i) {
+        if (pool.meta(v.pages[i]).load_failed) {
+          return detail::load_failure(*state_->tier, v.pages[i],
+                                      "branch " + std::to_string(branch.value) + " page " +
+                                          std::to_string(i) + " (pool page " +
+                                          std::to_string(v.pages[i]) + ")");
+        }
+      }
+      v.tokens = branch_tokens(*b);
+      v.fill_in_last_page = fill_in_last_page(v.tokens.size(), state_->pt());
+      return v;
+    }
+    // Wait for the first page still loading, then look again: the branch may change meanwhile.
+    const PageId next = v.pages[v.ready_pages];
+    ++state_->tier->counters.load_waits;
+    state_->tier->loaded.wait(lock, [&] { return !pool.meta(next).loading; });
+  }
 }
 
 std::vector<BranchId> Runtime::branches() const {
@@ -206,11 +250,13 @@ std::vector<BranchId> Runtime::branches() const {
 }
 
 Result<SnapshotInfo> Runtime::snapshot(BranchId branch, std::string name) {
-  Lock lock(mu_);
-  PF_TRY(before_mutation());
-  auto r = detail::snapshot(*state_, branch, std::move(name));
-  after_mutation();
-  return r;
+  std::unique_lock<std::mutex> lock(mu_);
+  return after_loads(lock, [&]() -> Result<SnapshotInfo> {
+    PF_TRY(before_mutation());
+    auto r = detail::snapshot(*state_, branch, name);
+    after_mutation();
+    return r;
+  });
 }
 
 bool Runtime::has_tier() const {
@@ -227,7 +273,7 @@ auto Runtime::with_resident(std::initializer_list<const Source*> sources, Op op)
   for (int attempt = 0;; ++attempt) {
     std::vector<std::string> paged_out;
     {
-      Lock lock(mu_);
+      std::unique_lock<std::mutex> lock(mu_);
       if (state_->tier) {
         for (const Source* src : sources) {
           const std::string* name = std::get_if<std::string>(src);
@@ -236,7 +282,7 @@ auto Runtime::with_resident(std::initializer_list<const Source*> sources, Op op)
           if (snap.is_ok() && !(*snap)->resident()) paged_out.push_back((*snap)->cid);
         }
       }
-      if (paged_out.empty() || attempt == 3) return op();
+      if (paged_out.empty() || attempt == 3) return after_loads(lock, op);
     }
     for (const std::string& cid : paged_out) {
       if (Status st = page_in(cid); !st.is_ok() && st.code() != Code::kNotFound) return st;
@@ -446,10 +492,18 @@ Result<UniqueFd> Runtime::export_chunk(std::size_t index, std::uint64_t* serial)
 Result<std::vector<PageId>> Runtime::lookup_keys(std::span<const Sha256> keys, bool hold,
                                                  LeaseId lease, const Namespace& ns) {
   if (!keys.empty() && has_tier()) promote_prefix(ns, keys);
-  Lock lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   PF_TRY(before_mutation());
   auto r = detail::lookup_keys(*state_, ns, keys, hold, lease);
   after_mutation();
+  // Pages still being paged in (a checkout's pages that a commit indexed) are handed out
+  // once readable; a failed one ends the lookup, and its holds, with the error.
+  if (r.is_ok() && detail::any_loading(*state_, *r)) {
+    if (Status st = detail::wait_loaded(*state_->tier, lock, *r); !st.is_ok()) {
+      if (hold) detail::release_pages(*state_, *r, lease).ignore();  // just taken
+      return st;
+    }
+  }
   return r;
 }
 

@@ -86,6 +86,9 @@ struct RuntimeOptions {
   // Tests only: runs on the digest thread between digesting a batch of published pages and
   // storing their digests (no lock held), to change the state deterministically in between.
   std::function<void()> digest_hook_for_testing;
+  // Tests only: runs on the loader thread of lazy page-ins before it reads each batch of
+  // pages (no lock held), to hold pages in their loading state deterministically.
+  std::function<void()> load_hook_for_testing;
 };
 
 struct NewBranch {
@@ -213,6 +216,9 @@ struct TierCounters {
   std::uint64_t pages_read = 0;
   std::uint64_t bytes_read = 0;
   std::uint64_t snapshots_paged_in = 0;
+  std::uint64_t pages_loading = 0;      // paged-in pages not read yet (lazy page-in), now
+  std::uint64_t pages_load_failed = 0;  // pages whose read from the store failed
+  std::uint64_t load_waits = 0;         // calls that waited for pages still being read
   std::uint64_t snapshots_demoted = 0;
   std::uint64_t prefix_pages_promoted = 0;
 };
@@ -278,8 +284,9 @@ class Runtime {
   // The branch's tokens and pages. Blocks, without the runtime's lock, until the first
   // min(wait_pages, n_pages) pages are readable (kAllPages: all of them; 0: no wait):
   // pages of a checkout of a paged-out snapshot arrive from the store after the checkout
-  // returned. kDataCorrupt naming the page when a waited-for page failed its digest check
-  // (the snapshot it came from is quarantined); kUnavailable when the runtime stops first.
+  // returned, in page order. kDataCorrupt naming the page when a waited-for page could not
+  // be read (missing blob, or bytes that failed the digest check: the snapshot it came from
+  // is then quarantined).
   Result<BranchView> branch_view(BranchId branch, std::uint64_t wait_pages = kAllPages) const;
   std::vector<BranchId> branches() const;
 
@@ -381,10 +388,13 @@ class Runtime {
   // unknown CID or ref.
   Status wait_durable(std::string_view cid_or_ref);
   // Makes a paged-out snapshot resident (no-op when it is): reuses pool pages with the same
-  // digests, reads and checks the rest from the store. kDataCorrupt (the snapshot is then
-  // quarantined in the store) when a blob fails its check; kOutOfMemory when the pool cannot
-  // hold it. Blocking: disk I/O without the mutex held. fork, checkout, merge and diff of a
-  // paged-out snapshot call it themselves.
+  // digests and allocates the rest, which a background thread then reads from the store and
+  // checks, in page order (docs/store.md "Lazy page-in"). Returns once the pages are
+  // allocated, before they are read: whatever reads their bytes waits for them (branch_view,
+  // lookup_keys, append's copy, digests). kDataCorrupt for a quarantined snapshot;
+  // kOutOfMemory (nothing changed) when the pool cannot hold it. A blob that fails its check
+  // later quarantines the snapshot (in the store too) and the page. fork, checkout, merge
+  // and diff of a paged-out snapshot call it themselves.
   Status page_in(std::string_view cid_or_ref);
   StoreStatus store_status() const;
 
@@ -408,6 +418,11 @@ class Runtime {
   // the mutex, retrying when a source was paged out again in between.
   template <typename Op>
   auto with_resident(std::initializer_list<const Source*> sources, Op op) -> decltype(op());
+  // Runs op under the mutex (held by `lock`); when op stopped at pages still being paged in
+  // (State::load_blocked; it changed nothing), waits for them without the mutex and runs op
+  // again.
+  template <typename Op>
+  auto after_loads(std::unique_lock<std::mutex>& lock, Op op) -> decltype(op());
   // Pages in the store's prefix entries that continue the resident prefix of `keys` in `ns`
   // (no-op without a store). Best effort: a failure only shortens the hit.
   void promote_prefix(const Namespace& ns, std::span<const Sha256> keys);

@@ -65,6 +65,9 @@ struct State {
   // Digests running outside the lock (the digests behind publish_pages); while any does,
   // gc() unmaps no chunk (they read page bytes through the pool's mapping).
   std::size_t unlocked_digests = 0;
+  // Set by check_loaded (runtime/tier.h) when an op must wait for pages still being paged
+  // in; the Runtime waits for them and runs the op again.
+  std::vector<PageId> load_blocked;
   IdSequence branch_ids;  // (boot epoch << 32) | sequence, never reused (runtime/ids.h)
   // The durable store and its write-behind (runtime/tier.h); null without a store.
   std::unique_ptr<Tier, TierDeleter> tier;

@@ -86,7 +86,7 @@ Status run_snapshot_job(Tier& t, const std::string& cid) {
   std::vector<BlobKey> keys;
   std::string json;
   {
-    std::lock_guard<std::mutex> lock(t.runtime_mu);
+    std::unique_lock<std::mutex> lock(t.runtime_mu);
     auto it = s.snapshots.find(cid);
     // Unpinned before its turn (its unpin job follows), paged out (only durable ones are),
     // or written already: nothing to do.
@@ -99,6 +99,12 @@ Status run_snapshot_job(Tier& t, const std::string& cid) {
     for (PageId p : pages) {
       s.pool->ref(p);
       ++s.holds[kStoreLease][p];
+    }
+    // Pages of a lazy page-in are written only once read (their blobs are stored already,
+    // so write_blobs skips them; this wait keeps that an optimisation, not a requirement).
+    if (Status st = wait_loaded(t, lock, pages); !st.is_ok()) {
+      release_store_holds(s, pages);
+      return st;
     }
   }
   Result<std::size_t> written = write_pages_to_store(s, t.store, keys, pages);
@@ -117,6 +123,13 @@ Status run_prefix_job(Tier& t, const StoreJob& job) {
   std::vector<BlobKey> keys;
   keys.reserve(job.prefix.size());
   for (const StoredPrefix& e : job.prefix) keys.push_back(e.blob);
+  {
+    std::unique_lock<std::mutex> lock(t.runtime_mu);
+    if (Status st = wait_loaded(t, lock, job.pages); !st.is_ok()) {
+      release_store_holds(s, job.pages);
+      return st;
+    }
+  }
   Result<std::size_t> written = write_pages_to_store(s, t.store, keys, job.pages);
   Status st = written.is_ok() ? t.store.put_prefix(job.prefix) : written.status();
   std::lock_guard<std::mutex> lock(t.runtime_mu);
@@ -132,6 +145,11 @@ Status run_job(Tier& t, const StoreJob& job) {
     case StoreJob::Kind::kPrefix:
       return run_prefix_job(t, job);
     case StoreJob::Kind::kUnpin: {
+      {
+        // Its blobs stay until a lazy page-in of it has read them.
+        std::unique_lock<std::mutex> lock(t.runtime_mu);
+        t.loaded.wait(lock, [&] { return !cid_loading(t, job.cid); });
+      }
       Status st = t.store.remove_manifest(job.cid);
       return st.code() == Code::kNotFound ? Status::ok() : st;  // never made durable
     }

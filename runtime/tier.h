@@ -11,12 +11,18 @@
 //    metadata in one durable store transaction, then takes the mutex again to release the
 //    holds and mark the snapshot durable. A snapshot is durable once its manifest commit
 //    returned; Runtime::wait_durable waits for that.
-//  - Paging in: a snapshot loaded from the store at start, or demoted, has no resident
-//    pages (Snapshot::list is null). Runtime::page_in makes it resident in three steps:
-//    under the mutex it reuses resident pages with the same digests and allocates the rest
-//    (held under kStoreLease); without the mutex it reads and checks the blobs; under the
-//    mutex it seals them and gives the snapshot its list. Prefix-index misses consult the
-//    store's prefix entries and page those in the same way (promote_prefix).
+//  - Paging in (lazy): a snapshot loaded from the store at start, or demoted, has no resident
+//    pages (Snapshot::list is null). Runtime::page_in gives it its list at once, under the
+//    mutex: it reuses resident pages with the same digests and allocates the rest, sealed
+//    with the digests of the blobs they will hold and flagged PageMeta::loading (held under
+//    kStoreLease), and queues a LoadJob. The loader thread reads and checks the blobs in page
+//    order, in batches, without the mutex, and clears the flags batch by batch (notifying
+//    Tier::loaded). Nothing reads a loading page's bytes: branch_view and lookup_keys wait
+//    for the pages they hand out, ops that copy or digest page bytes wait for theirs
+//    (State::load_blocked), the writer waits before writing one, and an unpin's removal
+//    waits until its snapshot's load is done (its blobs must stay). A page whose read fails
+//    is quarantined (PageMeta::load_failed): waiters get kDataCorrupt. Prefix-index misses
+//    consult the store's prefix entries and page those in synchronously (promote_prefix).
 //  - Demotion: when a call needs pages that neither growth nor cache eviction can give,
 //    durable snapshots are paged out least recently used first (their list is dropped; a
 //    page still used by a branch stays). Like cache eviction this changes no logical state:
@@ -54,6 +60,15 @@ struct StoreJob {
   std::vector<PageId> pages;
 };
 
+// A lazy page-in: the pages of one snapshot still to read, in page order.
+struct LoadJob {
+  std::string cid;            // the snapshot being paged in
+  std::vector<BlobKey> keys;  // blobs to read
+  std::vector<PageId> pages;  // their pool pages (flagged loading)
+  std::vector<PageId> held;   // every kStoreLease hold the page-in took (released when done)
+  std::size_t next = 0;       // keys[next..] are still to read
+};
+
 struct Tier {
   Tier(Store& st, std::mutex& runtime_mu, State& state)
       : store(st), runtime_mu(runtime_mu), state(state) {}
@@ -66,6 +81,15 @@ struct Tier {
   std::uint64_t clock = 0;    // snapshot use clock (LRU demotion)
   bool record_prefix = true;  // false while promote_prefix publishes paged-in pages
   TierCounters counters;      // every field but jobs_queued
+  // The loader: queue, progress and its thread (all under the Runtime mutex, which both
+  // condition variables wait with).
+  std::deque<LoadJob> loads;
+  std::condition_variable load_wake;  // a load job arrived, or load_stop
+  std::condition_variable loaded;     // pages stopped loading
+  bool load_stop = false;             // drain the queue, then end
+  // Why each page whose read failed failed (such pages are quarantined, so never reused).
+  std::map<PageId, std::string> load_errors;
+  std::thread loader;
 
   // Under mu: the queue and its progress.
   mutable std::mutex mu;
@@ -105,6 +129,22 @@ void release_store_holds(State& s, std::span<const PageId> pages);
 
 // The writer thread's body; returns when stop is set and the queue is empty.
 void tier_writer_loop(Tier& t);
+// The loader thread's body; returns when load_stop is set and every load job is done.
+void tier_loader_loop(Tier& t);
+
+// Under the Runtime mutex: true when one of `pages` is still being read from the store.
+bool any_loading(const State& s, std::span<const PageId> pages);
+// Under the Runtime mutex: kUnavailable, with State::load_blocked set to the loading pages
+// among `pages`, when there are any (the Runtime waits for them and retries the op, which
+// changed nothing); ok otherwise. Ops call it before they read page bytes.
+Status check_loaded(State& s, std::span<const PageId> pages);
+// With the Runtime mutex held by `lock` (released while waiting): blocks until none of
+// `pages` is loading. kDataCorrupt naming the page when one's read failed (load_failed).
+Status wait_loaded(Tier& t, std::unique_lock<std::mutex>& lock, std::span<const PageId> pages);
+// Under the Runtime mutex: the error a reader of `page` (load_failed) gets, naming `what`.
+Status load_failure(const Tier& t, PageId page, std::string_view what);
+// Under the Runtime mutex: true while a load job of `cid` is queued or running.
+bool cid_loading(const Tier& t, std::string_view cid);
 
 // Under the Runtime mutex: pages out durable snapshots, least recently used first, until
 // free + growable + evictable pages reach n or no candidate is left. Returns how many.

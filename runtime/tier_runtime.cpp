@@ -98,8 +98,6 @@ void seal_read_pages(detail::State& s, std::span<const BlobKey> fkeys,
     m.k = fkeys[i].k;
     m.v = fkeys[i].v;
   }
-  s.tier->counters.pages_read += fpages.size();
-  s.tier->counters.bytes_read += fpages.size() * s.pool->page_bytes();
 }
 
 }  // namespace
@@ -155,6 +153,7 @@ Status Runtime::attach_store(Store& store) {
   s.index->set_on_new_node(
       [&s](const PrefixIndex::Node& node) { detail::tier_note_index_node(s, node); });
   s.tier->writer = std::thread([t = s.tier.get()] { detail::tier_writer_loop(*t); });
+  s.tier->loader = std::thread([t = s.tier.get()] { detail::tier_loader_loop(*t); });
   tier_attached_.store(true, std::memory_order_release);
   return Status::ok();
 }
@@ -195,52 +194,37 @@ Status Runtime::wait_durable(std::string_view cid_or_ref) {
 }
 
 Status Runtime::page_in(std::string_view cid_or_ref) {
-  std::string cid;
-  std::vector<BlobKey> keys, fkeys;
-  std::vector<PageId> pages, fpages, held;
   detail::State& s = *state_;
-  {
-    Lock lock(mu_);
-    PF_ASSIGN_OR_RETURN(const detail::Snapshot* snap, detail::resolve_snapshot(s, cid_or_ref));
-    if (snap->resident()) return Status::ok();
-    if (!snap->quarantine.empty()) {
-      return PF_ERROR(Code::kDataCorrupt,
-                      "snapshot " + snap->cid + " is quarantined: " + snap->quarantine);
-    }
-    cid = snap->cid;
-    PF_ASSIGN_OR_RETURN(keys, detail::manifest_blob_keys(snap->manifest));
-    std::vector<bool> fresh;
-    PF_ASSIGN_OR_RETURN(pages, plan_pages(s, keys, /*reuse=*/true, &fresh, &held));
-    fresh_of(keys, pages, fresh, &fkeys, &fpages);
-  }
-  Status read = read_pages_from_store(s, s.tier->store, fkeys, fpages);
-  if (!read.is_ok() && read.code() == Code::kDataCorrupt) {
-    if (Status q = s.tier->store.quarantine(cid, read.message()); !q.is_ok()) {
-      std::fprintf(stderr, "processfork store: quarantining %s failed: %s\n", cid.c_str(),
-                   q.to_string().c_str());
-    }
-  }
   Lock lock(mu_);
-  auto it = s.snapshots.find(cid);
-  if (!read.is_ok()) {
-    if (read.code() == Code::kDataCorrupt && it != s.snapshots.end()) {
-      it->second.quarantine = read.message();
-      std::fprintf(stderr, "processfork store: quarantined snapshot %s: %s\n", cid.c_str(),
-                   read.message().c_str());
-    }
+  PF_ASSIGN_OR_RETURN(const detail::Snapshot* found, detail::resolve_snapshot(s, cid_or_ref));
+  if (found->resident()) return Status::ok();
+  if (!found->quarantine.empty()) {
+    return PF_ERROR(Code::kDataCorrupt,
+                    "snapshot " + found->cid + " is quarantined: " + found->quarantine);
+  }
+  detail::Snapshot& snap = s.snapshots.find(found->cid)->second;
+  PF_ASSIGN_OR_RETURN(std::vector<BlobKey> keys, detail::manifest_blob_keys(snap.manifest));
+  std::vector<bool> fresh;
+  std::vector<PageId> held;
+  PF_ASSIGN_OR_RETURN(std::vector<PageId> pages,
+                      plan_pages(s, keys, /*reuse=*/true, &fresh, &held));
+  detail::LoadJob job;
+  job.cid = snap.cid;
+  fresh_of(keys, pages, fresh, &job.keys, &job.pages);
+  // The fresh pages are sealed now with the digests their blobs must match, and flagged
+  // loading until the loader has read and checked them.
+  seal_read_pages(s, job.keys, job.pages);
+  for (PageId p : job.pages) s.pool->meta(p).loading = true;
+  snap.list = make_flat_list(*s.pool, pages, snap.manifest.tokens);
+  detail::tier_touch(s, snap);
+  ++s.tier->counters.snapshots_paged_in;
+  if (job.keys.empty()) {
     detail::release_store_holds(s, held);
-    return read.add_frame(__FILE__, __LINE__);
+    return Status::ok();
   }
-  seal_read_pages(s, fkeys, fpages);
-  if (it != s.snapshots.end() && !it->second.resident()) {
-    it->second.list = make_flat_list(*s.pool, pages, it->second.manifest.tokens);
-    detail::tier_touch(s, it->second);
-    ++s.tier->counters.snapshots_paged_in;
-  }
-  detail::release_store_holds(s, held);
-  if (it == s.snapshots.end()) {
-    return PF_ERROR(Code::kNotFound, "snapshot " + cid + " was unpinned while it was paged in");
-  }
+  job.held = std::move(held);
+  s.tier->loads.push_back(std::move(job));
+  s.tier->load_wake.notify_one();
   return Status::ok();
 }
 
@@ -290,6 +274,8 @@ void Runtime::promote_prefix(const Namespace& ns, std::span<const Sha256> keys) 
   Lock lock(mu_);
   if (usable > 0) {
     seal_read_pages(s, fkeys, fpages);
+    s.tier->counters.pages_read += fpages.size();
+    s.tier->counters.bytes_read += fpages.size() * s.pool->page_bytes();
     std::vector<bool> added;
     s.tier->record_prefix = false;  // these pages come from the store: nothing to write
     s.index->publish(ns, keys.subspan(resident, usable), std::span(pages).first(usable),
@@ -310,6 +296,9 @@ StoreStatus Runtime::store_status() const {
     out.attached = true;
     out.dir = t->store.dir();
     out.counters = t->counters;
+    for (const detail::LoadJob& job : t->loads) {
+      out.counters.pages_loading += job.keys.size() - job.next;
+    }
     for (const auto& [cid, snap] : state_->snapshots) {
       out.snapshots_resident += snap.resident() ? 1 : 0;
       out.snapshots_durable += snap.durable ? 1 : 0;

@@ -191,6 +191,9 @@ Status verify_structure(const State& s) {
       return fail(page_str(p) + " state " + std::string(page_state_name(m.state)) +
                   " disagrees with its quarantine flag");
     }
+    if (m.loading && (m.state != PageState::kSealed || !m.has_digest || m.refs == 0)) {
+      return fail("loading " + page_str(p) + " is not a held sealed page with a digest");
+    }
     if (retired && (m.in_index || m.has_digest)) {
       return fail("unheld quarantined " + page_str(p) + " keeps an index flag or a digest");
     }
@@ -224,7 +227,7 @@ Result<std::vector<PageId>> find_corrupt_pages(const State& s) {
   std::vector<PageDigest> stored;
   for (PageId p = 0; p < n; ++p) {
     const PageMeta& m = pool.meta(p);
-    if (!m.has_digest || m.quarantined) continue;
+    if (!m.has_digest || m.quarantined || m.loading) continue;  // loading: bytes not there yet
     pages.push_back(p);
     fills.push_back(m.digest_fill);
     stored.push_back({m.k, m.v});
@@ -238,14 +241,23 @@ Result<std::vector<PageId>> find_corrupt_pages(const State& s) {
   // its stored digest covers).
   for (const auto& [cid, snap] : s.snapshots) {
     if (!snap.resident()) continue;
-    const auto& sp = snap.list->pages();
-    std::vector<std::uint32_t> f(sp.size(), P);
-    if (!sp.empty()) f.back() = fill_in_last_page(snap.n_tokens, P);
+    const auto& all = snap.list->pages();
+    // Pages still being paged in hold no bytes yet: they are checked as they are read.
+    std::vector<PageId> sp;
+    std::vector<std::uint32_t> f;
+    std::vector<std::size_t> at;
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      if (pool.meta(all[i]).loading) continue;
+      sp.push_back(all[i]);
+      f.push_back(i + 1 == all.size() ? fill_in_last_page(snap.n_tokens, P) : P);
+      at.push_back(i);
+    }
     std::vector<PageDigest> d(sp.size());
     PF_TRY(digest_pages(*s.kernels, pool.geometry(), pool.base(), sp, f, d));
-    for (std::size_t i = 0; i < sp.size(); ++i) {
-      if (d[i].k.hex() != snap.manifest.pages[i].k || d[i].v.hex() != snap.manifest.pages[i].v) {
-        if (!pool.meta(sp[i]).quarantined) bad[sp[i]] = 1;
+    for (std::size_t j = 0; j < sp.size(); ++j) {
+      const ManifestPage& mp = snap.manifest.pages[at[j]];
+      if (d[j].k.hex() != mp.k || d[j].v.hex() != mp.v) {
+        if (!pool.meta(sp[j]).quarantined) bad[sp[j]] = 1;
       }
     }
   }

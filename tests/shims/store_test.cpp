@@ -259,10 +259,17 @@ TEST(ShimsStore, ACorruptedBlobIsDetectedAndItsSnapshotQuarantined) {
   d.restart();
   ClientPtr c(connect_or_fail(d.socket()));
   pf_branch_id b = 0;
-  EXPECT_EQ(pf_checkout(c.get(), bad.cid.c_str(), &b, nullptr, 0), PF_DATA_CORRUPT);
+  // The checkout returns before its pages are read (lazy page-in); reading them finds the
+  // damage: the view answers kDataCorrupt naming the blob's file.
+  ASSERT_EQ(pf_checkout(c.get(), bad.cid.c_str(), &b, nullptr, 0), PF_OK);
+  pf_branch_info info{};
+  std::vector<std::uint32_t> pages(64);
+  EXPECT_EQ(pf_branch_view(c.get(), b, &info, pages.data(), pages.size(), nullptr, 0),
+            PF_DATA_CORRUPT);
   EXPECT_NE(std::string(pf_last_error_message(c.get())).find(files[0].filename().string()),
             std::string::npos)
       << pf_last_error_message(c.get());
+  EXPECT_EQ(pf_branch_free(c.get(), b), PF_OK);
   // Quarantined: refused again without reading, and other snapshots are untouched.
   EXPECT_EQ(pf_checkout(c.get(), bad.cid.c_str(), &b, nullptr, 0), PF_DATA_CORRUPT);
   EXPECT_NE(std::string(pf_last_error_message(c.get())).find("quarantined"), std::string::npos);
