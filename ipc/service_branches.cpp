@@ -1,5 +1,6 @@
 // Service handlers of branches and keyed pages: create, append, commit, truncate, free,
 // detach, view, info, listing, and the keyed-page calls of protocol 1.2.
+#include <algorithm>
 #include <cstring>
 
 #include "ipc/service.h"
@@ -117,8 +118,18 @@ template <>
 Result<msg::BranchViewAnswer> Service::handle<Op::kBranchView>(rt::LeaseId,
                                                                const msg::ViewBranch& request) {
   const rt::BranchId branch{request.head.branch};
+  if (request.head.wait_mode != wire::kViewWaitAll &&
+      request.head.wait_mode != wire::kViewWaitLeading) {
+    return PF_ERROR(Code::kInvalidArgument,
+                    "wait_mode must be 0 (every page) or 1 (the first wait_pages pages), got " +
+                        std::to_string(request.head.wait_mode));
+  }
+  const std::uint64_t wait_pages =
+      request.head.wait_mode == wire::kViewWaitAll ? rt::kAllPages : request.head.wait_pages;
   PF_ASSIGN_OR_RETURN(rt::BranchInfo info, runtime_.branch_info(branch));
-  PF_ASSIGN_OR_RETURN(rt::BranchView view, runtime_.branch_view(branch));
+  // Blocks this connection's thread only (the runtime waits without its lock) until the
+  // pages asked for are readable.
+  PF_ASSIGN_OR_RETURN(rt::BranchView view, runtime_.branch_view(branch, wait_pages));
   msg::BranchViewAnswer out;
   out.head.branch = request.head.branch;
   out.head.owner = info.owner;
@@ -127,6 +138,8 @@ Result<msg::BranchViewAnswer> Service::handle<Op::kBranchView>(rt::LeaseId,
   out.head.n_pages = static_cast<std::uint32_t>(view.pages.size());
   out.head.fill_in_last_page = view.fill_in_last_page;
   out.head.with_tokens = request.head.with_tokens != 0 ? 1 : 0;
+  out.head.ready_pages =
+      static_cast<std::uint32_t>(std::min<std::uint64_t>(view.ready_pages, view.pages.size()));
   out.pages = std::move(view.pages);
   if (out.head.with_tokens) out.tokens = std::move(view.tokens);
   return out;

@@ -33,7 +33,7 @@ namespace pf::wire {
 
 inline constexpr std::uint32_t kMagic = 0x314b4650;  // "PFK1" in memory order
 inline constexpr std::uint16_t kVersionMajor = 3;    // incompatible changes bump this
-inline constexpr std::uint16_t kVersionMinor = 3;    // compatible additions bump this
+inline constexpr std::uint16_t kVersionMinor = 4;    // compatible additions bump this
 inline constexpr std::uint32_t kMaxPayload = 16u << 20;
 inline constexpr std::uint32_t kMaxTokensPerRequest = 1u << 20;
 inline constexpr std::uint32_t kMaxNameBytes = 256;
@@ -53,7 +53,7 @@ enum class MsgType : std::uint16_t {
 
 // Operations per protocol minor of this major: adding a row to ipc/ops.def without bumping
 // kVersionMinor (and appending the new count here) fails to compile.
-inline constexpr std::size_t kOpsByMinor[] = {31, 31, 32, 32};
+inline constexpr std::size_t kOpsByMinor[] = {31, 31, 32, 32, 32};
 inline constexpr std::size_t kOpRows = 0
 #define PF_OP(...) +1
 #include "ipc/ops.def"
@@ -233,12 +233,27 @@ struct TruncateRequest {
 };
 static_assert(sizeof(TruncateRequest) == 16);
 
+// The daemon answers once the first pages of the branch are readable (3.4): pages of a
+// checkout of a snapshot that lives only in the store arrive in page order after the
+// checkout returned. wait_mode 0 (what every 3.3 and older client sends): every page;
+// 1: the first min(wait_pages, n_pages) pages (0: no wait). Other modes are
+// kInvalidArgument. The wait blocks this connection only.
 struct BranchViewRequest {
   std::uint64_t branch = 0;
-  std::uint8_t with_tokens = 0;
-  std::uint8_t reserved[7] = {};
+  std::uint8_t with_tokens = 0;  // 0 or 1 (any nonzero value is 1)
+  std::uint8_t wait_mode = 0;    // 3.4: kViewWaitAll / kViewWaitLeading
+  std::uint8_t reserved[2] = {};
+  std::uint32_t wait_pages = 0;  // 3.4: with kViewWaitLeading, the pages to wait for
 };
 static_assert(sizeof(BranchViewRequest) == 16);
+static_assert(offsetof(BranchViewRequest, wait_mode) == 9);
+static_assert(offsetof(BranchViewRequest, wait_pages) == 12);
+inline constexpr std::uint8_t kViewWaitAll = 0;
+inline constexpr std::uint8_t kViewWaitLeading = 1;
+// The session minor from which a view request's wait_mode and a reply's ready_pages are
+// meaningful; an older daemon ignores the former and leaves the latter 0 (reserved) with
+// every page resident.
+inline constexpr std::uint16_t kViewWaitMinor = 4;
 
 // Trailed by n_pages uint32 page ids, then (with_tokens) n_tokens uint32 token ids.
 struct BranchViewReply {
@@ -248,9 +263,11 @@ struct BranchViewReply {
   std::uint32_t n_pages = 0;
   std::uint32_t fill_in_last_page = 0;
   std::uint8_t with_tokens = 0;
-  std::uint8_t reserved[7] = {};
+  std::uint8_t reserved[3] = {};
+  std::uint32_t ready_pages = 0;  // 3.4: leading pages readable when the reply was sent
 };
 static_assert(sizeof(BranchViewReply) == 40);
+static_assert(offsetof(BranchViewReply, ready_pages) == 36);
 
 // Trailed by name_bytes of name (no NUL).
 struct SnapshotRequest {

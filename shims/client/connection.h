@@ -191,6 +191,11 @@ class Connection {
                                            " reply does not decode: " + s.message());
     }
     track<op>(message, out);
+    if constexpr (op == ipc::Op::kBranchView) {
+      // A daemon older than 3.4 sends no ready_pages (the field was reserved: 0) and has
+      // every page of a branch resident: all of them are readable.
+      if (pool_.protocol_minor < wire::kViewWaitMinor) out.head.ready_pages = out.head.n_pages;
+    }
     return out;
   }
 

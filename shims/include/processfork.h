@@ -55,7 +55,7 @@ extern "C" {
 /* The ABI version of this header: the library's major must equal it; a library of a
  * higher minor accepts everything a lower minor's header passes (docs/c_api.md). */
 #define PF_ABI_VERSION_MAJOR 1
-#define PF_ABI_VERSION_MINOR 5
+#define PF_ABI_VERSION_MINOR 6
 
 /* "sha256:" + 64 hex digits + NUL. */
 #define PF_CID_BYTES 72
@@ -304,16 +304,42 @@ typedef struct pf_branch_info {
   uint64_t n_tokens;
   uint64_t n_pages;
   uint32_t fill_in_last_page;
-  uint32_t reserved;
+  /* Leading pages whose bytes were readable when the daemon answered (ABI 1.6; the former
+   * `reserved` field): pages [0, ready_pages) may be read, later ones are still arriving
+   * from the daemon's store (a checkout of a snapshot that was paged out). Always n_pages
+   * from pf_branch_view, and from a daemon older than protocol 3.4. */
+  uint32_t ready_pages;
 } pf_branch_info;
 
 /* A branch's state, and optionally its page ids and tokens. pages (tokens) may be NULL to
  * skip them. info is filled whenever the branch exists, also when a buffer is too small:
  * pages_capacity < info->n_pages (or tokens_capacity < info->n_tokens with tokens given)
- * is PF_INVALID_ARGUMENT, and info says what is needed. */
+ * is PF_INVALID_ARGUMENT, and info says what is needed. Returns once every page of the
+ * branch is readable: pf_branch_view_ready(..., UINT64_MAX, ...). */
 PF_API pf_result pf_branch_view(pf_client* client, pf_branch_id branch, pf_branch_info* info,
                                 uint32_t* pages, size_t pages_capacity, uint32_t* tokens,
                                 size_t tokens_capacity);
+
+/* pf_branch_view that returns as soon as the first min(wait_pages, n_pages) pages of the
+ * branch are readable (ABI 1.6, protocol 3.4). A checkout of a snapshot that lives only in
+ * the daemon's store returns at once and its pages arrive in page order in the background;
+ * an engine can start on the leading pages while the rest arrive.
+ *  - wait_pages 0: no wait; UINT64_MAX (or any value >= n_pages): every page, exactly
+ *    pf_branch_view. Every page id is returned either way; info->ready_pages (>= the pages
+ *    waited for) says how many leading pages may be read; read later ones only after a
+ *    further call reports them ready.
+ *  - Blocks the calling thread (and this client's other requests, which are serialized)
+ *    while the daemon waits; the daemon blocks only this connection. The reply is awaited
+ *    for at most the connect timeout, as every reply: a wait that outlasts it is a timeout
+ *    (PF_UNAVAILABLE, and the client is unusable after it), so wait for fewer pages, or
+ *    connect with a longer timeout, when paging in may be slow.
+ *  - Errors as pf_branch_view, plus PF_DATA_CORRUPT (a page waited for failed its digest
+ *    check; its snapshot is quarantined) and PF_UNAVAILABLE (the daemon stopped first).
+ *  - With a daemon older than protocol 3.4 every page is resident: the call waits for
+ *    nothing and reports ready_pages == n_pages. */
+PF_API pf_result pf_branch_view_ready(pf_client* client, pf_branch_id branch, uint64_t wait_pages,
+                                      pf_branch_info* info, uint32_t* pages, size_t pages_capacity,
+                                      uint32_t* tokens, size_t tokens_capacity);
 
 /* ---- snapshots, fork, checkout, merge ------------------------------------------------- */
 

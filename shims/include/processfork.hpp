@@ -108,9 +108,10 @@ struct Snapshot {
 };
 
 struct View {
-  BranchInfo info{};
+  BranchInfo info{};  // info.ready_pages: leading pages readable when the daemon answered
   std::vector<std::uint32_t> pages;
   std::vector<std::uint32_t> tokens;
+  std::uint64_t ready_pages() const { return info.ready_pages; }
 };
 
 class Client;
@@ -151,14 +152,18 @@ class Branch {
     detail::check(pf_snapshot(client_, id_, name.empty() ? nullptr : name.c_str(), &r));
     return Snapshot{r.cid, r.n_tokens, r.n_pages, r.created != 0};
   }
-  View view(bool with_tokens = false) {
+  // The branch's page ids (and tokens), once its first min(wait_pages, n_pages) pages are
+  // readable (pf_branch_view_ready): UINT64_MAX waits for every page, 0 for none; the
+  // View's ready_pages() says how many leading pages may be read.
+  View view(bool with_tokens = false, std::uint64_t wait_pages = UINT64_MAX) {
     View v;
     for (;;) {  // the branch may grow between the size query and the read: retry
-      detail::check(pf_branch_view(client_, id_, &v.info, nullptr, 0, nullptr, 0));
+      detail::check(pf_branch_view_ready(client_, id_, 0, &v.info, nullptr, 0, nullptr, 0));
       v.pages.resize(v.info.n_pages);
       v.tokens.resize(with_tokens ? v.info.n_tokens : 0);
-      const pf_result r = pf_branch_view(client_, id_, &v.info, v.pages.data(), v.pages.size(),
-                                         with_tokens ? v.tokens.data() : nullptr, v.tokens.size());
+      const pf_result r =
+          pf_branch_view_ready(client_, id_, wait_pages, &v.info, v.pages.data(), v.pages.size(),
+                               with_tokens ? v.tokens.data() : nullptr, v.tokens.size());
       if (r == PF_INVALID_ARGUMENT &&
           (v.info.n_pages > v.pages.size() || (with_tokens && v.info.n_tokens > v.tokens.size()))) {
         continue;

@@ -1,5 +1,7 @@
 // libprocessfork C ABI (processfork.h): branches, snapshots, fork, checkout and merge.
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <string>
 
 #include "shims/lib/abi_support.h"
@@ -15,6 +17,56 @@ Status branch_op(pf_client* client, pf_branch_id branch) {
   pf::msg::BranchTarget request;
   request.head.branch = branch;
   return client->conn->request<op>(request).status();
+}
+
+// pf_branch_view and pf_branch_view_ready: the daemon answers once the first
+// min(wait_pages, n_pages) pages are readable (UINT64_MAX: all of them).
+Status branch_view(pf_client* client, pf_branch_id branch, uint64_t wait_pages,
+                   pf_branch_info* info, uint32_t* pages, size_t pages_capacity, uint32_t* tokens,
+                   size_t tokens_capacity) {
+  PF_TRY(check_client(client));
+  PF_TRY(check_out(info, "info"));
+  if (pages == nullptr && pages_capacity != 0) {
+    return invalid("pages is NULL but pages_capacity is not 0");
+  }
+  if (tokens == nullptr && tokens_capacity != 0) {
+    return invalid("tokens is NULL but tokens_capacity is not 0");
+  }
+  pf::msg::ViewBranch request;
+  request.head.branch = branch;
+  request.head.with_tokens = tokens != nullptr ? 1 : 0;
+  // wait_mode 0 (every page; byte for byte the request of clients before 3.4) unless the
+  // caller waits for fewer pages than a branch can have (n_pages is 32-bit on the wire) and
+  // the daemon speaks 3.4: an older one ignores the field and has every page resident.
+  if (wait_pages <= std::numeric_limits<std::uint32_t>::max() &&
+      client->conn->pool().protocol_minor >= pf::wire::kViewWaitMinor) {
+    request.head.wait_mode = pf::wire::kViewWaitLeading;
+    request.head.wait_pages = static_cast<std::uint32_t>(wait_pages);
+  }
+  PF_ASSIGN_OR_RETURN(auto v, client->conn->request<Op::kBranchView>(request));
+  if (v.head.ready_pages > v.pages.size()) {
+    return Status(Code::kProtocol, "the daemon answered a view of " +
+                                       std::to_string(v.pages.size()) + " pages with " +
+                                       std::to_string(v.head.ready_pages) + " ready");
+  }
+  *info = pf_branch_info{};
+  info->branch = v.head.branch;
+  info->owner = v.head.owner;
+  info->n_tokens = v.head.n_tokens;
+  info->n_pages = v.pages.size();
+  info->fill_in_last_page = v.head.fill_in_last_page;
+  info->ready_pages = v.head.ready_pages;
+  if (pages != nullptr && pages_capacity < v.pages.size()) {
+    return invalid("pages array holds " + std::to_string(pages_capacity) + "; the branch has " +
+                   std::to_string(v.pages.size()) + " pages");
+  }
+  if (tokens != nullptr && tokens_capacity < v.tokens.size()) {
+    return invalid("tokens array holds " + std::to_string(tokens_capacity) + "; the branch has " +
+                   std::to_string(v.tokens.size()) + " tokens");
+  }
+  if (pages != nullptr) std::copy(v.pages.begin(), v.pages.end(), pages);
+  if (tokens != nullptr) std::copy(v.tokens.begin(), v.tokens.end(), tokens);
+  return Status::ok();
 }
 
 Status fork_branches(pf_client* client, const pf_source* source, uint32_t n, pf_branch_id* branches,
@@ -156,31 +208,17 @@ pf_result pf_branch_view(pf_client* client, pf_branch_id branch, pf_branch_info*
                          uint32_t* pages, size_t pages_capacity, uint32_t* tokens,
                          size_t tokens_capacity) {
   return boundary([&]() -> Status {
-    PF_TRY(check_client(client));
-    PF_TRY(check_out(info, "info"));
-    if (pages == nullptr && pages_capacity != 0) {
-      return invalid("pages is NULL but pages_capacity is not 0");
-    }
-    if (tokens == nullptr && tokens_capacity != 0) {
-      return invalid("tokens is NULL but tokens_capacity is not 0");
-    }
-    pf::msg::ViewBranch request;
-    request.head.branch = branch;
-    request.head.with_tokens = tokens != nullptr ? 1 : 0;
-    PF_ASSIGN_OR_RETURN(auto v, client->conn->request<Op::kBranchView>(request));
-    *info = pf_branch_info{
-        v.head.branch, v.head.owner, v.head.n_tokens, v.pages.size(), v.head.fill_in_last_page, 0};
-    if (pages != nullptr && pages_capacity < v.pages.size()) {
-      return invalid("pages array holds " + std::to_string(pages_capacity) + "; the branch has " +
-                     std::to_string(v.pages.size()) + " pages");
-    }
-    if (tokens != nullptr && tokens_capacity < v.tokens.size()) {
-      return invalid("tokens array holds " + std::to_string(tokens_capacity) + "; the branch has " +
-                     std::to_string(v.tokens.size()) + " tokens");
-    }
-    if (pages != nullptr) std::copy(v.pages.begin(), v.pages.end(), pages);
-    if (tokens != nullptr) std::copy(v.tokens.begin(), v.tokens.end(), tokens);
-    return Status::ok();
+    return branch_view(client, branch, UINT64_MAX, info, pages, pages_capacity, tokens,
+                       tokens_capacity);
+  });
+}
+
+pf_result pf_branch_view_ready(pf_client* client, pf_branch_id branch, uint64_t wait_pages,
+                               pf_branch_info* info, uint32_t* pages, size_t pages_capacity,
+                               uint32_t* tokens, size_t tokens_capacity) {
+  return boundary([&]() -> Status {
+    return branch_view(client, branch, wait_pages, info, pages, pages_capacity, tokens,
+                       tokens_capacity);
   });
 }
 

@@ -122,12 +122,14 @@ NB_MODULE(_core, m) {
                         std::uint64_t b) { c.call([&](pf_client* p) { return pf_detach(p, b); }); })
       .def(
           "branch_view",
-          [](Client& c, std::uint64_t b, bool with_tokens) {
+          // wait_pages: return once the first min(wait_pages, n_pages) pages are readable
+          // (pf_branch_view_ready; UINT64_MAX: every page). The size query never waits.
+          [](Client& c, std::uint64_t b, bool with_tokens, std::uint64_t wait_pages) {
             pf_branch_info info{};
             std::vector<std::uint32_t> pages, tokens;
             for (;;) {  // the branch may grow between the size query and the read
               c.call([&](pf_client* p) {
-                return pf_branch_view(p, b, &info, nullptr, 0, nullptr, 0);
+                return pf_branch_view_ready(p, b, 0, &info, nullptr, 0, nullptr, 0);
               });
               pages.resize(info.n_pages);
               tokens.resize(with_tokens ? info.n_tokens : 0);
@@ -135,8 +137,8 @@ NB_MODULE(_core, m) {
               std::string msg;
               {
                 nb::gil_scoped_release nogil;
-                r = pf_branch_view(c.live(), b, &info, pages.data(), pages.size(),
-                                   with_tokens ? tokens.data() : nullptr, tokens.size());
+                r = pf_branch_view_ready(c.live(), b, wait_pages, &info, pages.data(), pages.size(),
+                                         with_tokens ? tokens.data() : nullptr, tokens.size());
                 if (r != PF_OK) msg = pf_last_error_message(nullptr);
               }
               if (r == PF_INVALID_ARGUMENT &&
@@ -154,11 +156,12 @@ NB_MODULE(_core, m) {
             d["n_tokens"] = info.n_tokens;
             d["n_pages"] = info.n_pages;
             d["fill_in_last_page"] = info.fill_in_last_page;
+            d["ready_pages"] = info.ready_pages;
             d["pages"] = pages;
             if (with_tokens) d["tokens"] = tokens;
             return d;
           },
-          "branch"_a, "with_tokens"_a = false)
+          "branch"_a, "with_tokens"_a = false, "wait_pages"_a = UINT64_MAX)
       .def(
           "snapshot",
           [](Client& c, std::uint64_t b, std::optional<std::string> name) {

@@ -74,7 +74,7 @@ TEST_F(HttpTest, HealthAndPool) {
   EXPECT_EQ(h.j["backend"], "host");
   EXPECT_EQ(h.j["device"], "host");
   EXPECT_TRUE(h.j["version"].is_string());
-  EXPECT_EQ(h.j["protocol"], "3.3");
+  EXPECT_EQ(h.j["protocol"], "3.4");
 
   Resp p = request(cli, "GET", "/v1/pool");
   ASSERT_EQ(p.status, 200);

@@ -498,6 +498,158 @@ TEST_F(ProtocolTest, ErrorsInsideFramesAreAnsweredAndChangeNothing) {
   EXPECT_EQ(c.append(mine, {5}).size(), 1u);
 }
 
+// A view request as raw bytes at the offsets docs/protocol.md gives (3.4): branch at 0,
+// with_tokens at 8, wait_mode at 9, reserved at 10..11, wait_pages at 12.
+std::vector<std::byte> view_request_bytes(std::uint64_t branch, std::uint8_t with_tokens,
+                                          std::uint8_t wait_mode, std::uint32_t wait_pages,
+                                          std::uint8_t reserved = 0) {
+  std::vector<std::byte> out(16, std::byte{0});
+  std::memcpy(out.data(), &branch, 8);
+  out[8] = std::byte{with_tokens};
+  out[9] = std::byte{wait_mode};
+  out[10] = out[11] = std::byte{reserved};
+  std::memcpy(out.data() + 12, &wait_pages, 4);
+  return out;
+}
+
+// The reply's ready_pages, read at its documented offset (36) of the 40-byte head.
+std::uint32_t ready_pages_at_36(const WireReply& r) {
+  return r.as<std::uint32_t>(36);
+}
+
+// 3.4: kBranchView waits for every page (wait_mode 0, what older clients send) or for the
+// first wait_pages pages (wait_mode 1), and its reply says how many leading pages are
+// readable. Every page of a branch built by appends (or checked out of a resident snapshot)
+// is resident: ready_pages == n_pages whatever was waited for. A bad wait_mode is answered
+// kInvalidArgument and the connection goes on.
+TEST_F(ProtocolTest, ViewWaitsForLeadingPagesAndReportsReadyPages) {
+  static_assert(sizeof(wire::BranchViewRequest) == 16);
+  static_assert(sizeof(wire::BranchViewReply) == 40);
+  RawClient c(d.socket());
+  ASSERT_TRUE(c.connected());
+  const wire::HelloReply hello = c.hello();
+  ASSERT_EQ(hello.minor, wire::kVersionMinor);
+  ASSERT_GE(hello.minor, wire::kViewWaitMinor);
+  const std::uint64_t b = c.create_branch({});
+  c.append(b, iota_tokens(100, 10));  // 3 pages of 4 tokens, 2 in the last
+  const std::string cid = c.snapshot(b, "view-wait");
+  ASSERT_FALSE(cid.empty());
+  wire::CheckoutRequest co;
+  co.name_bytes = static_cast<std::uint32_t>(cid.size());
+  wire::PayloadWriter cw;
+  cw.put(co).put_text(cid);
+  Result<WireReply> checked_out = c.call(MsgType::kCheckout, cw);
+  ASSERT_TRUE(checked_out.is_ok() && checked_out->ok());
+  const std::uint64_t copy = checked_out->as<wire::CheckoutReply>().branch;
+
+  std::vector<std::uint32_t> expected_pages;
+  for (const std::uint64_t branch : {b, copy}) {
+    struct Ask {
+      std::uint8_t mode;
+      std::uint32_t pages;
+    };
+    for (const Ask ask :
+         {Ask{0, 0}, Ask{0, 1}, Ask{1, 0}, Ask{1, 1}, Ask{1, 3}, Ask{1, 4}, Ask{1, 0xffffffffu}}) {
+      SCOPED_TRACE("branch " + std::to_string(branch) + " wait_mode " + std::to_string(ask.mode) +
+                   " wait_pages " + std::to_string(ask.pages));
+      Result<WireReply> v =
+          c.call(MsgType::kBranchView, view_request_bytes(branch, 1, ask.mode, ask.pages));
+      ASSERT_TRUE(v.is_ok()) << v.status().to_string();
+      ASSERT_TRUE(v->ok()) << v->text();
+      const auto head = v->as<wire::BranchViewReply>();
+      EXPECT_EQ(head.branch, branch);
+      EXPECT_EQ(head.n_tokens, 10u);
+      ASSERT_EQ(head.n_pages, 3u);
+      EXPECT_EQ(head.fill_in_last_page, 2u);
+      EXPECT_EQ(head.with_tokens, 1u);
+      EXPECT_EQ(head.ready_pages, 3u);
+      EXPECT_EQ(ready_pages_at_36(*v), 3u);
+      for (std::size_t i = 33; i < 36; ++i) EXPECT_EQ(v->body[i], std::byte{0}) << "reserved " << i;
+      ASSERT_EQ(v->body.size(), sizeof head + 3 * 4 + 10 * 4);
+      std::vector<std::uint32_t> pages(3);
+      for (std::size_t i = 0; i < 3; ++i) pages[i] = v->as<std::uint32_t>(sizeof head + i * 4);
+      // The checkout shares the snapshot's pages with the branch it was taken of.
+      if (expected_pages.empty()) expected_pages = pages;
+      EXPECT_EQ(pages, expected_pages);
+      for (std::uint32_t t = 0; t < 10; ++t) {
+        EXPECT_EQ(v->as<std::uint32_t>(sizeof head + 12 + t * 4), 100 + t);
+      }
+    }
+  }
+  // Through the codec (what libprocessfork sends), without tokens.
+  msg::ViewBranch req;
+  req.head.branch = b;
+  req.head.wait_mode = wire::kViewWaitLeading;
+  req.head.wait_pages = 0;
+  Result<msg::BranchViewAnswer> a = c.op_call<ipc::Op::kBranchView>(req);
+  ASSERT_TRUE(a.is_ok()) << a.status().to_string();
+  EXPECT_EQ(a->head.ready_pages, a->head.n_pages);
+  EXPECT_EQ(a->pages, expected_pages);
+  EXPECT_TRUE(a->tokens.empty());
+
+  // Reserved bytes are not checked (as everywhere in the protocol).
+  Result<WireReply> reserved =
+      c.call(MsgType::kBranchView, view_request_bytes(b, 0, 1, 2, /*reserved=*/0xa5));
+  ASSERT_TRUE(reserved.is_ok()) << reserved.status().to_string();
+  ASSERT_TRUE(reserved->ok()) << reserved->text();
+  EXPECT_EQ(ready_pages_at_36(*reserved), 3u);
+
+  // A wait_mode other than 0 and 1: kInvalidArgument naming the field, nothing changes, and
+  // the connection goes on.
+  const std::string before = d.pool();
+  for (const std::uint8_t mode : {std::uint8_t{2}, std::uint8_t{255}}) {
+    Result<WireReply> bad = c.call(MsgType::kBranchView, view_request_bytes(b, 1, mode, 1));
+    ASSERT_TRUE(bad.is_ok()) << bad.status().to_string();
+    EXPECT_EQ(bad->code(), Code::kInvalidArgument) << bad->text();
+    EXPECT_NE(bad->text().find("wait_mode"), std::string::npos) << bad->text();
+    EXPECT_EQ(d.pool(), before);
+  }
+  // An unknown branch is still kNotFound, whatever the wait.
+  Result<WireReply> bogus = c.call(MsgType::kBranchView, view_request_bytes(0xdeadbeef, 0, 1, 0));
+  ASSERT_TRUE(bogus.is_ok());
+  EXPECT_EQ(bogus->code(), Code::kNotFound) << bogus->text();
+  Result<WireReply> after = c.call(MsgType::kBranchView, view_request_bytes(b, 0, 1, 1));
+  ASSERT_TRUE(after.is_ok()) << after.status().to_string();
+  ASSERT_TRUE(after->ok()) << after->text();
+  EXPECT_EQ(after->as<wire::BranchViewReply>().n_pages, 3u);
+  EXPECT_EQ(ready_pages_at_36(*after), 3u);
+  EXPECT_EQ(c.append(b, {7}).size(), 1u);
+  EXPECT_TRUE(c.branch_op(MsgType::kBranchFree, copy)->ok());
+}
+
+// A client that negotiated 3.3 sends a view request with zeros where 3.4 put wait_mode and
+// wait_pages: the daemon waits for every page and answers the same 40-byte head (a 3.3
+// client ignores ready_pages, which it sees as reserved bytes).
+TEST_F(ProtocolTest, ViewFromA33ClientWaitsForEveryPage) {
+  RawClient c(d.socket());
+  ASSERT_TRUE(c.connected());
+  wire::HelloRequest req;
+  req.minor = 3;
+  req.client_pid = static_cast<std::uint32_t>(getpid());
+  Result<WireReply> h = c.call(MsgType::kHello, payload(req));
+  ASSERT_TRUE(h.is_ok() && h->ok()) << (h.is_ok() ? h->text() : h.status().to_string());
+  EXPECT_EQ(h->as<wire::HelloReply>().minor, wire::kVersionMinor);  // the daemon's own
+  const std::uint64_t b = c.create_branch({});
+  c.append(b, iota_tokens(0, 9));
+  // The 3.3 layout: branch, with_tokens, seven reserved zero bytes.
+  struct OldViewRequest {
+    std::uint64_t branch;
+    std::uint8_t with_tokens;
+    std::uint8_t reserved[7];
+  } __attribute__((packed)) old{b, 0, {}};
+  static_assert(sizeof old == sizeof(wire::BranchViewRequest));
+  Result<WireReply> v = c.call(MsgType::kBranchView, raw_bytes(&old, sizeof old));
+  ASSERT_TRUE(v.is_ok()) << v.status().to_string();
+  ASSERT_TRUE(v->ok()) << v->text();
+  const auto head = v->as<wire::BranchViewReply>();
+  EXPECT_EQ(head.n_tokens, 9u);
+  EXPECT_EQ(head.n_pages, 3u);
+  EXPECT_EQ(head.fill_in_last_page, 1u);
+  EXPECT_EQ(head.with_tokens, 0u);
+  EXPECT_EQ(ready_pages_at_36(*v), 3u);
+  EXPECT_EQ(v->body.size(), sizeof head + 3 * 4);
+}
+
 TEST(ProtocolOutOfPagesTest, AppendBeyondCapacityIsOutOfMemoryAndChangesNothing) {
   Daemon d({"--capacity", "2MiB"});  // 4096 pages of 512 bytes
   RawClient c(d.socket());

@@ -61,6 +61,34 @@ def test_branch_append_view_commit_truncate_free(client):
         client.view(b)
 
 
+def test_view_wait_pages_and_ready_pages(client):
+    """ABI 1.6 / protocol 3.4: view(b, wait_pages=k) returns once the first k pages are
+    readable and says how many are (ready_pages). Appended branches and checkouts of
+    resident snapshots have every page readable: any wait answers the same page ids as a
+    plain view, with ready_pages == n_pages."""
+    assert client.pool().protocol >= (3, 4)
+    pt = client.pool().page_tokens
+    b = client.branch()
+    client.append(b, toks(2 * pt + 1, start=40))
+    full = client.view(b, tokens=True)
+    assert full.n_pages == 3 and full.ready_pages == 3
+    co = client.checkout(client.snapshot(b).cid)
+    for branch in (b, co):
+        for wait in (0, 1, 3, 4, 2**32, 2**64 - 1, np.uint64(2), None):
+            v = client.view(branch, tokens=True, wait_pages=wait)
+            assert v.ready_pages == v.n_pages == 3, wait
+            assert v.pages == full.pages and v.tokens == full.tokens == toks(2 * pt + 1, 40)
+    assert client.view(b, wait_pages=0).tokens is None
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(processfork.InvalidArgument):
+            client.view(b, wait_pages=bad)  # type: ignore[arg-type]
+    with pytest.raises(processfork.NotFound):
+        client.view(987654321, wait_pages=0)
+    # Built by hand (as before 1.6): ready_pages is optional and last.
+    manual = processfork.BranchView(1, 0, 0, 0, 0, [])
+    assert manual.ready_pages is None and manual.tokens is None
+
+
 def test_prefix_reuse(client):
     pt = client.pool().page_tokens
     prompt = toks(2 * pt + 1, start=5000)

@@ -73,6 +73,8 @@ TEST(ShimsCApiStatic, ResultStringsAndVersions) {
   EXPECT_STREQ(pf_result_string(PF_DATA_CORRUPT), "PF_DATA_CORRUPT");
   EXPECT_STREQ(pf_result_string(static_cast<pf_result>(99)), "PF_UNKNOWN_RESULT");
   EXPECT_EQ(pf_abi_version() >> 16, static_cast<std::uint32_t>(PF_ABI_VERSION_MAJOR));
+  EXPECT_EQ(pf_abi_version() & 0xffffu, static_cast<std::uint32_t>(PF_ABI_VERSION_MINOR));
+  EXPECT_GE(PF_ABI_VERSION_MINOR, 6);  // pf_branch_view_ready, pf_branch_info.ready_pages
   EXPECT_STRNE(pf_version_string(), "");
   EXPECT_NE(pf_last_error_message(nullptr), nullptr);
   EXPECT_NE(pf_last_error_trail(nullptr), nullptr);
@@ -395,6 +397,94 @@ TEST_F(ShimsCApi, TooSmallBuffersReportTheSizeNeededAndChangeNothing) {
   EXPECT_EQ(recompute[0], 5u);
   EXPECT_EQ(recompute[14], 5u);
   EXPECT_EQ(pool_json(c_.get()).value("branches", 0u), before_merge + 1);
+}
+
+// ABI 1.6: pf_branch_view_ready answers once the first wait_pages pages are readable and
+// says how many leading pages are (info.ready_pages). Pages of appended branches and of
+// checkouts of resident snapshots are all readable at once: every wait answers the same
+// page ids as pf_branch_view, with ready_pages == n_pages. Buffers keep pf_branch_view's
+// contract.
+TEST_F(ShimsCApi, BranchViewReadyAnswersThePagesAndHowManyAreReady) {
+  pf_pool_info pool{};
+  pool.struct_size = sizeof pool;
+  ASSERT_EQ(pf_pool_info_get(c_.get(), &pool), PF_OK);
+  ASSERT_GE(pool.protocol_minor, 4u) << "a 3.4 daemon reports ready_pages itself";
+  const pf_branch_id b = new_branch(10, 50);  // 3 pages of 4 tokens
+  pf_branch_info all{};
+  std::vector<std::uint32_t> all_pages(3), all_tokens(10);
+  ASSERT_EQ(pf_branch_view(c_.get(), b, &all, all_pages.data(), 3, all_tokens.data(), 10), PF_OK)
+      << pf_last_error_message(nullptr);
+  ASSERT_EQ(all.n_pages, 3u);
+  EXPECT_EQ(all.ready_pages, 3u);  // pf_branch_view waits for every page
+  EXPECT_EQ(all_tokens[0], 50u);
+  EXPECT_EQ(all_tokens[9], 59u);
+
+  const std::string cid = snapshot(b);
+  pf_checkout_result co{};
+  ASSERT_EQ(pf_checkout_branch(c_.get(), cid.c_str(), &co), PF_OK);
+  for (const pf_branch_id branch : {b, co.branch}) {
+    for (const std::uint64_t wait :
+         {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{3}, std::uint64_t{4},
+          std::uint64_t{0xffffffffu}, std::uint64_t{1} << 40, UINT64_MAX}) {
+      SCOPED_TRACE("branch " + std::to_string(branch) + " wait_pages " + std::to_string(wait));
+      pf_branch_info info{};
+      // The size query (no arrays) answers the sizes and readiness too.
+      ASSERT_EQ(pf_branch_view_ready(c_.get(), branch, wait, &info, nullptr, 0, nullptr, 0), PF_OK)
+          << pf_last_error_message(nullptr);
+      EXPECT_EQ(info.n_pages, 3u);
+      EXPECT_EQ(info.ready_pages, 3u);
+      std::vector<std::uint32_t> pages(3, 0xdeadu), tokens(10, 0xdeadu);
+      info = pf_branch_info{};
+      ASSERT_EQ(pf_branch_view_ready(c_.get(), branch, wait, &info, pages.data(), pages.size(),
+                                     tokens.data(), tokens.size()),
+                PF_OK)
+          << pf_last_error_message(nullptr);
+      EXPECT_EQ(info.branch, branch);
+      EXPECT_EQ(info.n_tokens, 10u);
+      EXPECT_EQ(info.n_pages, 3u);
+      EXPECT_EQ(info.fill_in_last_page, 2u);
+      EXPECT_EQ(info.ready_pages, 3u);
+      EXPECT_EQ(pages, all_pages);  // the checkout shares the snapshot's pages
+      EXPECT_EQ(tokens, all_tokens);
+    }
+  }
+
+  // A too-small page buffer: PF_INVALID_ARGUMENT with info (ready_pages too) telling what
+  // is needed, and the buffer untouched; the same for tokens.
+  for (const std::uint64_t wait : {std::uint64_t{0}, UINT64_MAX}) {
+    pf_branch_info info{};
+    std::uint32_t pages[2] = {0xdeadu, 0xdeadu};
+    EXPECT_EQ(pf_branch_view_ready(c_.get(), b, wait, &info, pages, 2, nullptr, 0),
+              PF_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(pf_last_error_message(nullptr)).find("pages array holds 2"),
+              std::string::npos)
+        << pf_last_error_message(nullptr);
+    EXPECT_EQ(info.n_pages, 3u);
+    EXPECT_EQ(info.n_tokens, 10u);
+    EXPECT_EQ(info.ready_pages, 3u);
+    EXPECT_EQ(pages[0], 0xdeadu);
+    EXPECT_EQ(pages[1], 0xdeadu);
+    std::vector<std::uint32_t> three(3), nine(9, 0xdeadu);
+    info = pf_branch_info{};
+    EXPECT_EQ(pf_branch_view_ready(c_.get(), b, wait, &info, three.data(), 3, nine.data(), 9),
+              PF_INVALID_ARGUMENT);
+    EXPECT_EQ(info.n_tokens, 10u);
+    EXPECT_EQ(nine, std::vector<std::uint32_t>(9, 0xdeadu));
+  }
+  // Bad arguments and unknown branches, as for pf_branch_view.
+  pf_branch_info info{};
+  EXPECT_EQ(pf_branch_view_ready(nullptr, b, 0, &info, nullptr, 0, nullptr, 0),
+            PF_INVALID_ARGUMENT);
+  EXPECT_EQ(pf_branch_view_ready(c_.get(), b, 0, nullptr, nullptr, 0, nullptr, 0),
+            PF_INVALID_ARGUMENT);
+  EXPECT_EQ(pf_branch_view_ready(c_.get(), b, 0, &info, nullptr, 4, nullptr, 0),
+            PF_INVALID_ARGUMENT);
+  EXPECT_EQ(pf_branch_view_ready(c_.get(), b, 0, &info, nullptr, 0, nullptr, 4),
+            PF_INVALID_ARGUMENT);
+  EXPECT_EQ(pf_branch_view_ready(c_.get(), 0xdeadbeefull, 0, &info, nullptr, 0, nullptr, 0),
+            PF_NOT_FOUND);
+  // The client is fine after all of it.
+  EXPECT_EQ(length(b), 10u);
 }
 
 TEST_F(ShimsCApi, UnknownIdsAreNotFoundWithAMessage) {

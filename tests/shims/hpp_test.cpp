@@ -70,6 +70,13 @@ TEST_F(ShimsHpp, SnapshotForkCheckoutMergeAndPagePointers) {
   ASSERT_EQ(kids.size(), 3u);
   const processfork::View v = kids[2].view(true);
   EXPECT_EQ(v.tokens, tokens);
+  EXPECT_EQ(v.ready_pages(), v.info.n_pages);
+  // ABI 1.6: a view that waits for no page answers the same ids; every page is resident.
+  const processfork::View now = kids[2].view(true, 0);
+  EXPECT_EQ(now.pages, v.pages);
+  EXPECT_EQ(now.tokens, tokens);
+  EXPECT_EQ(now.info.n_pages, 2u);
+  EXPECT_EQ(now.ready_pages(), 2u);
   for (std::uint64_t t = 0; t < tokens.size(); ++t) {
     EXPECT_TRUE(kvp_check_token(&info, c.page_ptr(v.pages[t / 4]), t % 4, 5, t));
   }

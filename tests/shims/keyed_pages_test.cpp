@@ -55,7 +55,7 @@ class ShimsKeyedPages : public ::testing::Test {
 
 TEST_F(ShimsKeyedPages, PublishedPagesAreReadByAnotherClient) {
   EXPECT_EQ(pool_info(a_.get()).protocol_major, 3);
-  EXPECT_EQ(pool_info(a_.get()).protocol_minor, 3);
+  EXPECT_EQ(pool_info(a_.get()).protocol_minor, 4);
   std::uint32_t pages[3] = {};
   ASSERT_EQ(pf_pages_alloc(a_.get(), 3, pages, 3), PF_OK) << pf_last_error_message(nullptr);
   for (std::uint8_t i = 0; i < 3; ++i) fill(a_.get(), pages[i], static_cast<std::uint8_t>(40 + i));

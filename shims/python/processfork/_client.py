@@ -27,6 +27,7 @@ __all__ = [
 
 DEFAULT_TIMEOUT_MS = 10_000
 DEFAULT_RECONNECT_TIMEOUT_MS = 3_000
+_ALL_PAGES = 2**64 - 1  # view(wait_pages=None): wait for every page (pf_branch_view_ready)
 MAX_FORK: int = _core.MAX_FORK
 #: ``stream`` of :meth:`Client.kv_store` / :meth:`Client.kv_load` for the library's own
 #: non-blocking CUDA stream (``PF_CUDA_STREAM_OWN``); 0 is the legacy default stream.
@@ -142,6 +143,10 @@ class BranchView:
     fill_in_last_page: int
     pages: list[int]
     tokens: list[int] | None = None
+    # Leading pages readable when the daemon answered: ``pages[:ready_pages]`` may be read;
+    # later ones are still arriving from the daemon's store (a checkout of a paged-out
+    # snapshot). None when not reported (a BranchView made by hand).
+    ready_pages: int | None = None
 
 
 @dataclass(frozen=True)
@@ -407,11 +412,28 @@ class Client:
         """The branch outlives this connection (until freed)."""
         self._c.detach(_bid(branch))
 
-    def view(self, branch: Branch | int, tokens: bool = False) -> BranchView:
-        """A branch's state and page ids (and its tokens with ``tokens=True``)."""
-        d = self._c.branch_view(_bid(branch), bool(tokens))
+    def view(self, branch: Branch | int, tokens: bool = False,
+             wait_pages: int | None = None) -> BranchView:
+        """A branch's state and page ids (and its tokens with ``tokens=True``).
+
+        Returns once the branch's first ``min(wait_pages, n_pages)`` pages are readable
+        (``None``: every page; ``0``: no wait): the pages of a checkout of a snapshot that
+        lives only in the daemon's store arrive in page order after :meth:`checkout`
+        returned. Every page id is listed either way; ``ready_pages`` of the answer says how
+        many leading pages may be read. The wait releases the GIL and blocks this client's
+        other requests; a wait longer than the client's timeout is a timeout (Unavailable).
+        DataCorrupt when a page waited for failed its digest check."""
+        if wait_pages is None:
+            wait = _ALL_PAGES
+        elif (isinstance(wait_pages, bool) or not isinstance(wait_pages, (int, np.integer))
+              or wait_pages < 0):
+            raise InvalidArgument(
+                f"view: wait_pages must be None or an int >= 0, got {wait_pages!r}")
+        else:
+            wait = min(int(wait_pages), _ALL_PAGES)
+        d = self._c.branch_view(_bid(branch), bool(tokens), wait)
         return BranchView(d["branch"], d["owner"], d["n_tokens"], d["n_pages"],
-                          d["fill_in_last_page"], d["pages"], d.get("tokens"))
+                          d["fill_in_last_page"], d["pages"], d.get("tokens"), d["ready_pages"])
 
     def branches(self) -> list[BranchInfo]:
         """Every branch of the daemon (all clients)."""
