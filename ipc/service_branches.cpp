@@ -128,8 +128,12 @@ Result<msg::BranchViewAnswer> Service::handle<Op::kBranchView>(rt::LeaseId,
       request.head.wait_mode == wire::kViewWaitAll ? rt::kAllPages : request.head.wait_pages;
   PF_ASSIGN_OR_RETURN(rt::BranchInfo info, runtime_.branch_info(branch));
   // Blocks this connection's thread only (the runtime waits without its lock) until the
-  // pages asked for are readable.
-  PF_ASSIGN_OR_RETURN(rt::BranchView view, runtime_.branch_view(branch, wait_pages));
+  // pages asked for are readable: for ever in mode 0 (older clients read every page they
+  // get), for one slice in mode 1 (the client asks again while ready_pages is short).
+  const auto max_wait = request.head.wait_mode == wire::kViewWaitAll
+                            ? rt::kWaitForever
+                            : std::chrono::milliseconds(wire::kViewWaitSliceMs);
+  PF_ASSIGN_OR_RETURN(rt::BranchView view, runtime_.branch_view(branch, wait_pages, max_wait));
   msg::BranchViewAnswer out;
   out.head.branch = request.head.branch;
   out.head.owner = info.owner;

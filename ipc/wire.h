@@ -236,8 +236,10 @@ static_assert(sizeof(TruncateRequest) == 16);
 // The daemon answers once the first pages of the branch are readable (3.4): pages of a
 // checkout of a snapshot that lives only in the store arrive in page order after the
 // checkout returned. wait_mode 0 (what every 3.3 and older client sends): every page;
-// 1: the first min(wait_pages, n_pages) pages (0: no wait). Other modes are
-// kInvalidArgument. The wait blocks this connection only.
+// 1: the first min(wait_pages, n_pages) pages (0: no wait), for at most kViewWaitSliceMs:
+// the daemon then answers with what is ready (ready_pages < wait_pages) and the client asks
+// again, so that no reply waits longer than a client's reply timeout whatever the disk.
+// Other modes are kInvalidArgument. The wait blocks this connection only.
 struct BranchViewRequest {
   std::uint64_t branch = 0;
   std::uint8_t with_tokens = 0;  // 0 or 1 (any nonzero value is 1)
@@ -250,6 +252,7 @@ static_assert(offsetof(BranchViewRequest, wait_mode) == 9);
 static_assert(offsetof(BranchViewRequest, wait_pages) == 12);
 inline constexpr std::uint8_t kViewWaitAll = 0;
 inline constexpr std::uint8_t kViewWaitLeading = 1;
+inline constexpr std::uint32_t kViewWaitSliceMs = 1000;
 // The session minor from which a view request's wait_mode and a reply's ready_pages are
 // meaningful; an older daemon ignores the former and leaves the latter 0 (reserved) with
 // every page resident.

@@ -209,7 +209,10 @@ Result<BranchInfo> Runtime::branch_info(BranchId branch) const {
   return i;
 }
 
-Result<BranchView> Runtime::branch_view(BranchId branch, std::uint64_t wait_pages) const {
+Result<BranchView> Runtime::branch_view(BranchId branch, std::uint64_t wait_pages,
+                                        std::chrono::milliseconds max_wait) const {
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::min(max_wait, std::chrono::milliseconds(std::chrono::hours(24 * 365)));
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     PF_ASSIGN_OR_RETURN(const Branch* b, detail::find_branch(std::as_const(*state_), branch));
@@ -221,8 +224,10 @@ Result<BranchView> Runtime::branch_view(BranchId branch, std::uint64_t wait_page
       ++v.ready_pages;
     }
     const std::uint64_t wanted = std::min<std::uint64_t>(wait_pages, v.pages.size());
-    if (v.ready_pages >= wanted) {
-      for (std::uint64_t i = 0; i < wanted; ++i) {
+    const bool late = std::chrono::steady_clock::now() >= deadline;
+    if (v.ready_pages >= wanted || late) {
+      const std::uint64_t checked = std::min(wanted, v.ready_pages);
+      for (std::uint64_t i = 0; i < checked; ++i) {
         if (pool.meta(v.pages[i]).load_failed) {
           return detail::load_failure(*state_->tier, v.pages[i],
                                       "branch " + std::to_string(branch.value) + " page " +
@@ -237,7 +242,7 @@ Result<BranchView> Runtime::branch_view(BranchId branch, std::uint64_t wait_page
     // Wait for the first page still loading, then look again: the branch may change meanwhile.
     const PageId next = v.pages[v.ready_pages];
     ++state_->tier->counters.load_waits;
-    state_->tier->loaded.wait(lock, [&] { return !pool.meta(next).loading; });
+    state_->tier->loaded.wait_until(lock, deadline, [&] { return !pool.meta(next).loading; });
   }
 }
 

@@ -35,6 +35,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -107,8 +108,9 @@ struct BranchInfo {
   Namespace ns{};                    // its prefix-index namespace (zero: default)
 };
 
-// branch_view's wait_pages for "every page of the branch".
+// branch_view's wait_pages for "every page of the branch", and its max_wait for "no limit".
 inline constexpr std::uint64_t kAllPages = ~std::uint64_t{0};
+inline constexpr std::chrono::milliseconds kWaitForever = std::chrono::milliseconds::max();
 
 struct BranchView {
   std::vector<Token> tokens;
@@ -284,10 +286,12 @@ class Runtime {
   // The branch's tokens and pages. Blocks, without the runtime's lock, until the first
   // min(wait_pages, n_pages) pages are readable (kAllPages: all of them; 0: no wait):
   // pages of a checkout of a paged-out snapshot arrive from the store after the checkout
-  // returned, in page order. kDataCorrupt naming the page when a waited-for page could not
-  // be read (missing blob, or bytes that failed the digest check: the snapshot it came from
-  // is then quarantined).
-  Result<BranchView> branch_view(BranchId branch, std::uint64_t wait_pages = kAllPages) const;
+  // returned, in page order. After max_wait it returns what it has: ready_pages may then be
+  // short of wait_pages (the caller asks again). kDataCorrupt naming the page when a
+  // waited-for page could not be read (missing blob, or bytes that failed the digest check:
+  // the snapshot it came from is then quarantined).
+  Result<BranchView> branch_view(BranchId branch, std::uint64_t wait_pages = kAllPages,
+                                 std::chrono::milliseconds max_wait = kWaitForever) const;
   std::vector<BranchId> branches() const;
 
   // --- snapshots, refs -------------------------------------------------------------------

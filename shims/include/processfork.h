@@ -329,12 +329,11 @@ PF_API pf_result pf_branch_view(pf_client* client, pf_branch_id branch, pf_branc
  *    waited for) says how many leading pages may be read; read later ones only after a
  *    further call reports them ready.
  *  - Blocks the calling thread (and this client's other requests, which are serialized)
- *    while the daemon waits; the daemon blocks only this connection. The reply is awaited
- *    for at most the connect timeout, as every reply: a wait that outlasts it is a timeout
- *    (PF_UNAVAILABLE, and the client is unusable after it), so wait for fewer pages, or
- *    connect with a longer timeout, when paging in may be slow.
- *  - Errors as pf_branch_view, plus PF_DATA_CORRUPT (a page waited for failed its digest
- *    check; its snapshot is quarantined) and PF_UNAVAILABLE (the daemon stopped first).
+ *    until the pages are readable, however long the disk takes: the daemon answers each
+ *    request within one second with what is ready and the library asks again, so no reply
+ *    waits longer than timeout_ms. The daemon blocks only this connection.
+ *  - Errors as pf_branch_view, plus PF_DATA_CORRUPT (a page waited for could not be read
+ *    from the store: its blob is missing or failed its digest check; the message names it).
  *  - With a daemon older than protocol 3.4 every page is resident: the call waits for
  *    nothing and reports ready_pages == n_pages. */
 PF_API pf_result pf_branch_view_ready(pf_client* client, pf_branch_id branch, uint64_t wait_pages,

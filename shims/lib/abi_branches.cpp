@@ -35,19 +35,26 @@ Status branch_view(pf_client* client, pf_branch_id branch, uint64_t wait_pages,
   pf::msg::ViewBranch request;
   request.head.branch = branch;
   request.head.with_tokens = tokens != nullptr ? 1 : 0;
-  // wait_mode 0 (every page; byte for byte the request of clients before 3.4) unless the
-  // caller waits for fewer pages than a branch can have (n_pages is 32-bit on the wire) and
-  // the daemon speaks 3.4: an older one ignores the field and has every page resident.
-  if (wait_pages <= std::numeric_limits<std::uint32_t>::max() &&
-      client->conn->pool().protocol_minor >= pf::wire::kViewWaitMinor) {
+  // A 3.4 daemon gets wait_mode 1 (n_pages is 32-bit on the wire, so UINT32_MAX pages is
+  // every page). It answers within one slice (wire::kViewWaitSliceMs) with what is ready, so
+  // no reply outlives the reply timeout however slow the disk; the view is asked again
+  // until the pages wanted are ready. An older daemon gets wait_mode 0 (byte for byte its
+  // clients' request): it ignores the field and has every page resident.
+  const bool sliced = client->conn->pool().protocol_minor >= pf::wire::kViewWaitMinor;
+  if (sliced) {
     request.head.wait_mode = pf::wire::kViewWaitLeading;
-    request.head.wait_pages = static_cast<std::uint32_t>(wait_pages);
+    request.head.wait_pages = static_cast<std::uint32_t>(
+        std::min<uint64_t>(wait_pages, std::numeric_limits<std::uint32_t>::max()));
   }
-  PF_ASSIGN_OR_RETURN(auto v, client->conn->request<Op::kBranchView>(request));
-  if (v.head.ready_pages > v.pages.size()) {
-    return Status(Code::kProtocol, "the daemon answered a view of " +
-                                       std::to_string(v.pages.size()) + " pages with " +
-                                       std::to_string(v.head.ready_pages) + " ready");
+  pf::msg::BranchViewAnswer v;
+  for (;;) {
+    PF_ASSIGN_OR_RETURN(v, client->conn->request<Op::kBranchView>(request));
+    if (v.head.ready_pages > v.pages.size()) {
+      return Status(Code::kProtocol, "the daemon answered a view of " +
+                                         std::to_string(v.pages.size()) + " pages with " +
+                                         std::to_string(v.head.ready_pages) + " ready");
+    }
+    if (!sliced || v.head.ready_pages >= std::min<uint64_t>(wait_pages, v.pages.size())) break;
   }
   *info = pf_branch_info{};
   info->branch = v.head.branch;

@@ -175,7 +175,8 @@ class ServiceTest : public ::testing::Test {
     auto runtime = rt::Runtime::create(*backend_, o);
     ASSERT_TRUE(runtime.is_ok()) << runtime.status().to_string();
     runtime_ = std::move(*runtime);
-    service_ = std::make_unique<Service>(*runtime_, PoolIdentity{"host", "host", "test"});
+    service_ =
+        std::make_unique<Service>(*runtime_, PoolIdentity{"host", "host", "test", 0, "", ""});
   }
 
   std::unique_ptr<vmm::Backend> backend_;

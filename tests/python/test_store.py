@@ -78,6 +78,14 @@ def test_sync_snapshot_survives_a_restart_bit_identical(store_dir):
             assert {snap.cid, cli_snap["cid"]} <= cids
             assert c.ref_get("py-kept") == snap.cid
             back = c.checkout("py-kept")
+            # Lazy page-in: the checkout returned before its pages were read. A view that
+            # waits for none says how many are readable so far; one that waits for the
+            # first page has it; the default view waits for every page.
+            early = c.view(back, wait_pages=0)
+            assert 0 <= early.ready_pages <= early.n_pages
+            assert c.view(back, wait_pages=1).ready_pages >= 1
+            full = c.view(back)
+            assert full.ready_pages == full.n_pages == early.n_pages
             assert _tokens_bytes(c, back) == expected
     finally:
         stop_daemon(d)

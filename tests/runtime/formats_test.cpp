@@ -274,8 +274,10 @@ TEST(RuntimeFormats, EpochAndChunkSerialsTrackEveryChangeOfTheChunkSet) {
 
 TEST(RuntimeFormats, RuntimeExportsChunksThatAnotherMappingSeesIdentically) {
   auto be = vmm::make_host_backend();
-  auto rt = Runtime::create(*be, {.geometry = *geometry_preset("tiny"),
-                                  .pool = {.capacity_bytes = 8u << 20, .chunk_bytes = 2u << 20}});
+  RuntimeOptions o;
+  o.geometry = *geometry_preset("tiny");
+  o.pool = {.capacity_bytes = 8u << 20, .chunk_bytes = 2u << 20};
+  auto rt = Runtime::create(*be, o);
   ASSERT_TRUE(rt.is_ok()) << rt.status().to_string();
   Runtime& r = **rt;
   auto b = r.create_branch();
