@@ -10,24 +10,16 @@ namespace pf::rt::detail {
 
 namespace {
 
-// Bytes read per batch: enough for the store's io threads to stream (16 × 2 MiB pages), and
-// small enough that the first pages of a checkout are readable within tens of milliseconds.
-constexpr std::size_t kLoadBatchBytes = std::size_t{32} << 20;
-constexpr std::size_t kMaxLoadBatchPages = 1024;
+// A job's first batch is small (4 pages of 2 MiB), so that its first pages are readable
+// within milliseconds of the checkout; the rest goes in batches of up to 1 GiB. Within a
+// batch every page becomes readable as soon as it is read and checked (the store calls back
+// per blob), so a batch's size delays no page; batches only bound what one read_blobs call
+// holds, and each ends with a barrier (its slowest read), which large batches make rare.
+constexpr std::size_t kFirstLoadBatchBytes = std::size_t{8} << 20;
+constexpr std::size_t kLoadBatchBytes = std::size_t{1} << 30;
 
-// Reads a batch; on failure reads the pages one by one to tell which failed. ok[i] says
-// whether pages[i] now holds its blob's checked bytes; `why` gets each failure.
-std::vector<bool> read_batch(State& s, Store& store, std::span<const BlobKey> keys,
-                             std::span<const PageId> pages, std::vector<Status>* why) {
-  std::vector<bool> ok(keys.size(), true);
-  if (read_pages_from_store(s, store, keys, pages).is_ok()) return ok;
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    Status st = read_pages_from_store(s, store, keys.subspan(i, 1), pages.subspan(i, 1));
-    if (st.is_ok()) continue;
-    ok[i] = false;
-    why->push_back(std::move(st));
-  }
-  return ok;
+std::size_t batch_pages(std::size_t bytes, std::size_t page_bytes) {
+  return std::max<std::size_t>(bytes / page_bytes, 1);
 }
 
 // Under the mutex: a failed page is quarantined (never handed out again; waiters get
@@ -105,8 +97,7 @@ bool cid_loading(const Tier& t, std::string_view cid) {
 
 void tier_loader_loop(Tier& t) {
   State& s = t.state;
-  const std::size_t batch =
-      std::clamp<std::size_t>(kLoadBatchBytes / s.pool->page_bytes(), 1, kMaxLoadBatchPages);
+  const std::size_t page_bytes = s.pool->page_bytes();
   std::unique_lock<std::mutex> lock(t.runtime_mu);
   for (;;) {
     t.load_wake.wait(lock, [&] { return t.load_stop || !t.loads.empty(); });
@@ -114,41 +105,52 @@ void tier_loader_loop(Tier& t) {
     // Only this thread pops the queue, and a deque's push_back keeps references valid.
     LoadJob& job = t.loads.front();
     const std::size_t begin = job.next;
-    const std::size_t end = std::min(job.keys.size(), begin + batch);
+    const std::size_t n =
+        std::min(job.keys.size() - begin,
+                 batch_pages(begin == 0 ? kFirstLoadBatchBytes : kLoadBatchBytes, page_bytes));
     const std::string cid = job.cid;
-    const std::span<const BlobKey> keys = std::span(job.keys).subspan(begin, end - begin);
-    const std::span<const PageId> pages = std::span(job.pages).subspan(begin, end - begin);
+    const std::span<const BlobKey> keys = std::span(job.keys).subspan(begin, n);
+    const std::span<const PageId> pages = std::span(job.pages).subspan(begin, n);
     lock.unlock();
     if (s.options.load_hook_for_testing) s.options.load_hook_for_testing();
+    // Each page is released to its readers the moment it is checked (io threads, under the
+    // mutex); failures are handled once the batch is done.
+    std::vector<std::size_t> failed_at;
     std::vector<Status> why;
-    const std::vector<bool> ok = read_batch(s, t.store, keys, pages, &why);
+    read_pages_from_store(s, t.store, keys, pages, [&](std::size_t i, const Status& st) {
+      std::lock_guard<std::mutex> page_lock(t.runtime_mu);
+      if (st.is_ok()) {
+        s.pool->meta(pages[i]).loading = false;
+        ++t.counters.pages_read;
+        t.counters.bytes_read += page_bytes;
+        t.loaded.notify_all();
+      } else {
+        failed_at.push_back(i);
+        why.push_back(st);
+      }
+    }).ignore();  // every page's outcome came through the callback
     for (const Status& st : why) {
       std::fprintf(stderr, "processfork store: paging in %s: %s\n", cid.c_str(),
                    st.to_string().c_str());
     }
-    const bool corrupt = std::any_of(
-        why.begin(), why.end(), [](const Status& st) { return st.code() == Code::kDataCorrupt; });
-    if (corrupt) {
-      for (const Status& st : why) {
-        if (st.code() != Code::kDataCorrupt) continue;
-        if (Status q = t.store.quarantine(cid, st.message()); !q.is_ok()) {
-          std::fprintf(stderr, "processfork store: quarantining %s failed: %s\n", cid.c_str(),
-                       q.to_string().c_str());
-        }
-        break;
+    for (const Status& st : why) {
+      if (st.code() != Code::kDataCorrupt) continue;
+      if (Status q = t.store.quarantine(cid, st.message()); !q.is_ok()) {
+        std::fprintf(stderr, "processfork store: quarantining %s failed: %s\n", cid.c_str(),
+                     q.to_string().c_str());
       }
+      break;
     }
     lock.lock();
-    std::vector<PageId> failed;
-    for (std::size_t i = 0; i < pages.size(); ++i) {
-      s.pool->meta(pages[i]).loading = false;
-      if (!ok[i]) failed.push_back(pages[i]);
+    if (!failed_at.empty()) {
+      std::vector<PageId> failed;
+      for (std::size_t i : failed_at) {
+        failed.push_back(pages[i]);
+        s.pool->meta(pages[i]).loading = false;
+      }
+      note_failures(s, cid, failed, why);
     }
-    const std::size_t read = pages.size() - failed.size();
-    t.counters.pages_read += read;
-    t.counters.bytes_read += read * s.pool->page_bytes();
-    if (!failed.empty()) note_failures(s, cid, failed, why);
-    job.next = end;
+    job.next = begin + n;
     if (job.next == job.keys.size()) {
       release_store_holds(s, job.held);
       t.loads.pop_front();

@@ -510,7 +510,8 @@ Result<std::size_t> Store::write_blobs(std::span<const BlobWrite> blobs) {
   return written;
 }
 
-Status Store::read_blobs(std::span<const BlobRead> blobs) {
+Status Store::read_blobs(std::span<const BlobRead> blobs,
+                         const std::function<void(std::size_t, const Status&)>& on_each) {
   const Geometry& g = impl_->options.geometry;
   for (const BlobRead& b : blobs) PF_TRY(check_blob_arg(b.key, b.dst, g, "read_blobs"));
   std::vector<Status> status(blobs.size());
@@ -528,6 +529,7 @@ Status Store::read_blobs(std::span<const BlobRead> blobs) {
                                              impl_->blobs->path(b.key) + ")");
       }
     }
+    if (on_each) on_each(i, s);
     status[i] = std::move(s);
   });
   for (Status& s : status) PF_TRY(std::move(s));

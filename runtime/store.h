@@ -28,6 +28,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -142,8 +143,11 @@ class Store {
   Result<std::size_t> write_blobs(std::span<const BlobWrite> blobs);
   // Reads each blob into its dst and checks its digests: kNotFound for a blob not stored,
   // kDataCorrupt naming the first blob whose bytes do not match its key (dst then holds
-  // undefined bytes). Parallel over io_threads.
-  Status read_blobs(std::span<const BlobRead> blobs);
+  // undefined bytes). Parallel over io_threads. `on_each`, when given, is called with blob
+  // i's index and outcome as soon as that blob is read and checked, on the io thread that
+  // read it (several at once): a caller can use each blob before the others are in.
+  Status read_blobs(std::span<const BlobRead> blobs,
+                    const std::function<void(std::size_t, const Status&)>& on_each = nullptr);
 
   // --- manifests and refs (each call one durable LMDB transaction) -----------------------
   // Records a manifest and one reference to each of `blobs` (its pages, each stored:

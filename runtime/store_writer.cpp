@@ -41,7 +41,8 @@ Result<std::size_t> write_pages_to_store(State& s, Store& store, std::span<const
 }
 
 Status read_pages_from_store(State& s, Store& store, std::span<const BlobKey> keys,
-                             std::span<const PageId> pages) {
+                             std::span<const PageId> pages,
+                             const std::function<void(std::size_t, const Status&)>& on_each) {
   const std::size_t page_bytes = s.pool->page_bytes();
   std::vector<BlobRead> reads(keys.size());
   std::vector<std::byte> staging;
@@ -50,15 +51,23 @@ Status read_pages_from_store(State& s, Store& store, std::span<const BlobKey> ke
     reads[i] = {keys[i],
                 staging.empty() ? s.pool->page_ptr(pages[i]) : staging.data() + i * page_bytes};
   }
-  PF_TRY(store.read_blobs(reads));
-  if (!staging.empty()) {
-    std::vector<kernels::CopyOp> ops(keys.size());
-    for (std::size_t i = 0; i < keys.size(); ++i) {
-      ops[i] = {staging.data() + i * page_bytes, s.pool->page_ptr(pages[i]), page_bytes};
+  if (staging.empty()) return store.read_blobs(reads, on_each);
+  // Device pool: every blob to host staging (per-blob outcomes kept), then one copy batch of
+  // the good ones.
+  std::vector<Status> each(keys.size());
+  Status read = store.read_blobs(reads, [&](std::size_t i, const Status& st) { each[i] = st; });
+  std::vector<kernels::CopyOp> ops;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (each[i].is_ok()) {
+      ops.push_back({staging.data() + i * page_bytes, s.pool->page_ptr(pages[i]), page_bytes});
     }
-    PF_TRY(s.kernels->copy_batch(ops));
   }
-  return Status::ok();
+  Status copied = s.kernels->copy_batch(ops);
+  if (on_each) {
+    for (std::size_t i = 0; i < keys.size(); ++i) on_each(i, each[i].is_ok() ? copied : each[i]);
+  }
+  PF_TRY(std::move(read));
+  return copied;
 }
 
 void release_store_holds(State& s, std::span<const PageId> pages) {

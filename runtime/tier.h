@@ -122,8 +122,11 @@ void tier_touch(State& s, const Snapshot& snap);
 // skipped).
 Result<std::size_t> write_pages_to_store(State& s, Store& store, std::span<const BlobKey> keys,
                                          std::span<const PageId> pages);
-Status read_pages_from_store(State& s, Store& store, std::span<const BlobKey> keys,
-                             std::span<const PageId> pages);
+// `on_each(i, status)` (optional) runs once page i is in the pool and checked, or failed:
+// on the io thread that read it for a host pool, after the staging copy for a device pool.
+Status read_pages_from_store(
+    State& s, Store& store, std::span<const BlobKey> keys, std::span<const PageId> pages,
+    const std::function<void(std::size_t, const Status&)>& on_each = nullptr);
 // Under the Runtime mutex: ends one kStoreLease hold per page.
 void release_store_holds(State& s, std::span<const PageId> pages);
 

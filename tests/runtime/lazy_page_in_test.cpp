@@ -22,12 +22,13 @@
 namespace pf::rt::testing {
 namespace {
 
-// 2 MiB pages: the loader reads 16 of them per batch.
+// 2 MiB pages: the loader reads 4 of them in a job's first batch, the other 16 in its second.
 Geometry big_pages() {
   return *parse_geometry("layers=4,kv_heads=4,head_dim=128,dtype=bf16,page_tokens=256");
 }
-constexpr std::size_t kBatchPages = 16;
-constexpr std::size_t kTokens = 5000;  // 20 pages, the last one partly filled
+constexpr std::size_t kFirstBatchPages = 4;
+constexpr std::size_t kDamagedPage = 17;  // in the second batch
+constexpr std::size_t kTokens = 5000;     // 20 pages, the last one partly filled
 constexpr std::size_t kPages = (kTokens + 255) / 256;
 
 // Lets the loader through a given number of batches, then holds it until opened further.
@@ -145,13 +146,16 @@ TEST_F(LazyPageIn, CheckoutReturnsFirstAndPagesBecomeReadableInOrder) {
   EXPECT_EQ(v->pages.size(), kPages);
 
   gate_.allow(1);  // the first batch only
-  v = rt_->branch_view(*b, kBatchPages);
+  v = rt_->branch_view(*b, kFirstBatchPages);
   ASSERT_TRUE(v.is_ok()) << v.status().to_string();
-  EXPECT_EQ(v->ready_pages, kBatchPages);
+  EXPECT_EQ(v->ready_pages, kFirstBatchPages);
   gate_.wait_arrived(2);
-  EXPECT_EQ(rt_->store_status().counters.pages_loading, kPages - kBatchPages);
+  EXPECT_EQ(rt_->store_status().counters.pages_loading, kPages - kFirstBatchPages);
+  v = rt_->branch_view(*b, 0);
+  ASSERT_TRUE(v.is_ok());
+  EXPECT_EQ(v->ready_pages, kFirstBatchPages);
 
-  gate_.allow(2);
+  gate_.allow(~std::size_t{0});
   v = rt_->branch_view(*b);  // every page
   ASSERT_TRUE(v.is_ok()) << v.status().to_string();
   EXPECT_EQ(v->ready_pages, kPages);
@@ -180,7 +184,7 @@ TEST_F(LazyPageIn, AppendWaitsForTheLastPageItMustCopy) {
   // append that did not wait would finish, and its copy would hold zeros).
   while (rt_->store_status().counters.load_waits == 0 && !appended) std::this_thread::yield();
   EXPECT_FALSE(appended);
-  gate_.allow(2);
+  gate_.allow(~std::size_t{0});
   appender.join();
   EXPECT_TRUE(branch_bytes_match(*rt_, *b, all));
   // The snapshot the branch came from is unchanged, and a snapshot of the branch now holds
@@ -195,7 +199,7 @@ TEST_F(LazyPageIn, AppendWaitsForTheLastPageItMustCopy) {
 }
 
 TEST_F(LazyPageIn, ADamagedBlobIsFoundWhenItsPageIsReadAndQuarantinesTheSnapshot) {
-  const std::string damaged = blob_file(kBatchPages + 1);  // in the second batch
+  const std::string damaged = blob_file(kDamagedPage);
   rt_.reset();
   store_.reset();
   {
@@ -212,7 +216,7 @@ TEST_F(LazyPageIn, ADamagedBlobIsFoundWhenItsPageIsReadAndQuarantinesTheSnapshot
   auto b = rt_->checkout(cid_);
   ASSERT_TRUE(b.is_ok()) << b.status().to_string();
   // Pages before the damaged one are readable; the view of all of them names the file.
-  auto v = rt_->branch_view(*b, kBatchPages + 1);
+  auto v = rt_->branch_view(*b, kDamagedPage);
   ASSERT_TRUE(v.is_ok()) << v.status().to_string();
   v = rt_->branch_view(*b);
   ASSERT_FALSE(v.is_ok());
