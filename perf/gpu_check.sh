@@ -65,9 +65,10 @@ fi
 test_binaries=(tests/vmm/vmm_test tests/kernels/kernels_test tests/runtime/runtime_ops_test
   tests/runtime/runtime_keyed_pages_test tests/runtime/runtime_namespace_test
   tests/runtime/runtime_page_tokens_test tests/runtime/runtime_digest_behind_test
-  tests/perf/engine_test)
+  tests/runtime/runtime_lazy_page_in_test tests/perf/engine_test)
 targets=(vmm_test vmm_peer kernels_test runtime_ops_test runtime_keyed_pages_test
-  runtime_namespace_test runtime_page_tokens_test runtime_digest_behind_test engine_test
+  runtime_namespace_test runtime_page_tokens_test runtime_digest_behind_test
+  runtime_lazy_page_in_test engine_test
   engine_probe processfork libprocessfork fanout_demo bench_kernels gpu_probe gpu_stream0_repro)
 # Skipped by design wherever a driver is present (they test the machine without one).
 expected_skips=${PF_GPU_EXPECTED_SKIPS:-CudaDriver.WithoutDriverMakeIsUnavailableAndNamesLibcuda}
