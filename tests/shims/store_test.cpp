@@ -284,6 +284,37 @@ TEST(ShimsStore, ACorruptedBlobIsDetectedAndItsSnapshotQuarantined) {
   EXPECT_EQ(checkout_mismatches(c.get(), good), 0u);
 }
 
+TEST(ShimsStore, SigkillDuringALazyPageInLosesNothing) {
+  // 64 KiB pages: a checkout after the restart returns before its 60 pages are read; the
+  // daemon is killed right after (while the loader may still be reading), restarted, and the
+  // snapshot checks out whole. Loading only reads the store, so no kill point can hurt it.
+  StoreDaemon d("64MiB", "layers=4,kv_heads=4,head_dim=128,dtype=bf16,page_tokens=4");
+  Written w;
+  {
+    ClientPtr c(connect_or_fail(d.socket()));
+    w = snapshot_of(c.get(), 100, 240, 77, "lazy");
+    ASSERT_EQ(pf_wait_durable(c.get(), w.cid.c_str()), PF_OK) << pf_last_error_message(c.get());
+  }
+  ASSERT_EQ(d.stop(SIGTERM), 0);
+  for (int round = 0; round < 3; ++round) {
+    d.restart();
+    ClientPtr c(connect_or_fail(d.socket()));
+    pf_branch_id b = 0;
+    ASSERT_EQ(pf_checkout(c.get(), "lazy", &b, nullptr, 0), PF_OK)
+        << pf_last_error_message(c.get());
+    pf_branch_info info{};
+    ASSERT_EQ(pf_branch_view_ready(c.get(), b, 0, &info, nullptr, 0, nullptr, 0), PF_OK)
+        << pf_last_error_message(c.get());
+    EXPECT_EQ(info.n_pages, 60u);
+    EXPECT_LE(info.ready_pages, info.n_pages);
+    c.reset();
+    d.stop(SIGKILL);
+  }
+  d.restart();
+  ClientPtr c(connect_or_fail(d.socket()));
+  EXPECT_EQ(checkout_mismatches(c.get(), w), 0u);
+}
+
 TEST(ShimsStore, ASmallPoolDemotesSnapshotsToTheStoreAndPagesThemBackIn) {
   // A pool of one 2 MiB chunk of 64 KiB pages; 12 snapshots of 8 pages each need more.
   // Without a store a snapshot would be refused; with one, durable snapshots are paged out
