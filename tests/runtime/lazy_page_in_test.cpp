@@ -200,6 +200,34 @@ TEST_P(LazyPageIn, AppendWaitsForTheLastPageItMustCopy) {
   EXPECT_TRUE(rt_->verify().is_ok());
 }
 
+TEST_P(LazyPageIn, ASnapshotThatMustDigestALoadingPageWaitsForIt) {
+  start(/*gated=*/true);
+  auto b = rt_->checkout(cid_);
+  ASSERT_TRUE(b.is_ok()) << b.status().to_string();
+  gate_.allow(1);
+  gate_.wait_arrived(2);  // the last page (batch 2) is not read yet
+  // Truncated inside its last page, the branch needs that page's digest at a fill the
+  // stored blob's digest does not cover: the snapshot must read the page, so it waits.
+  const std::size_t keep = kTokens - 100;
+  ASSERT_TRUE(rt_->truncate(*b, keep).is_ok());
+  std::atomic<bool> done{false};
+  Result<SnapshotInfo> snap = PF_ERROR(Code::kInternal, "not run");
+  std::thread snapshotter([&] {
+    snap = rt_->snapshot(*b, "");
+    done = true;
+  });
+  while (rt_->store_status().counters.load_waits == 0 && !done) std::this_thread::yield();
+  EXPECT_FALSE(done);
+  gate_.allow(~std::size_t{0});
+  snapshotter.join();
+  ASSERT_TRUE(snap.is_ok()) << snap.status().to_string();
+  const std::vector<Token> kept(tokens_.begin(), tokens_.begin() + keep);
+  auto c = rt_->checkout(snap->cid);
+  ASSERT_TRUE(c.is_ok());
+  EXPECT_TRUE(branch_bytes_match(*rt_, *c, kept));
+  EXPECT_TRUE(rt_->verify().is_ok());  // re-digests every snapshot page against its manifest
+}
+
 TEST_P(LazyPageIn, ADamagedBlobIsFoundWhenItsPageIsReadAndQuarantinesTheSnapshot) {
   const std::string damaged = blob_file(kDamagedPage);
   rt_.reset();
