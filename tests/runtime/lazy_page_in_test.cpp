@@ -11,6 +11,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -81,6 +82,7 @@ class LazyPageIn : public ::testing::TestWithParam<std::string> {
   }
   void TearDown() override {
     gate_.allow(~std::size_t{0});  // never leave the loader held
+    if (worker_.joinable()) worker_.join();
     rt_.reset();
     store_.reset();
   }
@@ -106,6 +108,37 @@ class LazyPageIn : public ::testing::TestWithParam<std::string> {
     ASSERT_TRUE(rt_->attach_store(*store_).is_ok());
   }
 
+  // Starts `op` on another thread and returns once it waits for a page still loading (a load
+  // wait is counted) or has ended; true when it waits. The loader stays held until the
+  // caller opens the gate; finish() then joins the thread.
+  bool starts_waiting(std::function<void()> op) {
+    const std::uint64_t before = rt_->store_status().counters.load_waits;
+    worker_done_ = false;
+    worker_ = std::thread([this, op = std::move(op)] {
+      op();
+      worker_done_ = true;
+    });
+    while (rt_->store_status().counters.load_waits == before && !worker_done_) {
+      std::this_thread::yield();
+    }
+    return !worker_done_;
+  }
+  // After a restart with the loader gated: a checkout of the snapshot, with its first batch
+  // read and the loader held before the second (which holds the partly filled last page).
+  BranchId checkout_first_batch_read() {
+    start(/*gated=*/true);
+    auto b = rt_->checkout(cid_);
+    EXPECT_TRUE(b.is_ok()) << b.status().to_string();
+    gate_.allow(1);
+    gate_.wait_arrived(2);
+    return b.is_ok() ? *b : BranchId{};
+  }
+  // Lets the loader read everything and waits for the thread starts_waiting started.
+  void finish() {
+    gate_.allow(~std::size_t{0});
+    worker_.join();
+  }
+
   // The blob file of the snapshot's page i.
   std::string blob_file(std::size_t i) {
     auto json = rt_->manifest(cid_);
@@ -126,6 +159,8 @@ class LazyPageIn : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<Store> store_;
   std::unique_ptr<Runtime> rt_;
   LoaderGate gate_;
+  std::thread worker_;
+  std::atomic<bool> worker_done_{false};
   std::vector<Token> tokens_;
   std::string cid_;
 };
@@ -170,56 +205,34 @@ TEST_P(LazyPageIn, CheckoutReturnsFirstAndPagesBecomeReadableInOrder) {
 }
 
 TEST_P(LazyPageIn, AppendWaitsForTheLastPageItMustCopy) {
-  start(/*gated=*/true);
-  auto b = rt_->checkout(cid_);
-  ASSERT_TRUE(b.is_ok()) << b.status().to_string();
-  gate_.allow(1);
-  gate_.wait_arrived(2);  // batch 1 read; the partly filled last page (batch 2) is not
+  const BranchId b = checkout_first_batch_read();
   const std::vector<Token> more = iota_tokens(40, 9000);
   const std::vector<Token> all = concat(tokens_, more);
-  std::atomic<bool> appended{false};
-  std::thread appender([&] {
-    append_and_write(*rt_, *b, more, all);
-    appended = true;
-  });
-  // The append copies the last page, so it must wait for it: it shows as a load wait (an
-  // append that did not wait would finish, and its copy would hold zeros).
-  while (rt_->store_status().counters.load_waits == 0 && !appended) std::this_thread::yield();
-  EXPECT_FALSE(appended);
-  gate_.allow(~std::size_t{0});
-  appender.join();
-  EXPECT_TRUE(branch_bytes_match(*rt_, *b, all));
+  // The append copies the last page, so it must wait for it (an append that did not wait
+  // would finish, and its copy would hold zeros).
+  EXPECT_TRUE(starts_waiting([&] { append_and_write(*rt_, b, more, all); }));
+  finish();
+  EXPECT_TRUE(branch_bytes_match(*rt_, b, all));
   // The snapshot the branch came from is unchanged, and a snapshot of the branch now holds
   // the copied page's real bytes.
   auto c = rt_->checkout(cid_);
   ASSERT_TRUE(c.is_ok());
   EXPECT_TRUE(branch_bytes_match(*rt_, *c, tokens_));
-  auto snap = rt_->snapshot(*b, "");
+  auto snap = rt_->snapshot(b, "");
   ASSERT_TRUE(snap.is_ok()) << snap.status().to_string();
   ASSERT_TRUE(rt_->wait_durable(snap->cid).is_ok());
   EXPECT_TRUE(rt_->verify().is_ok());
 }
 
 TEST_P(LazyPageIn, ASnapshotThatMustDigestALoadingPageWaitsForIt) {
-  start(/*gated=*/true);
-  auto b = rt_->checkout(cid_);
-  ASSERT_TRUE(b.is_ok()) << b.status().to_string();
-  gate_.allow(1);
-  gate_.wait_arrived(2);  // the last page (batch 2) is not read yet
+  const BranchId b = checkout_first_batch_read();
   // Truncated inside its last page, the branch needs that page's digest at a fill the
   // stored blob's digest does not cover: the snapshot must read the page, so it waits.
   const std::size_t keep = kTokens - 100;
-  ASSERT_TRUE(rt_->truncate(*b, keep).is_ok());
-  std::atomic<bool> done{false};
+  ASSERT_TRUE(rt_->truncate(b, keep).is_ok());
   Result<SnapshotInfo> snap = PF_ERROR(Code::kInternal, "not run");
-  std::thread snapshotter([&] {
-    snap = rt_->snapshot(*b, "");
-    done = true;
-  });
-  while (rt_->store_status().counters.load_waits == 0 && !done) std::this_thread::yield();
-  EXPECT_FALSE(done);
-  gate_.allow(~std::size_t{0});
-  snapshotter.join();
+  EXPECT_TRUE(starts_waiting([&] { snap = rt_->snapshot(b, ""); }));
+  finish();
   ASSERT_TRUE(snap.is_ok()) << snap.status().to_string();
   const std::vector<Token> kept(tokens_.begin(), tokens_.begin() + keep);
   auto c = rt_->checkout(snap->cid);
