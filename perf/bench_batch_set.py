@@ -32,8 +32,10 @@ interleaved rep by rep (medians are reported: the machine may be shared and nois
 
 ``--threads N`` runs N client threads at once (SGLang's backup threads) on disjoint keys:
 ProcessFork with a session per thread (as ProcessForkStorage has), Mooncake with the one
-store object they share (as SGLang's MooncakeStore is). Prints a summary on stderr and JSON on stdout or
-``--out FILE``.
+store object they share (as SGLang's MooncakeStore is). The threads live for the whole run
+and make every rep's calls (class Workers), as SGLang's threads do: a per-thread client
+connects and faults the pool into its mapping once, not once per rep. Prints a summary on
+stderr and JSON on stdout or ``--out FILE``.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ import argparse
 import hashlib
 import json
 import os
+import queue
 import shutil
 import socket
 import statistics
@@ -77,26 +80,50 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def timed_calls(threads: int, call, calls: int, tag: str) -> float:
-    """Runs `calls` calls per thread (call(tid, tag_i)); seconds for all of them."""
-    errors: list[BaseException] = []
+class Workers:
+    """`threads` long-lived worker threads that make every store's calls, rep after rep, as
+    SGLang's HiCache backup threads do. Threads are not made per rep: a store whose client
+    is per thread (ProcessForkStorage's session is) would otherwise open a new connection
+    and map the pool afresh every rep, and pay that rep's page faults, which a serving
+    engine pays once."""
 
-    def run(tid: int) -> None:
-        try:
-            for i in range(calls):
-                call(tid, f"{tag}/t{tid}/c{i}")
-        except BaseException as e:  # noqa: BLE001 -- reported below
-            errors.append(e)
-    ts = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    dt = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
-    return dt
+    def __init__(self, threads: int) -> None:
+        self._jobs = [queue.Queue() for _ in range(threads)]
+        self._done: queue.Queue = queue.Queue()
+        self._threads = [threading.Thread(target=self._loop, args=(t,), daemon=True)
+                         for t in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def _loop(self, tid: int) -> None:
+        while True:
+            job = self._jobs[tid].get()
+            if job is None:
+                return
+            call, calls, tag = job
+            try:
+                for i in range(calls):
+                    call(tid, f"{tag}/t{tid}/c{i}")
+                self._done.put(None)
+            except BaseException as e:  # noqa: BLE001 -- reported by timed_calls
+                self._done.put(e)
+
+    def timed_calls(self, call, calls: int, tag: str) -> float:
+        """Runs `calls` calls on every worker (call(tid, tag_i)); seconds for all of them."""
+        t0 = time.perf_counter()
+        for q in self._jobs:
+            q.put((call, calls, tag))
+        errors = [e for e in (self._done.get() for _ in self._jobs) if e is not None]
+        dt = time.perf_counter() - t0
+        if errors:
+            raise errors[0]
+        return dt
+
+    def close(self) -> None:
+        for q in self._jobs:
+            q.put(None)
+        for t in self._threads:
+            t.join()
 
 
 # --- stores --------------------------------------------------------------------------------
@@ -310,14 +337,16 @@ def mooncake_worker(args) -> int:
         import mooncake  # noqa: PLC0415
         print(json.dumps({"ok": True, "version": getattr(mooncake, "__version__", None),
                           "segment_bytes": segment}), flush=True)
+        workers = Workers(args.threads)
         for line in sys.stdin:
             tag = line.strip()
             try:
-                dt = timed_calls(args.threads, call, args.calls, tag)
+                dt = workers.timed_calls(call, args.calls, tag)
                 stores[0].remove_all()
                 print(json.dumps({"seconds": dt}), flush=True)
             except Exception as e:  # noqa: BLE001
                 print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
+        workers.close()
         for s in stores:
             s.close()
         return 0
@@ -366,6 +395,7 @@ def main() -> int:
         ["current", os.environ.get("PF_CLI") or processfork.cli_path()]]
     tmp = Path(tempfile.mkdtemp(prefix="pf_bench_bs_"))
     stores, skipped = [], {}
+    workers = None
     try:
         for name, cli in daemons:
             stores.append(ProcessForkStore(name, cli, args, data, tmp))
@@ -399,6 +429,7 @@ def main() -> int:
         for s in stores:
             if hasattr(s, "wait_sealed"):
                 secs[s.name + "+sealed"] = []
+        workers = Workers(args.threads)
         warm = 2  # reps 0 and 1 warm up (fault in every pool page), not reported
         for rep in range(args.reps + warm):
             order = stores if rep % 2 == 0 else list(reversed(stores))
@@ -408,7 +439,7 @@ def main() -> int:
                     dt = s.rep(tag)
                 else:
                     t0 = time.perf_counter()
-                    dt = timed_calls(args.threads, s.batch_set, args.calls, tag)
+                    dt = workers.timed_calls(s.batch_set, args.calls, tag)
                     if hasattr(s, "wait_sealed"):
                         s.wait_sealed()
                         sealed = time.perf_counter() - t0
@@ -421,6 +452,8 @@ def main() -> int:
                     secs[s.name].append(dt)
                 print(f"rep {rep} {s.name}: {per_rep / dt / 1e9:.2f} GB/s", file=sys.stderr)
     finally:
+        if workers is not None:
+            workers.close()
         for s in stores:
             try:
                 s.close()
