@@ -1,6 +1,6 @@
 // The loader of lazy page-ins (runtime/tier.h "Paging in"): reads the blobs of queued
 // LoadJobs into their pool pages in page order, without the Runtime mutex, and lets waiters
-// know batch by batch. Also the waits on loading pages that the Runtime's calls use.
+// know page by page. Also the waits on loading pages that the Runtime's calls use.
 #include <algorithm>
 #include <cstdio>
 

@@ -33,10 +33,12 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
 #include "base/unique_fd.h"
+#include "runtime/fault_ahead.h"
 #include "runtime/ids.h"
 #include "runtime/manifest.h"
 #include "runtime/page_digest.h"
@@ -515,7 +517,20 @@ Status Store::read_blobs(std::span<const BlobRead> blobs,
   const Geometry& g = impl_->options.geometry;
   for (const BlobRead& b : blobs) PF_TRY(check_blob_arg(b.key, b.dst, g, "read_blobs"));
   std::vector<Status> status(blobs.size());
+  // Fresh destinations (a restarted daemon's pool) are faulted in ahead of the readers, so
+  // that their faults overlap reads in flight (runtime/fault_ahead.h).
+  std::atomic<std::size_t> claimed{0};
+  std::optional<FaultAhead> fault_ahead;
+  if (blobs.size() > 1) {
+    std::vector<std::byte*> dsts;
+    dsts.reserve(blobs.size());
+    for (const BlobRead& b : blobs) dsts.push_back(b.dst);
+    fault_ahead.emplace(dsts, g.page_bytes(), claimed);
+  }
   impl_->blobs->pool().run(blobs.size(), [&](std::size_t i) {
+    // The pool claims indices in order: every index up to i is claimed now.
+    for (std::size_t c = claimed.load(); c < i + 1 && !claimed.compare_exchange_weak(c, i + 1);) {
+    }
     const BlobRead& b = blobs[i];
     Status s = impl_->blobs->read(b.key, b.dst);
     if (s.is_ok()) {

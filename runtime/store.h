@@ -145,7 +145,9 @@ class Store {
   // kDataCorrupt naming the first blob whose bytes do not match its key (dst then holds
   // undefined bytes). Parallel over io_threads. `on_each`, when given, is called with blob
   // i's index and outcome as soon as that blob is read and checked, on the io thread that
-  // read it (several at once): a caller can use each blob before the others are in.
+  // read it (several at once): a caller can use each blob before the others are in. With
+  // more than one blob, one more thread faults the destinations in ahead of the readers
+  // (runtime/fault_ahead.h: contents untouched); the dsts must be ordinary host memory.
   Status read_blobs(std::span<const BlobRead> blobs,
                     const std::function<void(std::size_t, const Status&)>& on_each = nullptr);
 

@@ -11,14 +11,15 @@
 //    metadata in one durable store transaction, then takes the mutex again to release the
 //    holds and mark the snapshot durable. A snapshot is durable once its manifest commit
 //    returned; Runtime::wait_durable waits for that.
-//  - Paging in (lazy): a snapshot loaded from the store at start, or demoted, has no resident
-//    pages (Snapshot::list is null). Runtime::page_in gives it its list at once, under the
-//    mutex: it reuses resident pages with the same digests and allocates the rest, sealed
-//    with the digests of the blobs they will hold and flagged PageMeta::loading (held under
-//    kStoreLease), and queues a LoadJob. The loader thread reads and checks the blobs in page
-//    order, in batches, without the mutex, and clears the flags batch by batch (notifying
-//    Tier::loaded). Nothing reads a loading page's bytes: branch_view and lookup_keys wait
-//    for the pages they hand out, ops that copy or digest page bytes wait for theirs
+//  - Paging in (lazy): a snapshot loaded from the store at start, or demoted, has no
+//    resident pages (Snapshot::list is null). Runtime::page_in gives it its list at once,
+//    under the mutex: it reuses resident pages with the same digests and allocates the
+//    rest, sealed with the digests of the blobs they will hold and flagged
+//    PageMeta::loading (held under kStoreLease), and queues a LoadJob. The loader thread
+//    reads and checks the blobs in page order, in batches, without the mutex, and clears
+//    each page's flag as soon as that page is read and checked (notifying Tier::loaded).
+//    Nothing reads a loading page's bytes: branch_view and lookup_keys wait for the pages
+//    they hand out, ops that copy or digest page bytes wait for theirs
 //    (State::load_blocked), the writer waits before writing one, and an unpin's removal
 //    waits until its snapshot's load is done (its blobs must stay). A page whose read fails
 //    is quarantined (PageMeta::load_failed): waiters get kDataCorrupt. Prefix-index misses

