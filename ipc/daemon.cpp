@@ -54,6 +54,7 @@ constexpr const char* kUsage =
     "                         [--http-auth on|off] [--http-request-timeout-ms MS]\n"
     "                         [--http-max-connections N] [--http-max-connections-per-peer N]\n"
     "                         [--ready-file PATH] [--max-clients N] [--frame-timeout-ms MS]\n"
+    "                         [--spin-us US]\n"
     "                         [--store DIR] [--store-prefix-capacity SIZE] [--verify]\n"
     "Each flag may also come from PROCESSFORK_<FLAG> (e.g. PROCESSFORK_CAPACITY=8GiB);\n"
     "flags win over the environment. See docs/daemon.md.\n";
@@ -84,6 +85,7 @@ constexpr Setting kSettings[] = {
     {"ready-file", "PROCESSFORK_READY_FILE", false},
     {"max-clients", "PROCESSFORK_MAX_CLIENTS", false},
     {"frame-timeout-ms", "PROCESSFORK_FRAME_TIMEOUT_MS", false},
+    {"spin-us", "PROCESSFORK_SPIN_US", false},
     {"store", "PROCESSFORK_STORE", false},
     {"store-prefix-capacity", "PROCESSFORK_STORE_PREFIX_CAPACITY", false},
     {"verify", "PROCESSFORK_VERIFY", true},
@@ -154,6 +156,8 @@ Status apply(DaemonConfig* c, std::string_view flag, const std::string& value,
   } else if (flag == "frame-timeout-ms") {
     PF_ASSIGN_OR_RETURN(c->frame_timeout_ms,
                         bounded(value, 10, 600000, "a frame timeout in ms", source));
+  } else if (flag == "spin-us") {
+    PF_ASSIGN_OR_RETURN(c->spin_us, bounded(value, 0, 10000, "a spin time in µs", source));
   } else if (flag == "http-auth") {
     if (value.empty()) return fail("empty value (on or off)");
     PF_ASSIGN_OR_RETURN(c->http_auth, boolean(value, source));
@@ -409,7 +413,8 @@ int serve_main(int argc, char** argv) {
     Result<std::unique_ptr<UdsServer>> uds = UdsServer::start(
         service, UdsOptions{.path = config.socket_path,
                             .max_clients = config.max_clients,
-                            .frame_timeout = std::chrono::milliseconds(config.frame_timeout_ms)});
+                            .frame_timeout = std::chrono::milliseconds(config.frame_timeout_ms),
+                            .spin_us = config.spin_us});
     if (!uds.is_ok()) return start_failure("socket " + config.socket_path, uds.status());
 
     std::unique_ptr<HttpServer> http;

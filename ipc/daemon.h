@@ -35,6 +35,10 @@ struct DaemonConfig {
   // payload) must arrive whole within this long once its first byte did, and a reply must
   // be taken within it; otherwise the connection is dropped.
   std::uint32_t frame_timeout_ms = 10000;
+  // --spin-us / PROCESSFORK_SPIN_US (0..10000): after a reply, a Unix-socket session thread
+  // polls for its client's next frame for this long before it sleeps (ipc/idle_spin.h), at
+  // most one such thread per two CPUs at a time. 0: sleep at once.
+  std::uint32_t spin_us = 50;
   // HTTP control port hardening (DESIGN §8, docs/daemon.md "Security"):
   // --http-auth / PROCESSFORK_HTTP_AUTH (on|off): with it on (the default) every route but
   // GET /v1/health and GET /metrics needs the bearer token: --token, else a random one. Either

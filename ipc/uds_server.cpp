@@ -99,7 +99,10 @@ struct UdsServer::Impl {
   std::mutex mu;  // guards connections and their fds
   std::list<std::unique_ptr<Connection>> connections;
 
-  Impl(Service& s, UdsOptions o) : service(s), options(std::move(o)) {}
+  IdleSpin spin;  // shared by every session; declared after `options`, which it reads
+
+  Impl(Service& s, UdsOptions o)
+      : service(s), options(std::move(o)), spin(options.spin_us, options.max_spinners) {}
 
   void accept_loop();
   void reap_locked(std::vector<std::thread>* finished);
@@ -280,7 +283,7 @@ void UdsServer::Impl::serve(Connection& c) {
     fd = c.fd.get();
   }
   set_timeouts(fd, options.frame_timeout);
-  run_session(service, fd, c.pid, options.frame_timeout);
+  run_session(service, fd, c.pid, options.frame_timeout, spin);
   service.client_disconnected();
   finish(c);
 }

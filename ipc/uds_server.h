@@ -14,6 +14,9 @@
 //    on its own thread with blocking I/O, so a slow or hostile client can only stall itself;
 //    engines keep few, long-lived connections, for which this is the lowest-latency design
 //    (no hand-off between threads on the fast path).
+//  - Idle spin: between frames a connection's thread first polls for the next frame for up
+//    to spin_us (yielding between polls; at most max_spinners threads at once), then sleeps
+//    in poll(): a client's burst of requests is answered without a wake-up per request.
 //  - Timeouts: a connection may stay idle for ever (poll without timeout between frames),
 //    but once a frame has started all of it must arrive within frame_timeout (one deadline
 //    for the frame, not per read), and a reply must be taken within frame_timeout;
@@ -35,6 +38,7 @@
 #include <string>
 
 #include "base/status.h"
+#include "ipc/idle_spin.h"
 #include "ipc/service.h"
 
 namespace pf::ipc {
@@ -43,6 +47,10 @@ struct UdsOptions {
   std::string path;
   std::size_t max_clients = 256;
   std::chrono::milliseconds frame_timeout{10000};
+  // Between frames a session thread busy-polls for up to spin_us before it sleeps, at most
+  // max_spinners threads at once (ipc/idle_spin.h); 0 disables it.
+  std::uint32_t spin_us = 50;
+  unsigned max_spinners = default_max_spinners();
 };
 
 class UdsServer {

@@ -25,8 +25,8 @@ constexpr std::size_t kReadStep = 256 << 10;
 
 class Session {
  public:
-  Session(Service& service, int fd, std::chrono::milliseconds frame_timeout)
-      : service_(service), fd_(fd), frame_timeout_(frame_timeout) {}
+  Session(Service& service, int fd, std::chrono::milliseconds frame_timeout, IdleSpin& spin)
+      : service_(service), fd_(fd), frame_timeout_(frame_timeout), spin_(spin) {}
 
   void run(pid_t pid);
 
@@ -45,6 +45,7 @@ class Session {
   Service& service_;
   int fd_;
   std::chrono::milliseconds frame_timeout_;
+  IdleSpin& spin_;
 };
 
 void Session::run(pid_t pid) {
@@ -114,6 +115,10 @@ UdsReply Session::handle(rt::LeaseId lease, const Frame& frame) {
 
 bool Session::read_frame(Frame* frame) {
   // Idle between frames for as long as the client likes; stop() wakes this with shutdown().
+  // A short busy-poll first (ipc/idle_spin.h): the next request of a burst is then answered
+  // without a wake-up. Its outcome needs no handling: the poll below returns at once when
+  // the socket is readable or hung up.
+  spin_.wait_readable(fd_);
   for (;;) {
     pollfd p{fd_, POLLIN, 0};
     const int n = poll(&p, 1, -1);
@@ -186,8 +191,9 @@ bool Session::send_reply(std::uint16_t type, std::uint32_t request_id, UdsReply 
 
 }  // namespace
 
-void run_session(Service& service, int fd, pid_t pid, std::chrono::milliseconds frame_timeout) {
-  Session(service, fd, frame_timeout).run(pid);
+void run_session(Service& service, int fd, pid_t pid, std::chrono::milliseconds frame_timeout,
+                 IdleSpin& spin) {
+  Session(service, fd, frame_timeout, spin).run(pid);
 }
 
 }  // namespace pf::ipc

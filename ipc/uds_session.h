@@ -10,11 +10,14 @@
 
 #include <chrono>
 
+#include "ipc/idle_spin.h"
 #include "ipc/service.h"
 
 namespace pf::ipc {
 
 // frame_timeout: once a frame's first byte arrived, the whole frame must within this long.
-void run_session(Service& service, int fd, pid_t pid, std::chrono::milliseconds frame_timeout);
+// spin: the server's idle spin, used before each wait for a frame; it must outlive the call.
+void run_session(Service& service, int fd, pid_t pid, std::chrono::milliseconds frame_timeout,
+                 IdleSpin& spin);
 
 }  // namespace pf::ipc

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -528,8 +529,14 @@ int main(int argc, char** argv) {
       {"snapshot_s", snapshot_us / 1e6},
       {"uds",
        {{"iterations", o.iterations},
+        // the daemon's idle spin between frames (serve --spin-us; its default unless the
+        // environment set PROCESSFORK_SPIN_US for the daemon this benchmark started)
+        {"daemon_spin_us",
+         std::getenv("PROCESSFORK_SPIN_US") ? std::getenv("PROCESSFORK_SPIN_US") : "default"},
         {"fork", to_json(uds_fork)},
-        {"checkout", to_json(uds_checkout)}}},
+        {"checkout", to_json(uds_checkout)},
+        {"client_spin_50us",
+         {{"fork", to_json(spin_fork)}, {"checkout", to_json(spin_checkout)}}}}},
       {"http",
        {{"iterations", o.http_iterations},
         {"keep_alive", true},

@@ -743,9 +743,19 @@ def markdown(res, errors, meta, plot_rel, plots):
         L.append("")
         L.append("| op | Unix socket p50 / p99 | HTTP p50 / p99 |")
         L.append("|---|---:|---:|")
+        uds = bd.get("uds") or {}
         for op in ("fork", "checkout"):
-            L.append("| %s | %s | %s |" % (op, pm((bd.get("uds") or {}).get(op)),
+            L.append("| %s | %s | %s |" % (op, pm(uds.get(op)),
                                          pm((bd.get("http") or {}).get(op))))
+        for op in ("fork", "checkout"):
+            if (uds.get("client_spin_50us") or {}).get(op):
+                L.append("| %s, client busy-waits ≤ 50 µs per reply (`spin_us`) | %s | |" % (
+                    op, pm(uds["client_spin_50us"][op])))
+        L.append("")
+        L.append("The daemon's session threads poll up to 50 µs for a client's next frame before "
+                 "they sleep (`serve --spin-us`, here: %s; docs/daemon.md \"Latency\"): an idle "
+                 "CPU's wake-up is most of a round trip otherwise." % uds.get("daemon_spin_us",
+                                                                        "not recorded"))
         L.append("")
         if bd.get("throughput"):
             L.append("| client threads | op | ops/s | requests/s | latency p50 / p99 |")

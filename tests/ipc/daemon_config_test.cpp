@@ -42,7 +42,8 @@ class ConfigTest : public ::testing::Test {
                                           "PROCESSFORK_HTTP_REQUEST_TIMEOUT_MS",
                                           "PROCESSFORK_HTTP_MAX_CONNECTIONS",
                                           "PROCESSFORK_HTTP_MAX_CONNECTIONS_PER_PEER",
-                                          "PROCESSFORK_FRAME_TIMEOUT_MS"};
+                                          "PROCESSFORK_FRAME_TIMEOUT_MS",
+                                          "PROCESSFORK_SPIN_US"};
 };
 
 TEST_F(ConfigTest, ParseSizeUnits) {
@@ -90,7 +91,7 @@ TEST_F(ConfigTest, EveryFlagBothSpellings) {
   Result<DaemonConfig> c =
       parse({"--device", "host", "--capacity=8GiB", "--chunk", "2MiB", "--geometry", "tiny",
              "--socket=/tmp/x.sock", "--http", "127.0.0.1:0", "--token", "s3cret", "--ready-file",
-             "/tmp/r", "--max-clients=3", "--frame-timeout-ms", "500", "--verify"});
+             "/tmp/r", "--max-clients=3", "--frame-timeout-ms", "500", "--spin-us=0", "--verify"});
   ASSERT_TRUE(c.is_ok()) << c.status().to_string();
   EXPECT_EQ(c->device, "host");
   EXPECT_EQ(c->capacity_bytes, 8ull << 30);
@@ -104,6 +105,9 @@ TEST_F(ConfigTest, EveryFlagBothSpellings) {
   EXPECT_EQ(c->frame_timeout_ms, 500u);
   EXPECT_TRUE(c->verify);
   EXPECT_EQ(parse({})->frame_timeout_ms, 10000u);
+  EXPECT_EQ(c->spin_us, 0u);
+  EXPECT_EQ(parse({})->spin_us, 50u);
+  EXPECT_EQ(parse({"--spin-us", "10000"})->spin_us, 10000u);
   EXPECT_EQ(
       parse({"--geometry", "layers=4,kv_heads=2,head_dim=64,dtype=fp16,page_tokens=16"})->geometry,
       "layers=4,kv_heads=2,head_dim=64,dtype=fp16,page_tokens=16");
@@ -129,6 +133,7 @@ TEST_F(ConfigTest, EnvironmentAndFlagsWin) {
   setenv("PROCESSFORK_READY_FILE", "/tmp/env.ready", 1);
   setenv("PROCESSFORK_MAX_CLIENTS", "9", 1);
   setenv("PROCESSFORK_VERIFY", "1", 1);
+  setenv("PROCESSFORK_SPIN_US", "7", 1);
   Result<DaemonConfig> c = parse({});
   ASSERT_TRUE(c.is_ok()) << c.status().to_string();
   EXPECT_EQ(c->device, "host");
@@ -140,6 +145,7 @@ TEST_F(ConfigTest, EnvironmentAndFlagsWin) {
   EXPECT_EQ(c->token, "envtoken");
   EXPECT_EQ(c->ready_file, "/tmp/env.ready");
   EXPECT_EQ(c->max_clients, 9u);
+  EXPECT_EQ(c->spin_us, 7u);
   EXPECT_TRUE(c->verify);
   // Flags override the environment.
   c = parse({"--capacity", "2GiB", "--socket", "/tmp/flag.sock", "--verify=0"});
@@ -171,6 +177,9 @@ TEST_F(ConfigTest, BadFlagsAndValues) {
       {"--frame-timeout-ms", "5"},
       {"--frame-timeout-ms", "600001"},
       {"--frame-timeout-ms", "1s"},
+      {"--spin-us", "10001"},
+      {"--spin-us", "-1"},
+      {"--spin-us", "50us"},
       {"--verify=maybe"},
       {"--frobnicate", "1"},
       {"serve"},
