@@ -584,8 +584,9 @@ def child_cost_markdown(res):
         reps = sorted(set(r["reps"] for c in contexts for r in c["rows"]))
         L.append("Repetitions per cell: %s (fewer as n × KV grows; one rep of n = 128 already "
                  "averages 128 children); load average %s at the start of bench_child_cost, "
-                 "%s at its end: the 2 cores were shared with other builds and tests, so "
-                 "these figures are noisy." % (
+                 "%s at its end (it counts this benchmark's own children and the harness's "
+                 "earlier benchmarks, decaying over minutes; the load at the harness's start, "
+                 "above, says whether anything else ran)." % (
                      "–".join(str(x) for x in (reps[0], reps[-1])) if reps else "?",
                      " ".join(m.get("loadavg_at_start", "?").split()[:3]),
                      " ".join(m.get("loadavg_at_end", "?").split()[:3])))
@@ -1060,8 +1061,9 @@ def adapters_markdown(ba):
                 100 * d["gbps_p50"] / base))
         L.append("")
     if tf or ly:
-        L.append("Load average %s at the start, %s at the end: the 2 cores are shared with "
-                 "other builds, so these timings are noisy (see the p99s)." % (
+        L.append("Load average %s at the start, %s at the end (it counts the harness's earlier "
+                 "benchmarks and their children, decaying over minutes; the load at the "
+                 "harness's start says whether anything else ran; spread: the p99s)." % (
                      bm.get("loadavg_at_start", "?").rsplit(" ", 2)[0],
                      bm.get("loadavg_at_end", "?").rsplit(" ", 2)[0]))
         L.append("")
