@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <utility>
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23  // Linux 5.14 (uapi asm-generic/mman-common.h)
@@ -11,9 +12,9 @@
 
 namespace pf::rt {
 
-FaultAhead::FaultAhead(std::span<std::byte* const> dsts, std::size_t bytes,
+FaultAhead::FaultAhead(std::vector<std::byte*> dsts, std::size_t bytes,
                        const std::atomic<std::size_t>& claimed)
-    : dsts_(dsts.begin(), dsts.end()), bytes_(bytes), claimed_(claimed) {
+    : dsts_(std::move(dsts)), bytes_(bytes), claimed_(claimed) {
   thread_ = std::thread([this] { walk(); });
 }
 

@@ -28,7 +28,6 @@
 
 #include <atomic>
 #include <cstddef>
-#include <span>
 #include <thread>
 #include <vector>
 
@@ -37,7 +36,7 @@ namespace pf::rt {
 class FaultAhead {
  public:
   // Starts the walk over `dsts` (each `bytes` long). `claimed` must outlive this object.
-  FaultAhead(std::span<std::byte* const> dsts, std::size_t bytes,
+  FaultAhead(std::vector<std::byte*> dsts, std::size_t bytes,
              const std::atomic<std::size_t>& claimed);
   ~FaultAhead();
   FaultAhead(const FaultAhead&) = delete;

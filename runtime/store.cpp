@@ -525,11 +525,13 @@ Status Store::read_blobs(std::span<const BlobRead> blobs,
     std::vector<std::byte*> dsts;
     dsts.reserve(blobs.size());
     for (const BlobRead& b : blobs) dsts.push_back(b.dst);
-    fault_ahead.emplace(dsts, g.page_bytes(), claimed);
+    fault_ahead.emplace(std::move(dsts), g.page_bytes(), claimed);
   }
   impl_->blobs->pool().run(blobs.size(), [&](std::size_t i) {
-    // The pool claims indices in order: every index up to i is claimed now.
-    for (std::size_t c = claimed.load(); c < i + 1 && !claimed.compare_exchange_weak(c, i + 1);) {
+    // The pool claims indices in order, so every index up to i is claimed now: raise the
+    // count the fault-ahead skips below to i + 1 (threads may get here out of order).
+    std::size_t seen = claimed.load();
+    while (seen < i + 1 && !claimed.compare_exchange_weak(seen, i + 1)) {
     }
     const BlobRead& b = blobs[i];
     Status s = impl_->blobs->read(b.key, b.dst);
